@@ -1,0 +1,173 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every operation in abp_np is written once, against an array module ``xp`` that is
+either :mod:`numpy` or :mod:`cupy`::
+
+    xp = get_array_module(x)
+    y = xp.tanh(x)
+
+This module holds the library's only ``import cupy``, so ``import abp_np`` works
+with NumPy alone. It also holds the switch that turns the custom CUDA kernels in
+``kernels/`` on or off (:func:`using_kernels`), and the explicit random
+generators: abp_np has no hidden global random state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+try:  # the only place where CuPy is imported
+    import cupy as _cupy
+except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
+    _cupy = None
+
+__all__ = [
+    "cupy_available",
+    "gpu_available",
+    "get_array_module",
+    "resolve_device",
+    "device_of",
+    "to_device",
+    "to_numpy",
+    "default_rng",
+    "using_kernels",
+    "kernels_enabled",
+    "check_float_dtype",
+    "FLOAT_DTYPES",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_GPU_HELP = (
+    "Install CuPy for your CUDA version, e.g. `pip install 'abp_np[gpu]'` (cupy-cuda12x) "
+    "or `pip install cupy-cuda11x`, or run with device='cpu'."
+)
+
+
+def cupy_available() -> bool:
+    """True when CuPy could be imported."""
+    return _cupy is not None
+
+
+def gpu_available() -> bool:
+    """True when CuPy is importable and at least one CUDA GPU is visible."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def resolve_device(device: str) -> Any:
+    """Return the array module for ``device`` ('cpu' or 'gpu'), or raise a clear error.
+
+    Parameters
+    ----------
+    device : {'cpu', 'gpu'}
+        'cpu' gives :mod:`numpy`; 'gpu' (also 'cuda') gives :mod:`cupy`.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not one of the names above.
+    RuntimeError
+        If the GPU is asked for but CuPy is missing or no GPU is visible; the message
+        says which, and what to do.
+    """
+    name = str(device).lower()
+    if name in ("cpu", "numpy"):
+        return np
+    if name not in ("gpu", "cuda", "cupy"):
+        raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
+    if _cupy is None:
+        raise RuntimeError(f"device='gpu' needs CuPy, which is not installed. {_GPU_HELP}")
+    try:
+        count = _cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # driver missing, CUDA libraries missing ...
+        raise RuntimeError(
+            f"device='gpu': CuPy is installed but no CUDA GPU is visible ({err}). "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or run with device='cpu'."
+        ) from err
+    if count == 0:
+        raise RuntimeError(
+            "device='gpu': CuPy is installed but no CUDA GPU is visible. "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or run with device='cpu'."
+        )
+    return _cupy
+
+
+def get_array_module(*arrays: Any) -> Any:
+    """Return :mod:`cupy` if any argument is a CuPy array, else :mod:`numpy`."""
+    if _cupy is not None:
+        return _cupy.get_array_module(*arrays)
+    return np
+
+
+def device_of(x: Any) -> str:
+    """'gpu' for a CuPy array, 'cpu' otherwise."""
+    return "gpu" if get_array_module(x) is not np else "cpu"
+
+
+def to_device(x: Any, device: str) -> Any:
+    """Copy an array to ``device`` ('cpu' or 'gpu'); arrays already there are returned as is."""
+    xp = resolve_device(device)
+    if xp is np:
+        return to_numpy(x)
+    return xp.asarray(x)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a NumPy array (copies from the GPU when needed)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def default_rng(seed: int | None = None, device: str = "cpu") -> Any:
+    """An explicit random generator for ``device``.
+
+    On the CPU this is :func:`numpy.random.default_rng`; on the GPU
+    :func:`cupy.random.default_rng`. Both offer ``standard_normal(shape, dtype=...)``,
+    the only method the algorithm uses. Pass it to every function that draws noise.
+    """
+    xp = resolve_device(device)
+    return xp.random.default_rng(seed)
+
+
+def check_float_dtype(dtype: Any, owner: str) -> np.dtype:
+    """Return ``np.dtype(dtype)`` if it is float32 or float64, else raise ValueError."""
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise ValueError(f"{owner}: dtype {dt} is not supported; use float32 or float64")
+    return dt
+
+
+# --- the custom-kernel switch -------------------------------------------------------------------
+
+_kernels_on = True
+
+
+def kernels_enabled() -> bool:
+    """True when the custom CUDA kernels may override the ``xp`` code on the GPU."""
+    return _kernels_on
+
+
+@contextlib.contextmanager
+def using_kernels(enabled: bool) -> Iterator[None]:
+    """Turn the custom CUDA kernels on or off inside a ``with`` block.
+
+    With ``using_kernels(False)`` a CuPy array takes the plain ``xp`` path, which lets
+    a test compare the kernel path against the reference path on one GPU.
+    """
+    global _kernels_on
+    previous = _kernels_on
+    _kernels_on = bool(enabled)
+    try:
+        yield
+    finally:
+        _kernels_on = previous

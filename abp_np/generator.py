@@ -1,0 +1,300 @@
+"""The generator network f(Z; W) and builders for the paper's three networks.
+
+The generator is a plain list of layers. Its :meth:`Generator.backward` is the ONE
+backward pass of the method: given the gradient of the log-likelihood with respect to
+the output, it returns the gradient with respect to Z, and, when asked, fills every
+layer's ``grads`` with the gradient with respect to W::
+
+    dz = g.backward(dy, need_param_grads=False)   # inferential back-propagation (Langevin)
+    dz = g.backward(dy, need_param_grads=True)    # learning back-propagation (also dW)
+
+Both calls run the very same code; the flag only skips the weight-gradient GEMMs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .backend import check_float_dtype, get_array_module
+from .layers import (
+    BatchNorm1d,
+    BatchNorm2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    Layer,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Reshape,
+    Tanh,
+)
+
+__all__ = ["Generator", "texture_generator", "sound_generator", "object_generator", "build"]
+
+
+class Generator:
+    """A top-down network f(Z; W): a sequence of layers applied in order.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+    latent_shape : tuple of int
+        Shape of one example's Z (without the batch axis), e.g. ``(100,)`` or ``(1, 7, 7)``.
+        For fully convolutional networks, a larger latent gives a larger output.
+    """
+
+    def __init__(self, layers: Sequence[Layer], latent_shape: tuple[int, ...]) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Generator: needs at least one layer")
+        dtypes = {layer.dtype for layer in self.layers}
+        if len(dtypes) != 1:
+            raise ValueError(f"Generator: all layers must share one dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = dtypes.pop()
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+
+    # -- f and its one backward pass ----------------------------------------------------------------
+    def forward(self, z: Any) -> Any:
+        """Y = f(Z; W). ``z``: (N, *latent_shape) -> (N, *output_shape)."""
+        if getattr(z, "ndim", None) != len(self.latent_shape) + 1:
+            raise ValueError(
+                f"Generator: expected z of shape (N, *{self.latent_shape}), got "
+                f"{getattr(z, 'shape', type(z).__name__)}"
+            )
+        h = z
+        for layer in self.layers:
+            h = layer.forward(h)
+        return h
+
+    __call__ = forward
+
+    def backward(self, dy: Any, need_param_grads: bool = True) -> Any:
+        """Back-propagate dL/dY through every layer and return dL/dZ.
+
+        Parameters
+        ----------
+        dy : array (N, *output_shape)
+            Gradient of the objective with respect to f(Z; W); for ABP this is the
+            residual (Y - f(Z; W)) / sigma^2.
+        need_param_grads : bool
+            False for inferential back-propagation (only dZ is needed: the weight-gradient
+            work is skipped); True for learning back-propagation (every layer's ``grads``
+            is filled as well). The same pass serves both.
+
+        Returns
+        -------
+        dz : array (N, *latent_shape)
+        """
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy, need_param_grads)
+        return dy
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def named_parameters(self) -> Iterator[tuple[str, Any, Any, Layer]]:
+        """Yield ``(name, param, grad, layer)`` for every parameter, e.g. ``('3.weight', W, dW, l)``."""
+        for i, layer in enumerate(self.layers):
+            for key, p in layer.params.items():
+                yield f"{i}.{key}", p, layer.grads[key], layer
+
+    def parameters(self) -> list[Any]:
+        return [p for _, p, _, _ in self.named_parameters()]
+
+    def gradients(self) -> list[Any]:
+        return [g for _, _, g, _ in self.named_parameters()]
+
+    def num_params(self) -> int:
+        return sum(layer.num_params() for layer in self.layers)
+
+    def zero_grad(self) -> None:
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers as NumPy arrays, keyed ``'<layer>.<name>'``."""
+        from .backend import to_numpy
+
+        out = {}
+        for i, layer in enumerate(self.layers):
+            for d in (layer.params, layer.buffers):
+                for k, v in d.items():
+                    out[f"{i}.{k}"] = to_numpy(v).copy()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy arrays from :meth:`state_dict` into the layers in place (shapes must match)."""
+        expected = {
+            f"{i}.{k}": (layer, d, k)
+            for i, layer in enumerate(self.layers)
+            for d in (layer.params, layer.buffers)
+            for k in d
+        }
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"Generator.load_state_dict: missing keys {missing}, unexpected {extra}")
+        for key, (_layer, d, k) in expected.items():
+            v = np.asarray(state[key])
+            if v.shape != d[k].shape:
+                raise ValueError(
+                    f"Generator.load_state_dict: {key} has shape {v.shape}, expected {d[k].shape}"
+                )
+            xp = get_array_module(d[k])
+            d[k][...] = xp.asarray(v, dtype=d[k].dtype)
+
+    # -- modes and devices ----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Generator:
+        """Batch norm uses batch statistics (the paper's setting, the default)."""
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def eval(self) -> Generator:
+        """Batch norm uses its running statistics."""
+        return self.train(False)
+
+    def to(self, device: str) -> Generator:
+        """Move every layer to 'cpu' or 'gpu'."""
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    @property
+    def device(self) -> str:
+        params = self.parameters()
+        if params and get_array_module(params[0]) is not np:
+            return "gpu"
+        return "cpu"
+
+    # -- shapes and summary ---------------------------------------------------------------------
+    def output_shape(self, latent_shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """Shape of one output example for one latent of ``latent_shape`` (default: training's)."""
+        shape: tuple[int, ...] = (2, *(latent_shape or self.latent_shape))
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape[1:]
+
+    def summary(self, latent_shape: tuple[int, ...] | None = None) -> str:
+        """A table of layers, output shapes and parameter counts."""
+        shape: tuple[int, ...] = ("N", *(latent_shape or self.latent_shape))  # type: ignore[assignment]
+        rows = [("input Z", str(tuple(shape)), "")]
+        for i, layer in enumerate(self.layers):
+            n = layer.output_shape((2, *shape[1:]))
+            shape = ("N", *n[1:])  # type: ignore[assignment]
+            rows.append((f"{i}: {layer!r}", str(tuple(shape)), f"{layer.num_params():,}"))
+        rows.append(("total", "", f"{self.num_params():,}"))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        head = f"{'layer':<{w0}}  {'output shape':<{w1}}  params"
+        lines = [head, "-" * len(head)]
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+# --- builders for the paper's networks ---------------------------------------------------------------
+
+_DOUBLE = {"kernel_size": 5, "stride": 2, "padding": 2, "output_padding": 1}
+
+
+def texture_generator(
+    channels: Sequence[int] = (512, 256, 128, 64),
+    out_channels: int = 3,
+    latent_size: int = 7,
+    dtype: Any = np.float32,
+    init_std: float = 0.005,
+    rng: Any = None,
+) -> Generator:
+    """The paper's texture network: Z of 1 x 7 x 7, five doubling 5x5 deconvolutions.
+
+    1 -> 512 -> 256 -> 128 -> 64 -> 3 channels, BN + ReLU after the first four, tanh at
+    the output: 7 x 7 -> 224 x 224 (a 14 x 14 Z gives 448 x 448).
+    """
+    return _deconv_stack(1, channels, out_channels, (1, latent_size, latent_size), "relu",
+                         dtype, init_std, rng, conv=ConvTranspose2d, bn=BatchNorm2d, geom=_DOUBLE)
+
+
+def sound_generator(
+    channels: Sequence[int] = (256, 128),
+    latent_length: int = 60,
+    dtype: Any = np.float32,
+    init_std: float = 0.005,
+    rng: Any = None,
+) -> Generator:
+    """The paper's sound network: Z of length 60, three 1-D deconvolutions up-sampling by 10.
+
+    Kernel 25, stride 10, padding 8, output_padding 1 (so each layer multiplies the length
+    by exactly 10): 1 -> 256 -> 128 -> 1 channels, BN + ReLU between, tanh at the output;
+    60 -> 60,000 samples.
+    """
+    geom = {"kernel_size": 25, "stride": 10, "padding": 8, "output_padding": 1}
+    return _deconv_stack(1, channels, 1, (1, latent_length), "relu", dtype, init_std, rng,
+                         conv=ConvTranspose1d, bn=BatchNorm1d, geom=geom)
+
+
+def object_generator(
+    latent_dim: int = 100,
+    channels: Sequence[int] = (512, 256, 128, 64),
+    out_channels: int = 3,
+    activation: str = "leaky_relu",
+    batch_norm: bool = False,
+    dtype: Any = np.float32,
+    init_std: float = 0.005,
+    rng: Any = None,
+) -> Generator:
+    """The paper's objects / faces network: fc to 4 x 4 x 512, four doubling deconvolutions.
+
+    d -> Linear -> (512, 4, 4) -> 256 -> 128 -> 64 -> 3 channels, 64 x 64 output, tanh.
+    Hidden activation: leaky ReLU 0.2 without batch norm (the paper), or
+    ``activation='relu', batch_norm=True`` (the later code).
+    """
+    dtype = check_float_dtype(dtype, "object_generator")
+    rng = rng if rng is not None else np.random.default_rng()
+    c0 = channels[0]
+    layers: list[Layer] = [
+        Linear(latent_dim, c0 * 16, dtype=dtype, init_std=init_std, rng=rng),
+        Reshape((c0, 4, 4), dtype=dtype),
+    ]
+    if batch_norm:
+        layers.append(BatchNorm2d(c0, dtype=dtype))
+    layers.append(_activation(activation, dtype))
+    g = _deconv_stack(c0, channels[1:], out_channels, (latent_dim,), activation, dtype, init_std,
+                      rng, conv=ConvTranspose2d, bn=BatchNorm2d if batch_norm else None,
+                      geom=_DOUBLE)
+    return Generator(layers + g.layers, (latent_dim,))
+
+
+def _activation(name: str, dtype: Any) -> Layer:
+    if name == "relu":
+        return ReLU(dtype=dtype)
+    if name == "leaky_relu":
+        return LeakyReLU(0.2, dtype=dtype)
+    raise ValueError(f"unknown activation {name!r}: expected 'relu' or 'leaky_relu'")
+
+
+def _deconv_stack(c_in, channels, out_channels, latent_shape, activation, dtype, init_std, rng,
+                  *, conv, bn, geom) -> Generator:
+    dtype = check_float_dtype(dtype, "generator")
+    rng = rng if rng is not None else np.random.default_rng()
+    layers: list[Layer] = []
+    for c in channels:
+        layers.append(conv(c_in, c, **geom, dtype=dtype, init_std=init_std, rng=rng))
+        if bn is not None:
+            layers.append(bn(c, dtype=dtype))
+        layers.append(_activation(activation, dtype))
+        c_in = c
+    layers.append(conv(c_in, out_channels, **geom, dtype=dtype, init_std=init_std, rng=rng))
+    layers.append(Tanh(dtype=dtype))
+    return Generator(layers, latent_shape)
+
+
+def build(kind: str, **kwargs: Any) -> Generator:
+    """Build one of the paper's networks by name: 'texture', 'sound' or 'object'."""
+    builders = {"texture": texture_generator, "sound": sound_generator, "object": object_generator}
+    if kind not in builders:
+        raise ValueError(f"unknown network {kind!r}: expected one of {sorted(builders)}")
+    return builders[kind](**kwargs)
