@@ -507,6 +507,8 @@ class Reshape(Layer):
         return (input_shape[0], *self.shape)
 
     def _forward(self, x):
+        if x.ndim < 1:
+            raise ValueError(f"{self}: expected an input (N, ...) with a batch axis, got 0-d")
         if int(np.prod(x.shape[1:])) != int(np.prod(self.shape)):
             raise ValueError(
                 f"{self}: cannot reshape input of shape {tuple(x.shape)} to (N, *{self.shape}): "
