@@ -1,0 +1,119 @@
+"""Small charts drawn with Pillow, so that the demos need no plotting library.
+
+:func:`line_chart` draws curves on shared axes with a legend; :func:`waveform` draws a sound
+signal as a band of min/max per pixel column. Both return an ``(H, W, 3)`` uint8 array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189)]
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values covering [lo, hi]."""
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(n - 1, 1)
+    step = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * step >= raw:
+            step *= m
+            break
+    start = math.ceil(lo / step) * step
+    return [start + k * step for k in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def line_chart(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    size: tuple[int, int] = (640, 400),
+) -> np.ndarray:
+    """Draw ``{label: (x, y)}`` as lines with markers on one set of axes.
+
+    Returns
+    -------
+    picture : ndarray (H, W, 3) uint8
+    """
+    from PIL import Image, ImageDraw
+
+    W, H = size
+    left, right, top, bottom = 70, 20, 40, 60
+    img = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    xs = [float(v) for x, _ in series.values() for v in x]
+    ys = [float(v) for _, y in series.values() for v in y if np.isfinite(v)]
+    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    y0 = min(y0, 0.0) if y0 >= 0 and y0 < 0.2 * (y1 - y0 + 1e-12) else y0
+    pad = 0.05 * (y1 - y0 or 1.0)
+    y0, y1 = y0 - pad, y1 + pad
+    if x1 <= x0:
+        x1 = x0 + 1.0
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        u = left + (x - x0) / (x1 - x0) * (W - left - right)
+        v = H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom)
+        return u, v
+
+    # axes, ticks and grid
+    draw.rectangle([left, top, W - right, H - bottom], outline=(0, 0, 0))
+    for t in _ticks(y0, y1):
+        _, v = px(x0, t)
+        draw.line([left, v, W - right, v], fill=(225, 225, 225))
+        draw.text((5, v - 6), f"{t:.3g}", fill=(0, 0, 0))
+    for t in _ticks(x0, x1):
+        u, _ = px(t, y0)
+        draw.line([u, top, u, H - bottom], fill=(235, 235, 235))
+        draw.text((u - 10, H - bottom + 5), f"{t:g}", fill=(0, 0, 0))
+    draw.text((left, 10), title, fill=(0, 0, 0))
+    draw.text(((W - len(xlabel) * 6) // 2, H - 25), xlabel, fill=(0, 0, 0))
+    draw.text((5, top - 18), ylabel, fill=(0, 0, 0))
+    # curves and legend
+    for k, (label, (x, y)) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        points = [px(float(a), float(b)) for a, b in zip(x, y) if np.isfinite(b)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for u, v in points:
+            draw.ellipse([u - 2, v - 2, u + 2, v + 2], fill=colour)
+        ly = top + 8 + 16 * k
+        draw.line([W - right - 150, ly + 6, W - right - 130, ly + 6], fill=colour, width=3)
+        draw.text((W - right - 125, ly), label, fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+def waveform(signals: dict[str, np.ndarray], width: int = 800, row: int = 90) -> np.ndarray:
+    """Draw each signal (values in [-1, 1]) as a min/max band, one labelled row per signal.
+
+    Returns
+    -------
+    picture : ndarray (rows * row, width, 3) uint8
+    """
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, row * len(signals)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for k, (label, x) in enumerate(signals.items()):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        top = k * row
+        mid = top + row / 2
+        draw.line([0, mid, width, mid], fill=(220, 220, 220))
+        # one column of pixels per chunk of samples: (width, chunk)
+        chunks = np.array_split(x, width)
+        for u, c in enumerate(chunks):
+            if c.size == 0:
+                continue
+            a, b = float(c.min()), float(c.max())
+            draw.line(
+                [u, mid - b * (row / 2 - 4), u, mid - a * (row / 2 - 4)],
+                fill=COLOURS[k % len(COLOURS)],
+            )
+        draw.text((4, top + 2), label, fill=(0, 0, 0))
+    return np.asarray(img)
