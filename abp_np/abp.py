@@ -1,0 +1,790 @@
+"""Alternating back-propagation (Han, Lu, Zhu, Wu, AAAI 2017), read next to the paper.
+
+The model (paper, eq. 1), a non-linear factor analysis::
+
+    Y = f(Z; W) + eps,      Z ~ N(0, I_d),      eps ~ N(0, sigma^2 I_D)
+
+Complete-data log-likelihood of n examples, up to a constant (eq. 2)::
+
+    L(W, {Z_i}) = - sum_i [ ||Y_i - f(Z_i; W)||^2 / (2 sigma^2) + ||Z_i||^2 / 2 ]
+
+Its two gradients (eqs. 3 and 4 of the paper's sections on inference and learning)::
+
+    dL/dZ_i = (1/sigma^2) (Y_i - f(Z_i; W)) df/dZ_i - Z_i
+    dL/dW   = sum_i (1/sigma^2) (Y_i - f(Z_i; W)) df/dW
+
+both come out of ONE backward pass of the generator with the residual
+(Y - f) / sigma^2 injected at its output: :meth:`Generator.backward` returns dL/dZ and,
+when asked (``need_param_grads=True``), also fills dL/dW. The algorithm alternates:
+
+1. **Inferential back-propagation** (:meth:`ABP.langevin`): l steps of Langevin dynamics
+   on every Z_i, warm-started from the Z_i of the previous iteration (one persistent chain
+   per training example)::
+
+       Z <- Z + (delta^2 / 2) dL/dZ + delta U,        U ~ N(0, I_d)          (eq. 5)
+
+   Without the noise this is gradient ascent on L in Z.
+2. **Learning back-propagation** (:meth:`ABP.learn`): one optimiser step on W with the
+   Z_i just inferred (eq. 6).
+
+With a linear observation model A (:mod:`abp_np.observation`: occluded pixels, random
+projections) Y - f becomes the residual y_obs - A f and the injected gradient
+A^T (y_obs - A f) / sigma^2.
+
+Sign convention: the optimisers *descend*. :meth:`ABP.learn` injects the gradient of
+J(W) = -L/n at the output, so the layers' ``grads`` hold dJ/dW = minus the paper's
+"per example summed over pixels, averaged over the batch, times 1/sigma^2" gradient,
+and a descent step on J is an ascent step on L (see :mod:`abp_np.optim`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .backend import get_array_module, kernels_enabled, resolve_device, to_numpy
+from .observation import Complete, Observation
+from .optim import SGD, Optimizer
+
+__all__ = ["ABP", "DivergenceError"]
+
+_CHAINS = ("persistent", "restart")
+_INITS = ("zeros", "normal")
+
+
+class DivergenceError(RuntimeError):
+    """A Langevin or learning step produced NaN or inf.
+
+    Attributes
+    ----------
+    stage : {'langevin', 'learning', 'data'}
+        Which step went wrong first.
+    iteration : int
+        The iteration (1-based) in which it happened.
+    checkpoint : str or None
+        The last good checkpoint written or read by this ABP, if any.
+    """
+
+    def __init__(self, message: str, stage: str, iteration: int, checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.stage, self.iteration, self.checkpoint = stage, iteration, checkpoint
+
+
+def _langevin_kernel() -> Any:
+    """``abp_np._cuda.langevin_step_`` when it can be imported, else None."""
+    try:
+        from . import _cuda
+    except ImportError:  # pragma: no cover - a build without the kernel module
+        return None
+    return getattr(_cuda, "langevin_step_", None)
+
+
+class ABP:
+    """Alternating back-propagation for a generator network.
+
+    Parameters
+    ----------
+    generator : Generator
+        f(Z; W); its ``latent_shape`` is the shape of one Z.
+    sigma : float
+        Noise standard deviation of the model (paper: 0.3).
+    langevin_steps : int
+        l, Langevin steps per iteration (paper: 10 for textures and sound, 30 for objects).
+    step_size : float
+        delta, the Langevin step size (paper: 0.3; 0.1 for sound).
+    noise : bool
+        True: Langevin dynamics; False: plain gradient ascent on Z.
+    chains : {'persistent', 'restart'}
+        'persistent' (the paper): each example keeps its Z across iterations (warm start).
+        'restart': Z is drawn afresh (per ``init_z``) before each inference (short-run).
+    init_z : {'zeros', 'normal'}
+        Initial Z of the chains (paper: zeros for objects and sound, N(0, I) for textures).
+    optimizer : Optimizer, optional
+        Default: :class:`abp_np.optim.SGD` with the paper's settings.
+    observation : Observation, optional
+        Default :class:`abp_np.observation.Complete`; may be overridden per call.
+    lr_decay : float
+        The learning rate of iteration k (0-based) is ``initial_lr * lr_decay ** k``
+        (paper, larger data sets: 0.99 per epoch; one iteration is one epoch). 1: none.
+    seed : int, optional
+        Seed of a fresh random generator (``numpy.random.default_rng(seed)``).
+    rng : numpy.random.Generator, optional
+        Or the generator itself. It shuffles the data, draws the initial Z and, on the
+        CPU, the Langevin noise. On the GPU the noise comes from a CuPy generator seeded
+        from it. No hidden global random state is used.
+
+    Attributes
+    ----------
+    Z : array (n, *latent_shape) or None
+        The persistent chains of :meth:`fit`, one per training example, by example index.
+    iteration : int
+        Number of completed training iterations.
+    """
+
+    def __init__(
+        self,
+        generator: Any,
+        sigma: float = 0.3,
+        langevin_steps: int = 10,
+        step_size: float = 0.3,
+        noise: bool = True,
+        chains: str = "persistent",
+        init_z: str = "zeros",
+        optimizer: Optimizer | None = None,
+        observation: Observation | None = None,
+        lr_decay: float = 1.0,
+        seed: int | None = None,
+        rng: Any = None,
+    ) -> None:
+        if not hasattr(generator, "backward") or not hasattr(generator, "latent_shape"):
+            raise ValueError(f"ABP: generator must be an abp_np Generator, got {type(generator)}")
+        if seed is not None and rng is not None:
+            raise ValueError("ABP: give seed or rng, not both")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ValueError(f"ABP: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise ValueError(f"ABP: optimizer must be an abp_np.optim Optimizer, got {optimizer!r}")
+        if observation is not None and not isinstance(observation, Observation):
+            raise ValueError(f"ABP: observation must be an abp_np Observation, got {observation!r}")
+        self.generator = generator
+        self.sigma = _positive(sigma, "sigma")
+        self.langevin_steps = _count(langevin_steps, "langevin_steps")
+        self.step_size = _nonnegative(step_size, "step_size")
+        self.noise = bool(noise)
+        self.chains = _choice(chains, _CHAINS, "chains")
+        self.init_z = _choice(init_z, _INITS, "init_z")
+        self.lr_decay = _positive(lr_decay, "lr_decay")
+        self.optimizer = optimizer if optimizer is not None else SGD()
+        self.observation = observation if observation is not None else Complete()
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self._device_rng: Any = None  # CuPy generator for the GPU's Langevin noise
+        self.Z: Any = None
+        self.iteration = 0
+        self.last_checkpoint: str | None = None
+
+    # -- small helpers -----------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return self.generator.device
+
+    @property
+    def xp(self) -> Any:
+        return resolve_device(self.device)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.generator.dtype
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.generator.latent_shape
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one generated example, f(Z) without the batch axis."""
+        return self.generator.output_shape()
+
+    def settings(self) -> dict[str, Any]:
+        """The algorithm's settings, as a JSON-able dict (stored in checkpoints)."""
+        return {
+            "sigma": self.sigma,
+            "langevin_steps": self.langevin_steps,
+            "step_size": self.step_size,
+            "noise": self.noise,
+            "chains": self.chains,
+            "init_z": self.init_z,
+            "lr_decay": self.lr_decay,
+        }
+
+    def noise_rng(self) -> Any:
+        """The generator that draws Langevin noise on the current device."""
+        if self.device == "cpu":
+            return self.rng
+        if self._device_rng is None:
+            self._device_rng = self.xp.random.default_rng(int(self.rng.integers(2**63)))
+        return self._device_rng
+
+    def _standard_normal(self, shape: tuple[int, ...], rng: Any = None) -> Any:
+        rng = rng if rng is not None else self.noise_rng()
+        return rng.standard_normal(shape, dtype=self.dtype)
+
+    def _initial_z(self, n: int, init: str | None = None, rng: Any = None) -> Any:
+        """Z of ``n`` fresh chains: zeros or N(0, I) draws, shape (n, *latent_shape)."""
+        shape = (n, *self.latent_shape)
+        if (init or self.init_z) == "zeros":
+            return self.xp.zeros(shape, dtype=self.dtype)
+        return self._standard_normal(shape, rng)
+
+    def _on_device(self, x: Any, name: str) -> Any:
+        """``x`` on the generator's device (a host copy moves once, before any loop)."""
+        xp = self.xp
+        if get_array_module(x) is not xp:
+            x = xp.asarray(x)
+        return x
+
+    def _prepare_data(
+        self, y: Any, observation: Observation | None, owner: str, check_finite: bool = True
+    ) -> tuple[Any, Observation]:
+        """Validate data ``y`` against the observation model and the generator; move both."""
+        obs = observation if observation is not None else self.observation
+        if not isinstance(obs, Observation):
+            raise ValueError(f"{owner}: observation must be an abp_np Observation, got {obs!r}")
+        if not hasattr(y, "shape") or not hasattr(y, "dtype"):
+            raise ValueError(f"{owner}: data must be a NumPy or CuPy array, got {type(y).__name__}")
+        obs.check(y, self.image_shape, owner)
+        if y.dtype != self.dtype:
+            raise ValueError(
+                f"{owner}: data dtype is {y.dtype} but the generator is {self.dtype}; convert with "
+                f"Y.astype('{self.dtype}')"
+            )
+        if y.shape[0] < 1:
+            raise ValueError(f"{owner}: data hold no example (shape {tuple(y.shape)})")
+        y = self._on_device(y, "data")
+        obs = obs.like(y)
+        if check_finite and not bool(obs.finite(y)):
+            raise ValueError(
+                f"{owner}: the (observed) data contain NaN or inf; mark missing pixels with "
+                "observation=Masked(mask) instead"
+            )
+        return y, obs
+
+    def _check_z(self, z: Any, n: int, owner: str) -> Any:
+        shape = (n, *self.latent_shape)
+        if not hasattr(z, "shape") or tuple(z.shape) != shape:
+            raise ValueError(
+                f"{owner}: z must have shape {shape} (one latent per example), got "
+                f"{getattr(z, 'shape', type(z).__name__)}"
+            )
+        if z.dtype != self.dtype:
+            raise ValueError(f"{owner}: z dtype is {z.dtype}, expected {self.dtype}")
+        return self._on_device(z, "z")
+
+    # -- the log-likelihood and its gradient in Z --------------------------------------------------
+    def log_likelihood(self, z: Any, y: Any, observation: Observation | None = None) -> Any:
+        """Per-example complete-data log-likelihood (eq. 2), up to a constant.
+
+        ``-||y - A f(z)||^2 / (2 sigma^2) - ||z||^2 / 2``, shape (N,), on the device.
+        """
+        y, obs = self._prepare_data(y, observation, "ABP.log_likelihood")
+        z = self._check_z(z, y.shape[0], "ABP.log_likelihood")
+        f = self.generator.forward(z)
+        z2 = (z * z).reshape(z.shape[0], -1).sum(axis=1)
+        return -obs.squared_error(y, f) / (2 * self.sigma**2) - z2 / 2
+
+    def log_likelihood_grad_z(self, z: Any, y: Any, observation: Observation | None = None) -> Any:
+        """dL/dZ (eq. 3) by one backward pass, without weight gradients.
+
+        Parameters
+        ----------
+        z : array (N, *latent_shape)
+        y : array, the observed data of the N examples (see :mod:`abp_np.observation`)
+
+        Returns
+        -------
+        dz : array (N, *latent_shape)
+            ``(1/sigma^2) A^T (y - A f(z)) df/dz - z``.
+        """
+        y, obs = self._prepare_data(y, observation, "ABP.log_likelihood_grad_z")
+        z = self._check_z(z, y.shape[0], "ABP.log_likelihood_grad_z")
+        return self._grad_z_data(z, y, obs) - z
+
+    def _grad_z_data(self, z: Any, y: Any, obs: Observation) -> Any:
+        """The data term of dL/dZ: one forward and ONE backward pass, no weight gradients."""
+        f = self.generator.forward(z)  # f(Z; W), (N, *image_shape)
+        r = obs.residual(y, f)  # y - A f, observation space
+        dY = obs.adjoint(r).reshape(f.shape) / self.sigma**2  # dL/df = A^T r / sigma^2
+        return self.generator.backward(dY, need_param_grads=False)  # (1/s^2) r df/dZ
+
+    # -- inferential back-propagation --------------------------------------------------------------
+    def langevin(
+        self,
+        z: Any,
+        y: Any,
+        observation: Observation | None = None,
+        steps: int | None = None,
+        step_size: float | None = None,
+        noise: bool | None = None,
+        rng: Any = None,
+        noise_arrays: Any = None,
+    ) -> Any:
+        """Inferential back-propagation: Langevin dynamics on Z with W fixed (eq. 5).
+
+        For each of ``steps`` steps::
+
+            dz_data = G.backward(A^T (y - A G.forward(z)) / sigma^2, need_param_grads=False)
+            z <- z + (delta^2 / 2) (dz_data - z) + delta U,      U ~ N(0, I)
+
+        ``dz_data - z`` is dL/dZ (eq. 3): the data term from one backward pass and the
+        N(0, I) prior's ``-z``. Weight gradients are not computed. Nothing is copied off the
+        device inside the loop.
+
+        Parameters
+        ----------
+        z : array (N, *latent_shape)
+            Starting point; not modified (a copy is updated).
+        y : array
+            Observed data of the N examples: (N, *image_shape), or (N, m) for projections.
+        observation : Observation, optional
+            Default: this ABP's.
+        steps, step_size, noise : optional
+            Default: this ABP's ``langevin_steps``, ``step_size`` (delta), ``noise``.
+            ``noise=False``: gradient ascent.
+        rng : random generator, optional
+            Draws U (``standard_normal(shape, dtype=...)``); default :meth:`noise_rng`.
+        noise_arrays : array (steps, N, *latent_shape), optional
+            Explicit U for every step (e.g. the same noise for a CPU and a GPU chain);
+            implies ``noise=True`` and leaves every generator untouched.
+
+        Returns
+        -------
+        z : array (N, *latent_shape)
+        """
+        owner = "ABP.langevin"
+        y, obs = self._prepare_data(y, observation, owner)
+        z = self._check_z(z, y.shape[0], owner)
+        steps = self.langevin_steps if steps is None else _count(steps, "steps")
+        delta = self.step_size if step_size is None else _nonnegative(step_size, "step_size")
+        noise = self.noise if noise is None else bool(noise)
+        if noise_arrays is not None:
+            want = (steps, *z.shape)
+            if tuple(getattr(noise_arrays, "shape", ())) != want:
+                raise ValueError(
+                    f"{owner}: noise_arrays must have shape {want} (steps, *z.shape), got "
+                    f"{getattr(noise_arrays, 'shape', type(noise_arrays).__name__)}"
+                )
+            if noise_arrays.dtype != self.dtype:
+                raise ValueError(
+                    f"{owner}: noise_arrays dtype {noise_arrays.dtype}, expected {self.dtype}"
+                )
+            noise_arrays = self._on_device(noise_arrays, "noise_arrays")
+            noise = True
+        return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
+
+    def _langevin(self, z, y, obs, steps, delta, noise, rng, noise_arrays):
+        """The loop of :meth:`langevin`, on validated arguments."""
+        xp = get_array_module(z)
+        z = xp.array(z, copy=True, order="C")
+        if noise and noise_arrays is None:
+            rng = rng if rng is not None else self.noise_rng()
+        kernel = _langevin_kernel() if (xp is not np and kernels_enabled()) else None
+        for t in range(steps):
+            dz_data = self._grad_z_data(z, y, obs)
+            U = None
+            if noise:
+                U = (
+                    noise_arrays[t]
+                    if noise_arrays is not None
+                    else rng.standard_normal(z.shape, dtype=z.dtype)
+                )
+            if kernel is not None:  # fused CUDA update, the same formula as below
+                U = None if U is None else xp.ascontiguousarray(U)
+                kernel(z, xp.ascontiguousarray(dz_data), U, delta)
+            else:
+                z += (0.5 * delta * delta) * (dz_data - z)  # (delta^2/2) dL/dZ, eq. 5
+                if U is not None:
+                    z += delta * U  # + delta U
+        return z
+
+    # -- learning back-propagation -----------------------------------------------------------------
+    def learn(self, z: Any, y: Any, observation: Observation | None = None) -> dict[str, float]:
+        """Learning back-propagation: one optimiser step on W with Z fixed (eq. 6).
+
+        ``f = G.forward(z)``; the gradient of J = -L/n,
+        ``dY = -A^T (y - A f) / (sigma^2 n)``, is injected at the output;
+        ``G.backward(dY, need_param_grads=True)`` fills every layer's ``grads`` with dJ/dW;
+        the optimiser descends J (ascends L).
+
+        Returns
+        -------
+        stats : dict of float
+            Measured *before* the update: ``recon_error`` (mean |y - A f| / 2 over observed
+            entries: the paper's error for [-1, 1] data on the [0, 1] scale),
+            ``data_energy`` (mean over examples of ||y - A f||^2 / (2 sigma^2)) and
+            ``prior_energy`` (mean of ||z||^2 / 2).
+        """
+        y, obs = self._prepare_data(y, observation, "ABP.learn")
+        z = self._check_z(z, y.shape[0], "ABP.learn")
+        s = to_numpy(self.xp.stack(self._learn_step(z, y, obs)))
+        n = z.shape[0]
+        return {
+            "recon_error": float(s[2] / s[3]) / 2,
+            "data_energy": float(s[0]) / n,
+            "prior_energy": float(s[1]) / n,
+        }
+
+    def _learn_step(self, z: Any, y: Any, obs: Observation) -> tuple[Any, Any, Any, Any]:
+        """One learning step; returns device scalars (sum of data energies, sum of prior
+        energies, sum |residual|, number of observed entries), measured before the update."""
+        g = self.generator
+        n = z.shape[0]
+        f = g.forward(z)
+        r = obs.residual(y, f)  # y - A f
+        dY = obs.adjoint(r).reshape(f.shape) * (-1.0 / (self.sigma**2 * n))  # dJ/df, J = -L/n
+        g.backward(dY, need_param_grads=True)  # layer.grads <- dJ/dW
+        self.optimizer.step(g)  # W <- W - lr * (...)
+        abs_sum, count = obs.abs_error(y, f)
+        data = (r * r).sum() / (2 * self.sigma**2)
+        prior = (z * z).sum() / 2
+        xp = get_array_module(z)
+        return (
+            data.astype(xp.float64),
+            prior.astype(xp.float64),
+            abs_sum.astype(xp.float64),
+            xp.asarray(count, dtype=xp.float64),
+        )
+
+    # -- the training loop -------------------------------------------------------------------------
+    def fit(
+        self,
+        Y: Any,
+        iterations: int,
+        batch_size: int | None = None,
+        observation: Observation | None = None,
+        callback: Callable[[ABP, dict[str, Any]], Any] | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        log_path: str | os.PathLike | None = None,
+        progress: bool = False,
+        shuffle: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Alternating back-propagation on a training set, until ``iteration == iterations``.
+
+        Each iteration visits every example once (an epoch): for each mini-batch of example
+        indices ``idx``, Langevin dynamics on ``Z[idx]`` (warm start, or a restart per
+        ``chains``), the result written back to ``Z[idx]``, then one learning step.
+
+        Parameters
+        ----------
+        Y : array (n, *image_shape), or (n, m) for :class:`Projection` data
+            Same dtype as the generator. Moved to the generator's device once.
+        iterations : int
+            The *total* number of iterations: a fresh model runs ``iterations``; a model
+            restored from a checkpoint written at iteration k runs the remaining
+            ``iterations - k``, continuing the same run.
+        batch_size : int, optional
+            Default: the whole set in one batch (the paper's small experiments). With batch
+            norm every batch needs at least 2 examples.
+        observation : Observation, optional
+            Default: this ABP's. A :class:`Masked` mask is per example (n rows).
+        callback : callable(abp, record), optional
+            Called after each iteration with its log record.
+        checkpoint_path : path, optional
+            Written every ``checkpoint_every`` iterations, at the end, and on Ctrl-C.
+        log_path : path, optional
+            One JSON line per iteration is appended.
+        progress : bool
+            Print one line per iteration to stderr.
+        shuffle : bool
+            Visit examples in a fresh random order each iteration (drawn from ``rng``).
+
+        Returns
+        -------
+        history : list of dict
+            One record per iteration run: ``iteration`` (1-based count), ``recon_error``,
+            ``data_energy``, ``prior_energy`` (see :meth:`learn`; averaged over the set),
+            ``lr`` and ``seconds``.
+
+        Raises
+        ------
+        DivergenceError
+            When a Langevin or learning step produced NaN or inf. The in-memory model is
+            rolled back to the end of the last completed iteration; the last checkpoint
+            file is left as it was.
+        KeyboardInterrupt
+            Re-raised after rolling back to the last completed iteration and saving a
+            checkpoint there (when ``checkpoint_path`` is given), so that resuming
+            continues the run exactly.
+        """
+        owner = "ABP.fit"
+        Y, obs = self._prepare_data(Y, observation, owner)
+        n = Y.shape[0]
+        iterations = _count(iterations, "iterations")
+        checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
+        if batch_size is None:
+            batch_size = n
+        batch_size = _count(batch_size, "batch_size", minimum=1)
+        if batch_size > n:
+            raise ValueError(f"{owner}: batch_size={batch_size} is larger than the {n} examples")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"{owner}: callback must be callable, got {callback!r}")
+        z_shape = (n, *self.latent_shape)
+        if self.Z is not None and tuple(self.Z.shape) != z_shape:
+            if self.iteration > 0:
+                raise ValueError(
+                    f"{owner}: this ABP holds chains Z of shape {tuple(self.Z.shape)} from "
+                    f"{self.iteration} iterations, but the data give {z_shape}; use the same "
+                    "training set to continue, or a fresh ABP"
+                )
+            self.Z = None
+        if self.Z is None:
+            self.Z = self._initial_z(n)
+        self.Z = self._on_device(self.Z, "Z")
+
+        history: list[dict[str, Any]] = []
+        snapshot = None
+        try:
+            while self.iteration < iterations:
+                snapshot = self._snapshot()
+                try:
+                    record = self._fit_iteration(Y, obs, batch_size, shuffle)
+                except DivergenceError:
+                    self._restore(snapshot)
+                    snapshot = None
+                    raise
+                snapshot = None  # the state is consistent again
+                history.append(record)
+                if log_path is not None:
+                    with open(log_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                if progress:
+                    print(
+                        f"iteration {record['iteration']:>5}  error {record['recon_error']:.4f}  "
+                        f"data {record['data_energy']:.4g}  prior {record['prior_energy']:.4g}  "
+                        f"{record['seconds']:.2f}s",
+                        file=sys.stderr,
+                    )
+                if checkpoint_path is not None and (
+                    self.iteration % checkpoint_every == 0 or self.iteration == iterations
+                ):
+                    self.save(checkpoint_path)
+                if callback is not None:
+                    callback(self, record)
+        except KeyboardInterrupt:
+            if snapshot is not None:  # interrupted mid-iteration: back to its start
+                self._restore(snapshot)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path)
+            raise
+        return history
+
+    def _fit_iteration(self, Y: Any, obs: Observation, batch_size: int, shuffle: bool) -> dict:
+        """One iteration (epoch) over all mini-batches; one device synchronisation at the end."""
+        xp = self.xp
+        t0 = time.perf_counter()
+        n = Y.shape[0]
+        opt = self.optimizer
+        opt.lr = opt.initial_lr * self.lr_decay**self.iteration
+        order = self.rng.permutation(n) if shuffle else np.arange(n)
+        totals = xp.zeros(4, dtype=xp.float64)  # data energy, prior energy, sum |r|, count
+        flags = []  # finiteness after each Langevin run and each learning step, in order
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+            for start in range(0, n, batch_size):
+                idx = xp.asarray(order[start : start + batch_size])
+                y_b, obs_b = Y[idx], obs.take(idx)
+                z0 = self._initial_z(len(idx)) if self.chains == "restart" else self.Z[idx]
+                z = self._langevin(
+                    z0, y_b, obs_b, self.langevin_steps, self.step_size, self.noise, None, None
+                )
+                self.Z[idx] = z  # the chains are indexed by example, not by batch position
+                flags.append(xp.all(xp.isfinite(z)))
+                totals += xp.stack(self._learn_step(z, y_b, obs_b))
+                flags.append(self._params_finite())
+            ok = to_numpy(xp.stack(flags))  # the one synchronisation of the iteration
+            s = to_numpy(totals)
+        self.iteration += 1
+        if not ok.all():
+            first = int(np.argmin(ok))
+            self._diverged("langevin" if first % 2 == 0 else "learning")
+        return {
+            "iteration": self.iteration,
+            "recon_error": float(s[2] / s[3]) / 2,
+            "data_energy": float(s[0]) / n,
+            "prior_energy": float(s[1]) / n,
+            "lr": opt.lr,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def _params_finite(self) -> Any:
+        xp = self.xp
+        return xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in self.generator.parameters()]))
+
+    def _diverged(self, stage: str) -> None:
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written"
+        )
+        if stage == "langevin":
+            cause = (
+                f"Langevin dynamics produced NaN/inf in Z: the step size delta="
+                f"{self.step_size} is too large for sigma={self.sigma} (try a smaller "
+                "step_size, e.g. half)"
+            )
+        else:
+            cause = (
+                f"the learning step produced NaN/inf in the weights: the learning rate "
+                f"lr={self.optimizer.lr:g} is too large (try a smaller lr, or gradient "
+                "clipping)"
+            )
+        raise DivergenceError(
+            f"ABP diverged in iteration {self.iteration}: {cause}. The model was rolled back to "
+            f"iteration {self.iteration - 1}; {where}.",
+            stage,
+            self.iteration,
+            self.last_checkpoint,
+        )
+
+    # -- rollback snapshots ------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        """Copies (on the device) of everything an iteration changes."""
+        return {
+            "params": [
+                {k: v.copy() for k, v in d.items()}
+                for layer in self.generator.layers
+                for d in (layer.params, layer.buffers)
+            ],
+            "optim": {
+                kind: {k: v.copy() for k, v in bufs.items()}
+                for kind, bufs in self.optimizer.state.items()
+            },
+            "optim_steps": self.optimizer.steps,
+            "lr": self.optimizer.lr,
+            "Z": None if self.Z is None else self.Z.copy(),
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "iteration": self.iteration,
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        dicts = [d for layer in self.generator.layers for d in (layer.params, layer.buffers)]
+        for d, saved in zip(dicts, snap["params"], strict=True):
+            for k, v in saved.items():
+                d[k][...] = v
+        self.optimizer.state = snap["optim"]
+        self.optimizer.steps = snap["optim_steps"]
+        self.optimizer.lr = snap["lr"]
+        self.Z = snap["Z"]
+        self.rng.bit_generator.state = snap["rng"]
+        self.iteration = snap["iteration"]
+
+    # -- using a learned model ---------------------------------------------------------------------
+    def infer(
+        self,
+        Y_new: Any,
+        steps: int | None = None,
+        observation: Observation | None = None,
+        init: str = "normal",
+        rng: Any = None,
+        step_size: float | None = None,
+        noise: bool | None = None,
+    ) -> Any:
+        """Infer Z of new data with W fixed (no learning): Langevin from a fresh start.
+
+        Parameters
+        ----------
+        Y_new : array (N, *image_shape), or (N, m) for projections
+        steps : int, optional
+            Default: ``langevin_steps`` (held-out images usually want more, e.g. 100+).
+        observation : Observation, optional
+            E.g. ``Masked(mask)`` to recover occluded test images.
+        init : {'normal', 'zeros'}
+            Start of the chains (the paper: N(0, I)).
+        rng : random generator, optional
+            For the initial Z and the noise; default :meth:`noise_rng`.
+
+        Returns
+        -------
+        Z : array (N, *latent_shape)
+        """
+        y, obs = self._prepare_data(Y_new, observation, "ABP.infer")
+        init = _choice(init, _INITS, "init")
+        steps = self.langevin_steps if steps is None else _count(steps, "steps")
+        delta = self.step_size if step_size is None else _nonnegative(step_size, "step_size")
+        noise = self.noise if noise is None else bool(noise)
+        z0 = self._initial_z(y.shape[0], init, rng)
+        return self._langevin(z0, y, obs, steps, delta, noise, rng, None)
+
+    def reconstruct(
+        self,
+        Y: Any,
+        steps: int | None = None,
+        observation: Observation | None = None,
+        init: str = "normal",
+        rng: Any = None,
+    ) -> Any:
+        """f(Z) for Z = :meth:`infer` (Y): the reconstruction, in image space.
+
+        With :class:`Masked` data this fills in the occluded pixels; with
+        :class:`Projection` data it recovers the images. Shape (N, *image_shape).
+        """
+        z = self.infer(Y, steps=steps, observation=observation, init=init, rng=rng)
+        return self.generator.forward(z)
+
+    def sample(self, n: int, latent_shape: tuple[int, ...] | None = None, rng: Any = None) -> Any:
+        """Synthesise ``n`` examples: f(Z) with Z ~ N(0, I).
+
+        ``latent_shape`` larger than the training one gives a larger texture or a longer
+        sound with a fully convolutional generator. Shape (n, *output_shape).
+        """
+        n = _count(n, "n", minimum=1)
+        shape = (n, *(self.latent_shape if latent_shape is None else tuple(latent_shape)))
+        if len(shape) != len(self.latent_shape) + 1:
+            raise ValueError(
+                f"ABP.sample: latent_shape must have {len(self.latent_shape)} axes "
+                f"like {self.latent_shape}, got {latent_shape}"
+            )
+        z = (rng if rng is not None else self.noise_rng()).standard_normal(shape, dtype=self.dtype)
+        return self.generator.forward(z)
+
+    def to(self, device: str) -> ABP:
+        """Move the generator, the chains Z, the optimiser state and the observation model."""
+        xp = resolve_device(device)
+        self.generator.to(device)
+        self.optimizer.to(device)
+        if self.Z is not None:
+            self.Z = xp.asarray(self.Z) if xp is not np else to_numpy(self.Z)
+        probe = xp.zeros(1, dtype=self.dtype)
+        self.observation = self.observation.like(probe)
+        return self
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> str:
+        """Write a checkpoint atomically (see :func:`abp_np.checkpoint.save_checkpoint`)."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self)
+
+    def load(self, path: str | os.PathLike) -> ABP:
+        """Restore a checkpoint into this ABP (see :func:`abp_np.checkpoint.load_checkpoint`)."""
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(path, self)
+        return self
+
+    def __repr__(self) -> str:
+        s = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"ABP({s}, optimizer={self.optimizer!r}, iteration={self.iteration})"
+
+
+# --- argument checks ------------------------------------------------------------------------------
+
+
+def _positive(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"ABP: {name} must be a finite number > 0, got {v!r}")
+    return float(v)
+
+
+def _nonnegative(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"ABP: {name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _count(v: Any, name: str, minimum: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"ABP: {name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _choice(v: Any, options: tuple[str, ...], name: str) -> str:
+    if v not in options:
+        raise ValueError(f"ABP: {name} must be one of {options}, got {v!r}")
+    return v

@@ -1,0 +1,270 @@
+"""Checkpoints: one ``.npz`` file holding everything needed to continue a run exactly.
+
+Contents (all plain arrays, loadable with ``numpy.load(path, allow_pickle=False)``):
+
+===========================  ==================================================================
+key                          what
+===========================  ==================================================================
+``abp_np_checkpoint``        format version (int); marks the file as ours
+``settings``                 JSON string: sigma, Langevin steps and step size, noise, chains,
+                             init_z, lr_decay, latent shape, dtype
+``iteration``                number of completed iterations
+``rng_state``                JSON string of ``numpy.random.Generator.bit_generator.state``
+``model/<layer>.<name>``     generator parameters and batch-norm buffers (``state_dict``)
+``optim/<key>``              optimiser state (class, hyper-parameters, step count, buffers)
+``Z``                        the persistent chains, (n, *latent_shape), when there are any
+===========================  ==================================================================
+
+Writing is atomic: the arrays go to a temporary file in the same folder, which is
+flushed and fsync'ed, then renamed over the target with :func:`os.replace`. A writer
+killed half-way leaves the previous checkpoint intact (and at worst a stray
+``.<name>.*.tmp`` file, never mistaken for a checkpoint).
+
+On the CPU, a run of k iterations, saved, loaded into a fresh :class:`ABP` and continued
+gives bit-for-bit the numbers of an uninterrupted run. (On the GPU the CuPy noise
+generator's state is not saved: a resumed GPU run is statistically, not bitwise, the same.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .backend import to_numpy
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_MARK = "abp_np_checkpoint"
+
+
+def _plain(obj: Any) -> Any:
+    """JSON fallback for NumPy values inside an RNG state (e.g. MT19937's key array)."""
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def _arrays(abp: Any) -> dict[str, np.ndarray]:
+    """Everything to save, as NumPy arrays keyed as in the module docstring."""
+    settings = {**abp.settings(), "latent_shape": list(abp.latent_shape), "dtype": str(abp.dtype)}
+    out: dict[str, np.ndarray] = {
+        _MARK: np.array(FORMAT_VERSION, dtype=np.int64),
+        "settings": np.array(json.dumps(settings)),
+        "iteration": np.array(abp.iteration, dtype=np.int64),
+        "rng_state": np.array(json.dumps(abp.rng.bit_generator.state, default=_plain)),
+    }
+    for key, value in abp.generator.state_dict().items():
+        out[f"model/{key}"] = value
+    for key, value in abp.optimizer.state_dict().items():
+        out[f"optim/{key}"] = value
+    if abp.Z is not None:
+        out["Z"] = to_numpy(abp.Z)
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, abp: Any) -> str:
+    """Write ``abp``'s complete state to ``path`` atomically; return the path as a string.
+
+    Parameters
+    ----------
+    path : path
+        The file to (over)write, conventionally ending in ``.npz`` (no suffix is added).
+    abp : ABP
+    """
+    path = os.fspath(path)
+    arrays = _arrays(abp)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write(fh, arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+    abp.last_checkpoint = path
+    return path
+
+
+def _write(fh: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Write the arrays to an open binary file as an (uncompressed) ``.npz``."""
+    np.savez(fh, **arrays)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable where the platform allows (POSIX); best effort elsewhere."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read and check a checkpoint file; return its arrays (nothing is applied).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is truncated, corrupt, not an ``.npz``, needs pickle, or is not an
+        abp_np checkpoint of a known version.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(
+            f"{path!r} is not a readable abp_np checkpoint ({type(err).__name__}: {err}); the "
+            "file may be truncated or corrupt, or not a checkpoint at all"
+        ) from err
+    if _MARK not in arrays:
+        raise ValueError(
+            f"{path!r} is an .npz file but not an abp_np checkpoint (no {_MARK!r} entry)"
+        )
+    version = int(arrays[_MARK])
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path!r}: checkpoint format {version} is not supported "
+            f"(this abp_np reads format {FORMAT_VERSION})"
+        )
+    for key in ("settings", "iteration", "rng_state"):
+        if key not in arrays:
+            raise ValueError(f"{path!r}: checkpoint lacks its {key!r} entry")
+    return arrays
+
+
+def load_checkpoint(path: str | os.PathLike, abp: Any, restore_settings: bool = True) -> Any:
+    """Restore a checkpoint into ``abp`` (whose generator has the same architecture).
+
+    Everything is checked before anything is changed: a failing load leaves ``abp`` as it
+    was.
+
+    Parameters
+    ----------
+    path : path
+    abp : ABP
+        Its generator must have the checkpoint's layers, parameter shapes and dtype; its
+        optimiser the checkpoint's class.
+    restore_settings : bool
+        Also restore sigma, the Langevin settings, chains, init_z and lr_decay (needed to
+        continue the run exactly). False keeps ``abp``'s own.
+
+    Returns
+    -------
+    abp : ABP
+
+    Raises
+    ------
+    ValueError
+        Corrupt or foreign file (see :func:`read_checkpoint`), or an architecture that does
+        not match: the message names the first mismatching key and its shapes.
+    """
+    path = os.fspath(path)
+    arrays = read_checkpoint(path)
+    try:
+        settings = json.loads(str(arrays["settings"]))
+        rng_state = json.loads(str(arrays["rng_state"]))
+        iteration = int(arrays["iteration"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path!r}: unreadable settings or RNG state ({err})") from err
+
+    # -- the architecture must match, key by key, in order -----------------------------------------
+    model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    expected = abp.generator.state_dict()
+    for key, value in expected.items():
+        if key not in model:
+            raise ValueError(
+                f"{path!r}: architecture mismatch: the model has {key!r} "
+                f"{value.shape} but the checkpoint does not"
+            )
+        if model[key].shape != value.shape:
+            raise ValueError(
+                f"{path!r}: architecture mismatch at {key!r}: checkpoint "
+                f"{model[key].shape}, model {value.shape}"
+            )
+        if model[key].dtype != value.dtype:
+            raise ValueError(
+                f"{path!r}: dtype mismatch at {key!r}: checkpoint "
+                f"{model[key].dtype}, model {value.dtype}"
+            )
+    extra = [k for k in model if k not in expected]
+    if extra:
+        raise ValueError(
+            f"{path!r}: architecture mismatch: the checkpoint has {extra[0]!r} "
+            f"{model[extra[0]].shape} which the model lacks"
+        )
+    latent = tuple(settings.get("latent_shape", ()))
+    z = arrays.get("Z")
+    if z is not None and (z.shape[1:] != tuple(abp.latent_shape) or z.dtype != abp.dtype):
+        raise ValueError(
+            f"{path!r}: chains Z of shape {z.shape} ({z.dtype}) do not fit the "
+            f"model's latent shape {abp.latent_shape} ({abp.dtype})"
+        )
+    if z is None and latent and latent != tuple(abp.latent_shape):
+        raise ValueError(
+            f"{path!r}: latent shape {latent} does not match the model's {abp.latent_shape}"
+        )
+    optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+    saved_cls = str(optim.get("class", ""))
+    if saved_cls != type(abp.optimizer).__name__:
+        raise ValueError(
+            f"{path!r}: the checkpoint's optimiser is {saved_cls or 'missing'}, "
+            f"this ABP's is {type(abp.optimizer).__name__}; build the ABP with "
+            f"a {saved_cls} optimiser"
+        )
+    probe = np.random.Generator(type(abp.rng.bit_generator)())
+    try:
+        probe.bit_generator.state = rng_state
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{path!r}: RNG state does not fit {type(abp.rng.bit_generator).__name__} ({err})"
+        ) from err
+
+    # -- apply ------------------------------------------------------------------------------------
+    abp.generator.load_state_dict(model)
+    device = abp.device
+    abp.optimizer.load_state_dict(optim)
+    abp.optimizer.to(device)
+    if z is not None:
+        xp = abp.xp
+        abp.Z = xp.asarray(z) if xp is not np else np.array(z)
+    else:
+        abp.Z = None
+    abp.iteration = iteration
+    abp.rng.bit_generator.state = rng_state
+    abp._device_rng = None
+    if restore_settings:
+        for key in ("sigma", "step_size", "lr_decay"):
+            setattr(abp, key, float(settings[key]))
+        abp.langevin_steps = int(settings["langevin_steps"])
+        abp.noise = bool(settings["noise"])
+        abp.chains = str(settings["chains"])
+        abp.init_z = str(settings["init_z"])
+    abp.last_checkpoint = path
+    return abp
