@@ -1,0 +1,399 @@
+"""The CUDA kernels of ``kernels/deconv.cu``, called from CuPy.
+
+The transposed convolution's scatter (``col2im``) and gather (``im2col``) steps and the
+fused Langevin update run as custom kernels when the arrays live on the GPU; the GEMMs
+around them stay with cuBLAS through CuPy. ``abp_np/functional.py`` holds the NumPy /
+CuPy reference that these kernels must match.
+
+How it works:
+
+* ``deconv.cu`` is C++ templated over the dtype. It is read once (from the installed
+  package ``abp_np.kernels``, or from ``<repo>/kernels/`` in a source tree) and compiled
+  lazily, on the first launch, by one :class:`cupy.RawModule`; functions are looked up by
+  ``(name, dtype)``, e.g. ``get_function("col2im", numpy.float32)`` is ``col2im<float>``.
+* CuPy passes kernel arguments as they come and checks nothing, so every wrapper
+  validates dtypes, C-contiguity and shapes first and raises :class:`ValueError` with a
+  clear message; scalars go in as ``numpy.int32`` / ``numpy.int64`` / ``numpy.float32`` /
+  ``numpy.float64`` to match the C++ signature exactly.
+* The kernels use grid-stride loops, so a capped grid of 256-thread blocks serves any size.
+
+This module imports without CuPy; CuPy is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "KERNEL_NAMES",
+    "available",
+    "col2im",
+    "get_function",
+    "im2col",
+    "kernel_dir",
+    "kernel_source",
+    "langevin_step_",
+    "name_expressions",
+]
+
+#: Kernels in ``deconv.cu``; each is instantiated for float and double.
+KERNEL_NAMES = ("col2im", "col2im_act", "im2col", "langevin_step")
+
+#: Activation codes of ``col2im_act`` (the ``ABP_ACT_*`` macros in ``deconv.cu``).
+ACTIVATIONS = {"identity": 0, "tanh": 1, "relu": 2, "leaky_relu": 3}
+
+_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_SOURCE_FILE = "deconv.cu"
+_THREADS = 256  # threads per block
+_MAX_BLOCKS = 65535  # grid cap; grid-stride loops cover the rest
+_INT32_MAX = 2**31 - 1
+
+_lock = threading.Lock()
+_source: str | None = None
+_module: Any = None
+
+
+# --- finding and compiling the source -------------------------------------------------------------
+
+
+def kernel_dir() -> Path:
+    """The folder holding ``deconv.cu`` and ``host_shim.h``.
+
+    The installed package ``abp_np.kernels`` when there is one (a wheel ships the ``.cu``
+    files as package data), else ``<repo>/kernels`` next to this source tree.
+    """
+    try:
+        installed = importlib.resources.files("abp_np.kernels")
+    except ModuleNotFoundError:
+        installed = None
+    if installed is not None and installed.joinpath(_SOURCE_FILE).is_file():
+        return Path(str(installed))
+    source_tree = Path(__file__).resolve().parent.parent / "kernels"
+    if (source_tree / _SOURCE_FILE).is_file():
+        return source_tree
+    raise FileNotFoundError(
+        f"cannot find {_SOURCE_FILE}: neither the package abp_np.kernels nor {source_tree} "
+        "holds it; reinstall abp_np"
+    )
+
+
+def kernel_source() -> str:
+    """The text of ``deconv.cu``, read once."""
+    global _source
+    if _source is None:
+        _source = (kernel_dir() / _SOURCE_FILE).read_text(encoding="utf-8")
+    return _source
+
+
+def name_expressions() -> list[str]:
+    """Every template instance the module compiles, e.g. ``'col2im<float>'``."""
+    return [f"{name}<{ctype}>" for name in KERNEL_NAMES for ctype in _CTYPES.values()]
+
+
+def available() -> bool:
+    """True when CuPy can be imported and at least one CUDA GPU is visible."""
+    try:
+        import cupy
+    except Exception:  # ImportError, or a CuPy that cannot load its CUDA libraries
+        return False
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def _get_module() -> Any:
+    """The one :class:`cupy.RawModule`, built on first use."""
+    global _module
+    if _module is None:
+        with _lock:
+            if _module is None:
+                import cupy
+
+                _module = cupy.RawModule(
+                    code=kernel_source(),
+                    options=("-std=c++17",),
+                    name_expressions=name_expressions(),
+                )
+    return _module
+
+
+def get_function(name: str, dtype: Any) -> Any:
+    """The compiled kernel ``name<T>`` for ``dtype`` (float32 -> float, float64 -> double).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`KERNEL_NAMES`.
+    dtype : numpy dtype-like
+        float32 or float64.
+
+    Returns
+    -------
+    cupy.RawKernel
+    """
+    if name not in KERNEL_NAMES:
+        raise ValueError(f"unknown kernel {name!r}; expected one of {KERNEL_NAMES}")
+    expression = f"{name}<{_ctype(dtype, name)}>"  # checked before CuPy is touched
+    return _get_module().get_function(expression)
+
+
+# --- validation helpers ---------------------------------------------------------------------------
+
+
+def _ctype(dtype: Any, owner: str) -> str:
+    dt = np.dtype(dtype)
+    if dt not in _CTYPES:
+        raise ValueError(f"{owner}: dtype {dt} is not supported; use float32 or float64")
+    return _CTYPES[dt]
+
+
+def _check_array(a: Any, name: str, owner: str, dtype: np.dtype | None = None) -> np.dtype:
+    """Check that ``a`` is a C-contiguous CuPy float32/float64 array (of ``dtype`` if given)."""
+    import cupy
+
+    if not isinstance(a, cupy.ndarray):
+        raise ValueError(f"{owner}: {name} must be a cupy.ndarray, got {type(a).__name__}")
+    _ctype(a.dtype, f"{owner}: {name}")
+    if dtype is not None and a.dtype != dtype:
+        raise ValueError(f"{owner}: {name} has dtype {a.dtype}, expected {dtype} like the others")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"{owner}: {name} must be C-contiguous (pass cupy.ascontiguousarray({name}))"
+        )
+    return a.dtype
+
+
+def _pair(value: Any, name: str, owner: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{owner}: {name} must be a pair of ints, got {value!r}") from err
+    return a, b
+
+
+def _check_sizes(owner: str, **sizes: int) -> None:
+    """Every size must be a positive int32 (the kernels index shapes with ``int``)."""
+    for name, v in sizes.items():
+        if not isinstance(v, (int, np.integer)) or not 1 <= v <= _INT32_MAX:
+            raise ValueError(f"{owner}: {name} must be an int in [1, 2**31 - 1], got {v!r}")
+
+
+def _check_geometry(
+    owner: str, H: int, W: int, Hout: int, Wout: int, kh: int, kw: int, stride: Any, padding: Any
+) -> tuple[int, int, int, int]:
+    """Check stride, padding and the output size against PyTorch's rule; return sh, sw, ph, pw.
+
+    Hout = (H - 1) sh - 2 ph + kh + oph with 0 <= oph < sh (likewise for W).
+    """
+    sh, sw = _pair(stride, "stride", owner)
+    ph, pw = _pair(padding, "padding", owner)
+    _check_sizes(owner, sh=sh, sw=sw)
+    if ph < 0 or pw < 0 or ph > _INT32_MAX // 2 or pw > _INT32_MAX // 2:
+        raise ValueError(f"{owner}: padding must be non-negative, got {padding!r}")
+    for axis, n_in, n_out, k, s, p in (("H", H, Hout, kh, sh, ph), ("W", W, Wout, kw, sw, pw)):
+        base = (n_in - 1) * s - 2 * p + k
+        if not 0 <= n_out - base < s:
+            raise ValueError(
+                f"{owner}: output size {axis}out={n_out} does not match {axis}={n_in}, "
+                f"kernel={k}, stride={s}, padding={p}: expected {base} + output_padding "
+                f"with 0 <= output_padding < stride"
+            )
+        if max(n_in * s + k, n_out + p) > _INT32_MAX:
+            raise ValueError(f"{owner}: sizes along {axis} overflow 32-bit indices")
+    return sh, sw, ph, pw
+
+
+def _launch(kernel: Any, total: int, args: tuple) -> None:
+    """Launch a grid-stride kernel over ``total`` elements (nothing to do when 0)."""
+    if total == 0:
+        return
+    blocks = min((total + _THREADS - 1) // _THREADS, _MAX_BLOCKS)
+    kernel((blocks,), (_THREADS,), args)
+
+
+# --- wrappers -------------------------------------------------------------------------------------
+
+
+def col2im(
+    cols: Any,
+    N: int,
+    Cout: int,
+    Hout: int,
+    Wout: int,
+    kh: int,
+    kw: int,
+    H: int,
+    W: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    bias: Any = None,
+    activation: str = "identity",
+    slope: float = 0.2,
+) -> Any:
+    """Gather columns into the transposed convolution's output, plus bias, plus activation.
+
+    Implements, for every output element, in a fixed order (i ascending, then j)::
+
+        y[n, c, oh, ow] = act(bias[c] + sum cols[c, i, j, n, ih, iw]
+                                        over ih sh + i - ph = oh, iw sw + j - pw = ow)
+
+    with ``0 <= ih < H``, ``0 <= iw < W``. One GPU thread per element of ``y``, no atomics:
+    the result is the same bits on every run.
+
+    Parameters
+    ----------
+    cols : cupy.ndarray (Cout, kh, kw, N, H, W), or the same data as (Cout kh kw, N H W)
+        float32 or float64, C-contiguous; ``weight2d.T @ x2d`` of the forward pass.
+    N, Cout, Hout, Wout : int
+        Shape of the output ``y``.
+    kh, kw : int
+        Kernel size.
+    H, W : int
+        Spatial size of the transposed convolution's input.
+    stride, padding : (int, int)
+        ``(sh, sw)`` and ``(ph, pw)``; ``Hout = (H - 1) sh - 2 ph + kh + oph`` with
+        ``0 <= oph < sh`` (PyTorch's output_padding), likewise for ``Wout``.
+    bias : cupy.ndarray (Cout,) or None
+        Same dtype as ``cols``.
+    activation : {'identity', 'tanh', 'relu', 'leaky_relu'}
+        Applied after the bias (the generator's last layer is deconv + bias + tanh).
+    slope : float
+        Negative slope of 'leaky_relu'.
+
+    Returns
+    -------
+    y : cupy.ndarray (N, Cout, Hout, Wout)
+        A new array, dtype of ``cols``.
+    """
+    import cupy
+
+    owner = "col2im"
+    _check_sizes(owner, N=N, Cout=Cout, Hout=Hout, Wout=Wout, kh=kh, kw=kw, H=H, W=W)
+    sh, sw, ph, pw = _check_geometry(owner, H, W, Hout, Wout, kh, kw, stride, padding)
+    dtype = _check_array(cols, "cols", owner)
+    if cols.shape not in ((Cout, kh, kw, N, H, W), (Cout * kh * kw, N * H * W)):
+        raise ValueError(
+            f"{owner}: cols has shape {cols.shape}, expected (Cout, kh, kw, N, H, W) = "
+            f"{(Cout, kh, kw, N, H, W)} or (Cout*kh*kw, N*H*W) = {(Cout * kh * kw, N * H * W)}"
+        )
+    if bias is not None:
+        _check_array(bias, "bias", owner, dtype)
+        if bias.shape != (Cout,):
+            raise ValueError(f"{owner}: bias has shape {bias.shape}, expected ({Cout},)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"{owner}: unknown activation {activation!r}; expected one of {tuple(ACTIVATIONS)}"
+        )
+    y = cupy.empty((N, Cout, Hout, Wout), dtype=dtype)
+    total = y.size
+    geometry = tuple(np.int32(v) for v in (N, Cout, Hout, Wout, kh, kw, H, W, sh, sw, ph, pw))
+    if activation == "identity":
+        args = (cols, bias, y, *geometry, np.int64(total))
+        _launch(get_function("col2im", dtype), total, args)
+    else:
+        act = np.int32(ACTIVATIONS[activation])
+        args = (cols, bias, y, *geometry, act, dtype.type(slope), np.int64(total))
+        _launch(get_function("col2im_act", dtype), total, args)
+    return y
+
+
+def im2col(
+    dy: Any,
+    kh: int,
+    kw: int,
+    H: int,
+    W: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> Any:
+    """Gather the patches of ``dy`` into columns: the adjoint of :func:`col2im`.
+
+    Implements::
+
+        dcols[c, i, j, n, ih, iw] = dy[n, c, ih sh + i - ph, iw sw + j - pw]
+
+    and 0 where that index falls outside ``dy``. One GPU thread per element of ``dcols``.
+    The caller then forms ``dx2d = weight2d @ dcols2d`` and ``dW = x2d @ dcols2d.T``.
+
+    Parameters
+    ----------
+    dy : cupy.ndarray (N, Cout, Hout, Wout)
+        float32 or float64, C-contiguous: the gradient of the transposed convolution's output.
+    kh, kw : int
+        Kernel size.
+    H, W : int
+        Spatial size of the transposed convolution's input.
+    stride, padding : (int, int)
+        As in :func:`col2im`; ``Hout, Wout`` must follow PyTorch's rule for them.
+
+    Returns
+    -------
+    dcols : cupy.ndarray (Cout, kh, kw, N, H, W)
+        A new array, dtype of ``dy``.
+    """
+    import cupy
+
+    owner = "im2col"
+    dtype = _check_array(dy, "dy", owner)
+    if dy.ndim != 4:
+        raise ValueError(f"{owner}: dy must be 4-D (N, Cout, Hout, Wout), got shape {dy.shape}")
+    N, Cout, Hout, Wout = dy.shape
+    _check_sizes(owner, N=N, Cout=Cout, Hout=Hout, Wout=Wout, kh=kh, kw=kw, H=H, W=W)
+    sh, sw, ph, pw = _check_geometry(owner, H, W, Hout, Wout, kh, kw, stride, padding)
+    dcols = cupy.empty((Cout, kh, kw, N, H, W), dtype=dtype)
+    total = dcols.size
+    geometry = tuple(np.int32(v) for v in (N, Cout, Hout, Wout, kh, kw, H, W, sh, sw, ph, pw))
+    args = (dy, dcols, *geometry, np.int64(total))
+    _launch(get_function("im2col", dtype), total, args)
+    return dcols
+
+
+def langevin_step_(z: Any, grad_loglik: Any, noise: Any, delta: float) -> Any:
+    """One Langevin step on the latent factors, in place.
+
+    Implements (PAPER.md, inferential back-propagation)::
+
+        z <- z + (delta^2 / 2) * (grad_loglik - z) + delta * noise
+
+    where ``grad_loglik = (Y - f(z)) / sigma^2 * df/dz`` is the gradient of the data term
+    only and ``- z`` that of the N(0, I) prior. ``noise=None`` gives gradient ascent.
+
+    Parameters
+    ----------
+    z : cupy.ndarray, any shape
+        float32 or float64, C-contiguous; updated in place.
+    grad_loglik : cupy.ndarray, shape and dtype of ``z``
+    noise : cupy.ndarray, shape and dtype of ``z``, or None
+        Standard normal draws, supplied by the caller.
+    delta : float
+        Step size, >= 0.
+
+    Returns
+    -------
+    z : cupy.ndarray
+        The same array, updated.
+    """
+    owner = "langevin_step_"
+    dtype = _check_array(z, "z", owner)
+    _check_array(grad_loglik, "grad_loglik", owner, dtype)
+    if grad_loglik.shape != z.shape:
+        raise ValueError(
+            f"{owner}: grad_loglik has shape {grad_loglik.shape}, expected {z.shape} like z"
+        )
+    if noise is not None:
+        _check_array(noise, "noise", owner, dtype)
+        if noise.shape != z.shape:
+            raise ValueError(f"{owner}: noise has shape {noise.shape}, expected {z.shape} like z")
+    delta = float(delta)
+    if not delta >= 0.0:  # also rejects NaN
+        raise ValueError(f"{owner}: delta must be >= 0, got {delta!r}")
+    args = (z, grad_loglik, noise, dtype.type(0.5 * delta * delta), dtype.type(delta))
+    _launch(get_function("langevin_step", dtype), z.size, (*args, np.int64(z.size)))
+    return z

@@ -1,0 +1,369 @@
+"""The CUDA kernels through their CuPy wrappers (``abp_np._cuda``), on a real GPU.
+
+Skipped as a whole where CuPy is missing or no GPU is visible. Expected values come from
+NumPy oracles written here (the layout contract's index formulas, as loops), never from the
+library. Each kernel is also run twice to check that the bits repeat, and every wrapper is
+checked to refuse bad input with a ValueError before it launches anything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from abp_np import _cuda
+
+pytestmark = pytest.mark.gpu
+
+try:  # a CuPy that is installed but cannot load CUDA raises more than ImportError
+    import cupy
+except Exception as err:
+    pytest.skip(f"CuPy is not importable ({err})", allow_module_level=True)
+try:
+    _n_gpus = cupy.cuda.runtime.getDeviceCount()
+except Exception as err:
+    pytest.skip(f"no CUDA GPU is visible ({err})", allow_module_level=True)
+if _n_gpus == 0:
+    pytest.skip("no CUDA GPU is visible", allow_module_level=True)
+
+DTYPES = (np.float32, np.float64)
+# GPU against NumPy: the GPU may fuse multiply-adds and has its own tanh.
+TOL = {
+    np.dtype(np.float32): dict(rtol=2e-6, atol=2e-6),
+    np.dtype(np.float64): dict(rtol=1e-13, atol=1e-13),
+}
+
+# (N, C, H, W, kh, kw, stride, padding, output_padding)
+GEOMETRIES = [
+    (2, 3, 4, 4, 5, 5, (2, 2), (2, 2), (1, 1)),  # the paper's doubling layer
+    (3, 2, 1, 6, 1, 25, (1, 10), (0, 8), (0, 1)),  # the sound layer, 1-D as H = 1, kh = 1
+    (1, 4, 3, 5, 3, 2, (1, 1), (0, 0), (0, 0)),  # stride 1, no padding
+    (2, 1, 5, 3, 4, 3, (3, 2), (1, 2), (2, 0)),  # uneven everything
+    (4, 8, 7, 7, 4, 4, (2, 2), (1, 1), (0, 0)),  # DCGAN-style kernel 4
+]
+GEOMETRY_IDS = ["doubling", "sound", "stride1", "uneven", "k4"]
+ACTIVATIONS = ("identity", "tanh", "relu", "leaky_relu")
+
+
+def out_size(n_in, k, s, p, op):
+    return (n_in - 1) * s - 2 * p + k + op
+
+
+def sizes(geometry):
+    N, C, H, W, kh, kw, stride, padding, output_padding = geometry
+    Hout = out_size(H, kh, stride[0], padding[0], output_padding[0])
+    Wout = out_size(W, kw, stride[1], padding[1], output_padding[1])
+    return N, C, H, W, kh, kw, stride, padding, Hout, Wout
+
+
+# --- oracles: the layout contract, as loops (NumPy) -----------------------------------------------
+
+
+def col2im_oracle(cols, Hout, Wout, stride, padding, bias=None):
+    """y[n, c, ih sh + i - ph, iw sw + j - pw] += cols[c, i, j, n, ih, iw], then + bias."""
+    C, kh, kw, N, H, W = cols.shape
+    sh, sw = stride
+    ph, pw = padding
+    y = np.zeros((N, C, Hout, Wout), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for ih in range(H):
+                oh = ih * sh + i - ph
+                if not 0 <= oh < Hout:
+                    continue
+                for iw in range(W):
+                    ow = iw * sw + j - pw
+                    if 0 <= ow < Wout:
+                        y[:, :, oh, ow] += cols[:, i, j, :, ih, iw].T  # (N, C)
+    if bias is not None:
+        y += bias.reshape(1, C, 1, 1)
+    return y
+
+
+def im2col_oracle(dy, kh, kw, H, W, stride, padding):
+    """dcols[c, i, j, n, ih, iw] = dy[n, c, ih sh + i - ph, iw sw + j - pw], 0 outside."""
+    N, C, Hout, Wout = dy.shape
+    sh, sw = stride
+    ph, pw = padding
+    dcols = np.zeros((C, kh, kw, N, H, W), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for ih in range(H):
+                for iw in range(W):
+                    oh, ow = ih * sh + i - ph, iw * sw + j - pw
+                    if 0 <= oh < Hout and 0 <= ow < Wout:
+                        dcols[:, i, j, :, ih, iw] = dy[:, :, oh, ow].T  # (C, N)
+    return dcols
+
+
+def activation_oracle(v, activation, slope):
+    if activation == "tanh":
+        return np.tanh(v)
+    if activation == "relu":
+        return np.where(v > 0, v, v.dtype.type(0))
+    if activation == "leaky_relu":
+        return np.where(v > 0, v, v.dtype.type(slope) * v)
+    return v
+
+
+# --- col2im ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_col2im_matches_oracle(geometry, dtype, with_bias):
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(geometry)
+    rng = np.random.default_rng(0)
+    cols = rng.standard_normal((C, kh, kw, N, H, W)).astype(dtype)
+    bias = rng.standard_normal(C).astype(dtype) if with_bias else None
+    y = _cuda.col2im(
+        cupy.asarray(cols),
+        N,
+        C,
+        Hout,
+        Wout,
+        kh,
+        kw,
+        H,
+        W,
+        stride,
+        padding,
+        bias=None if bias is None else cupy.asarray(bias),
+    )
+    assert y.shape == (N, C, Hout, Wout) and y.dtype == dtype and y.flags.c_contiguous
+    expected = col2im_oracle(cols, Hout, Wout, stride, padding, bias)
+    np.testing.assert_allclose(cupy.asnumpy(y), expected, **TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_col2im_fused_activation_matches_oracle(dtype, activation):
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(GEOMETRIES[0])
+    rng = np.random.default_rng(1)
+    cols = rng.standard_normal((C, kh, kw, N, H, W)).astype(dtype)
+    bias = rng.standard_normal(C).astype(dtype)
+    y = _cuda.col2im(
+        cupy.asarray(cols),
+        N,
+        C,
+        Hout,
+        Wout,
+        kh,
+        kw,
+        H,
+        W,
+        stride,
+        padding,
+        bias=cupy.asarray(bias),
+        activation=activation,
+        slope=0.2,
+    )
+    pre = col2im_oracle(cols, Hout, Wout, stride, padding, bias)
+    expected = activation_oracle(pre, activation, 0.2)
+    np.testing.assert_allclose(cupy.asnumpy(y), expected, **TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_col2im_accepts_the_gemm_output_as_2d(dtype):
+    """cols may come straight from the GEMM as (Cout kh kw, N H W)."""
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(GEOMETRIES[0])
+    cols = np.random.default_rng(2).standard_normal((C, kh, kw, N, H, W)).astype(dtype)
+    cols2d = cupy.asarray(cols.reshape(C * kh * kw, N * H * W))
+    y = _cuda.col2im(cols2d, N, C, Hout, Wout, kh, kw, H, W, stride, padding)
+    expected = col2im_oracle(cols, Hout, Wout, stride, padding)
+    np.testing.assert_allclose(cupy.asnumpy(y), expected, **TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_col2im_all_ones_counts_overlaps(dtype):
+    """Caffe's test: all-ones columns give bias + the number of taps on each output pixel.
+
+    Kernel 5, stride 2, padding 2: an interior even row is reached by 3 taps, an odd row by 2.
+    """
+    N, C, H, W, k = 2, 3, 6, 7, 5
+    Hout, Wout = 2 * H, 2 * W
+    bias = np.array([0.5, -1.0, 2.0], dtype=dtype)
+    y = _cuda.col2im(
+        cupy.ones((C, k, k, N, H, W), dtype=dtype),
+        N,
+        C,
+        Hout,
+        Wout,
+        k,
+        k,
+        H,
+        W,
+        (2, 2),
+        (2, 2),
+        bias=cupy.asarray(bias),
+    )
+    rows = np.where(np.arange(Hout) % 2 == 0, 3, 2)
+    cols_count = np.where(np.arange(Wout) % 2 == 0, 3, 2)
+    expected = bias.reshape(1, C, 1, 1) + np.multiply.outer(rows, cols_count)
+    expected = np.broadcast_to(expected, (N, C, Hout, Wout))
+    np.testing.assert_array_equal(cupy.asnumpy(y)[:, :, 1:-2, 1:-2], expected[:, :, 1:-2, 1:-2])
+
+
+# --- im2col ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+def test_im2col_matches_oracle(geometry, dtype):
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(geometry)
+    dy = np.random.default_rng(3).standard_normal((N, C, Hout, Wout)).astype(dtype)
+    dcols = _cuda.im2col(cupy.asarray(dy), kh, kw, H, W, stride, padding)
+    assert dcols.shape == (C, kh, kw, N, H, W) and dcols.dtype == dtype
+    # pure copies: exact
+    np.testing.assert_array_equal(
+        cupy.asnumpy(dcols), im2col_oracle(dy, kh, kw, H, W, stride, padding)
+    )
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+def test_im2col_is_the_adjoint_of_col2im(geometry):
+    """<col2im(a), b> = <a, im2col(b)>."""
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(geometry)
+    rng = np.random.default_rng(4)
+    a = cupy.asarray(rng.standard_normal((C, kh, kw, N, H, W)))
+    b = cupy.asarray(rng.standard_normal((N, C, Hout, Wout)))
+    lhs = float(cupy.vdot(_cuda.col2im(a, N, C, Hout, Wout, kh, kw, H, W, stride, padding), b))
+    rhs = float(cupy.vdot(a, _cuda.im2col(b, kh, kw, H, W, stride, padding)))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12, atol=1e-12)
+
+
+# --- Langevin -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_noise", [True, False])
+def test_langevin_step_matches_oracle(dtype, with_noise):
+    rng = np.random.default_rng(5)
+    z, grad, noise = (rng.standard_normal((16, 100)).astype(dtype) for _ in range(3))
+    delta = 0.3
+    z_gpu = cupy.asarray(z)
+    out = _cuda.langevin_step_(
+        z_gpu, cupy.asarray(grad), cupy.asarray(noise) if with_noise else None, delta
+    )
+    assert out is z_gpu  # in place
+    expected = z + (delta**2 / 2) * (grad - z) + (delta * noise if with_noise else 0.0)
+    np.testing.assert_allclose(cupy.asnumpy(z_gpu), expected, **TOL[np.dtype(dtype)])
+
+
+# --- reproducibility ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_are_bitwise_repeatable(dtype):
+    """No atomics, fixed summation order: two runs give the same bits."""
+    rng = np.random.default_rng(6)
+    N, C, H, W, k = 8, 16, 14, 14, 5
+    Hout, Wout = 2 * H, 2 * W
+    cols = cupy.asarray(rng.standard_normal((C, k, k, N, H, W)).astype(dtype))
+    bias = cupy.asarray(rng.standard_normal(C).astype(dtype))
+    dy = cupy.asarray(rng.standard_normal((N, C, Hout, Wout)).astype(dtype))
+    z, grad, noise = (cupy.asarray(rng.standard_normal((N, 100)).astype(dtype)) for _ in range(3))
+
+    def everything():
+        z_run = z.copy()
+        _cuda.langevin_step_(z_run, grad, noise, 0.3)
+        outs = [
+            _cuda.col2im(cols, N, C, Hout, Wout, k, k, H, W, (2, 2), (2, 2), bias=bias),
+            _cuda.col2im(
+                cols, N, C, Hout, Wout, k, k, H, W, (2, 2), (2, 2), bias=bias, activation="tanh"
+            ),
+            _cuda.im2col(dy, k, k, H, W, (2, 2), (2, 2)),
+            z_run,
+        ]
+        return [cupy.asnumpy(o).tobytes() for o in outs]
+
+    assert everything() == everything()
+
+
+# --- the module itself ----------------------------------------------------------------------------
+
+
+def test_available():
+    assert _cuda.available()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", _cuda.KERNEL_NAMES)
+def test_get_function_by_name_and_dtype(name, dtype):
+    assert _cuda.get_function(name, dtype) is not None
+
+
+def test_get_function_rejects_unknown_names_and_dtypes():
+    with pytest.raises(ValueError, match="unknown kernel"):
+        _cuda.get_function("conv", np.float32)
+    with pytest.raises(ValueError, match="float16"):
+        _cuda.get_function("col2im", np.float16)
+
+
+# --- validation before launch ---------------------------------------------------------------------
+
+
+def _good_col2im_args(dtype=np.float32):
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(GEOMETRIES[0])
+    cols = cupy.zeros((C, kh, kw, N, H, W), dtype=dtype)
+    return cols, (N, C, Hout, Wout, kh, kw, H, W, stride, padding)
+
+
+def test_col2im_validates_its_input():
+    cols, args = _good_col2im_args()
+    N, C, Hout, Wout, kh, kw, H, W, stride, padding = args
+    _cuda.col2im(cols, *args)  # the good case runs
+    with pytest.raises(ValueError, match="dtype"):
+        _cuda.col2im(cols.astype(cupy.float16), *args)
+    with pytest.raises(ValueError, match="cupy.ndarray"):
+        _cuda.col2im(cupy.asnumpy(cols), *args)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        noncontig = cupy.zeros((N, H, W, C, kh, kw), dtype=cols.dtype).transpose(3, 4, 5, 0, 1, 2)
+        _cuda.col2im(noncontig, *args)
+    with pytest.raises(ValueError, match="shape"):
+        _cuda.col2im(cols[:, :, :, :, :-1].copy(), *args)
+    with pytest.raises(ValueError, match="bias"):
+        _cuda.col2im(cols, *args, bias=cupy.zeros(C + 1, dtype=cols.dtype))
+    with pytest.raises(ValueError, match="float32"):  # bias of another dtype than cols
+        _cuda.col2im(cols, *args, bias=cupy.zeros(C, dtype=cupy.float64))
+    with pytest.raises(ValueError, match="activation"):
+        _cuda.col2im(cols, *args, activation="sigmoid")
+    with pytest.raises(ValueError, match="Hout"):  # output size breaks PyTorch's rule
+        _cuda.col2im(cols, N, C, Hout + 5, Wout, kh, kw, H, W, stride, padding)
+    with pytest.raises(ValueError, match="padding"):
+        _cuda.col2im(cols, N, C, Hout, Wout, kh, kw, H, W, stride, (-1, 2))
+    with pytest.raises(ValueError, match="stride"):
+        _cuda.col2im(cols, N, C, Hout, Wout, kh, kw, H, W, (2, 2, 2), padding)
+
+
+def test_im2col_validates_its_input():
+    N, C, H, W, kh, kw, stride, padding, Hout, Wout = sizes(GEOMETRIES[0])
+    dy = cupy.zeros((N, C, Hout, Wout), dtype=cupy.float64)
+    _cuda.im2col(dy, kh, kw, H, W, stride, padding)
+    with pytest.raises(ValueError, match="dtype"):
+        _cuda.im2col(dy.astype(cupy.int32), kh, kw, H, W, stride, padding)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _cuda.im2col(
+            cupy.zeros((C, N, Hout, Wout)).transpose(1, 0, 2, 3), kh, kw, H, W, stride, padding
+        )
+    with pytest.raises(ValueError, match="4-D"):
+        _cuda.im2col(dy[0], kh, kw, H, W, stride, padding)
+    with pytest.raises(ValueError, match="Hout"):
+        _cuda.im2col(dy, kh, kw, H + 1, W, stride, padding)
+
+
+def test_langevin_step_validates_its_input():
+    z = cupy.zeros((4, 10), dtype=cupy.float32)
+    g = cupy.zeros_like(z)
+    _cuda.langevin_step_(z, g, None, 0.1)
+    with pytest.raises(ValueError, match="float32"):
+        _cuda.langevin_step_(z, g.astype(cupy.float64), None, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        _cuda.langevin_step_(z, g[:, :5].copy(), None, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        _cuda.langevin_step_(z, g, cupy.zeros((4, 11), dtype=cupy.float32), 0.1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _cuda.langevin_step_(z, cupy.zeros((10, 4), dtype=cupy.float32).T, None, 0.1)
+    with pytest.raises(ValueError, match="delta"):
+        _cuda.langevin_step_(z, g, None, -0.1)
