@@ -28,6 +28,11 @@ from .backend import get_array_module, kernels_enabled
 Pair = tuple[int, int]
 
 
+def xp_contiguous(x: Any) -> Any:
+    """``x`` as a C-contiguous array (no copy when it already is); the CUDA kernels need it."""
+    return get_array_module(x).ascontiguousarray(x)
+
+
 def _kernel_path(x: Any) -> bool:
     """True when ``x`` lives on the GPU and the custom kernels should run."""
     if get_array_module(x) is np or not kernels_enabled():
@@ -214,7 +219,7 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     if _kernel_path(dy):
         from . import _cuda
 
-        dcols = _cuda.im2col(dy, kh, kw, H, W, stride, padding)
+        dcols = _cuda.im2col(xp_contiguous(dy), kh, kw, H, W, stride, padding)
     else:
         dcols = im2col(dy, (kh, kw), (H, W), stride, padding)
     # (Cout kh kw, N H W)

@@ -26,10 +26,21 @@ def test_import_needs_numpy_only():
     assert out.stdout.strip() == "", f"import abp_np pulled in: {out.stdout.strip()}"
 
 
-def test_cuda_sources_ship_with_the_package():
+def test_cuda_sources_are_found():
+    from abp_np import _cuda
+
+    cu = _cuda.kernel_dir() / "deconv.cu"
+    assert cu.is_file(), f"deconv.cu not found in {_cuda.kernel_dir()}"
+    assert "__global__" in _cuda.kernel_source()
+
+
+@pytest.mark.skipif(
+    os.environ.get("ABP_EXPECT_INSTALLED") != "1",
+    reason="only meaningful when CI runs the tests against the installed wheel",
+)
+def test_cuda_sources_ship_with_the_wheel():
     cu = resources.files("abp_np.kernels").joinpath("deconv.cu")
     assert cu.is_file(), "abp_np.kernels/deconv.cu is missing from the installed package"
-    assert "__global__" in cu.read_text()
 
 
 @pytest.mark.skipif(
