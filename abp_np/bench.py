@@ -1,0 +1,794 @@
+"""Benchmark of full ABP iterations, optionally side by side with PyTorch.
+
+Run ``python -m abp_np.bench --help``. One *iteration* is what training repeats:
+
+1. inferential back-propagation: ``steps`` Langevin steps (default 10, delta 0.3, with
+   noise, sigma 0.3), each a forward pass and an input-only backward pass
+   ``generator.backward(dy, need_param_grads=False)``;
+2. learning back-propagation: one forward pass, one full backward pass and one update
+   of the paper's SGD (momentum 0.5).
+
+The abp_np side times the library's own :class:`abp_np.abp.ABP` methods (``langevin`` and
+``learn``), so what is measured is what users run. ``--compare-torch`` runs the identical
+network (weights copied from the abp_np generator, the outputs compared once) and the same
+algorithm in PyTorch, interleaved with the abp_np iterations in the same process, and
+prints the time ratio abp_np / torch. PyTorch is not a dependency of abp_np; without it
+the comparison is skipped with a message.
+
+What is reported
+----------------
+* seconds per iteration (median over ``--iterations``, after one warm-up iteration) and
+  images per second;
+* achieved GFLOP/s, with FLOPs counted analytically from the layer shapes: 2 x the
+  multiply-adds of every Linear / transposed-convolution GEMM in the forward,
+  input-gradient and weight-gradient passes (``2 steps + 3`` passes per iteration);
+* the machine's float32 GEMM ceiling (a large ``matmul`` measured in the same run) and the
+  fraction of it reached;
+* peak memory: on the CPU, the peak resident set size (``VmHWM`` of ``/proc/self/status``)
+  of a fresh subprocess running one warm-up and one timed iteration, minus its resident
+  size just before (after building the model and the data, the high-water mark reset
+  through ``/proc/self/clear_refs``). The same method for both libraries, so that the
+  figures compare (the interpreter and the libraries' own code are left out). On the GPU:
+  the CuPy memory pool's bytes after the run (an upper bound of the peak) and
+  ``torch.cuda.max_memory_allocated``.
+
+Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, both
+libraries side by side) and ``--sweep batch|steps|pixels`` (cost against batch size,
+number of Langevin steps and image size, to show that it grows linearly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import layers as L
+from .abp import ABP
+from .backend import resolve_device, to_numpy
+from .generator import Generator, object_generator, sound_generator, texture_generator
+
+SIGMA = 0.3
+DELTA = 0.3
+STEPS = 10
+
+
+# --- workloads ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark network: how to build it and its default batch size."""
+
+    name: str
+    description: str
+    batch: int
+    build: Callable[..., Generator]
+
+
+def _small32(rng: Any, latent: Any = None) -> Generator:
+    return object_generator(32, (128, 64, 32), 1, "relu", True, rng=rng)
+
+
+def _faces64(rng: Any, latent: Any = None) -> Generator:
+    return object_generator(100, (512, 256, 128, 64), 3, "relu", True, rng=rng)
+
+
+def _texture224(rng: Any, latent: Any = None) -> Generator:
+    return texture_generator(latent_size=latent or 7, rng=rng)
+
+
+def _sound60k(rng: Any, latent: Any = None) -> Generator:
+    return sound_generator(latent_length=latent or 60, rng=rng)
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("small32", "z 32 -> fc 128x4x4 -> 64 -> 32 -> 1, 32x32x1", 64, _small32),
+        Workload("faces64", "z 100 -> fc 512x4x4 -> 256 -> 128 -> 64 -> 3, 64x64x3", 64, _faces64),
+        Workload(
+            "texture224", "Z 1x7x7 -> 512 -> 256 -> 128 -> 64 -> 3, 224x224x3", 1, _texture224
+        ),
+        Workload(
+            "sound60k", "Z 1x60 -> 256 -> 128 -> 1 (1-D, x10 each), 60,000 samples", 1, _sound60k
+        ),
+    )
+}
+
+#: Workloads whose output size follows the latent size (for ``--sweep pixels``): default
+#: latent size, and the sizes swept.
+_FULLY_CONV = {"texture224": (7, (4, 7, 10, 14)), "sound60k": (60, (15, 30, 60, 120))}
+
+
+def latent_shape(g: Generator, latent: int | None) -> tuple[int, ...]:
+    """The generator's latent shape, or the fully convolutional one of size ``latent``."""
+    if latent is None:
+        return g.latent_shape
+    return (*g.latent_shape[:-1], latent) if len(g.latent_shape) == 2 else (1, latent, latent)
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+
+
+def gemm_macs(g: Generator, batch: int, latent: tuple[int, ...]) -> list[tuple[str, int]]:
+    """Multiply-adds of one forward pass, per Linear / transposed-convolution layer.
+
+    Linear: N in out. Transposed convolution: N Cin Cout kh kw H W (H, W of its input),
+    the size of the GEMM ``W^T x`` that computes it. The input-gradient and the
+    weight-gradient GEMMs have the same size.
+    """
+    shape: tuple[int, ...] = (batch, *latent)
+    out = []
+    for i, layer in enumerate(g.layers):
+        if isinstance(layer, L.Linear):
+            out.append((f"{i}:{layer!r}", batch * layer.in_features * layer.out_features))
+        elif isinstance(layer, L.ConvTranspose2d):
+            kh, kw = layer.kernel_size
+            hw = int(np.prod(shape[2:]))
+            macs = batch * layer.in_channels * layer.out_channels * kh * kw * hw
+            out.append((f"{i}:{layer!r}", macs))
+        shape = layer.output_shape(shape)
+    return out
+
+
+def iteration_flops(g: Generator, batch: int, latent: tuple[int, ...], steps: int) -> int:
+    """FLOPs of one ABP iteration: 2 MACs x (steps (forward + dx) + forward + dx + dW)."""
+    macs = sum(m for _, m in gemm_macs(g, batch, latent))
+    return 2 * macs * (2 * steps + 3)
+
+
+# --- threads, memory, the GEMM ceiling ---------------------------------------------------------
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the number of threads of NumPy's OpenBLAS at run time; False if not possible.
+
+    Tries threadpoolctl when installed, else the ``*openblas*set_num_threads*`` function of
+    the OpenBLAS library the process has loaded (``/proc/self/maps``, Linux only).
+    """
+    try:
+        import threadpoolctl  # not a dependency
+
+        threadpoolctl.threadpool_limits(n, user_api="blas")
+        return True
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+    except OSError:
+        return False
+    names = (
+        "scipy_openblas_set_num_threads64_",
+        "scipy_openblas_set_num_threads",
+        "openblas_set_num_threads64_",
+        "openblas_set_num_threads",
+    )
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for name in names:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{key}:\s+(\d+)\s+kB", f.read(), re.MULTILINE)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def _reset_peak_rss() -> int | None:
+    """Give freed heap back to the OS, reset the RSS high-water mark; return RSS in KiB."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _proc_status_kib("VmRSS")
+
+
+def gemm_ceiling(xp: Any = np, n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of an ``n x n`` matmul (``xp``: numpy or cupy)."""
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    sync = _sync_for(xp)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync_for(xp: Any) -> Callable[[], None]:
+    if xp is np:
+        return lambda: None
+    return lambda: xp.cuda.Device().synchronize()
+
+
+# --- the abp_np side ----------------------------------------------------------------------------
+
+
+class AbpRunner:
+    """Times ABP iterations of the library on one generator and one batch of data."""
+
+    def __init__(
+        self,
+        g: Generator,
+        batch: int,
+        latent: tuple[int, ...],
+        steps: int,
+        device: str,
+        seed: int = 0,
+    ) -> None:
+        from .backend import default_rng
+
+        xp = resolve_device(device)
+        self.xp = xp
+        self.g = g.to(device)
+        rng = np.random.default_rng(seed)
+        out_shape = (batch, *g.output_shape(latent))
+        self.y = xp.asarray(rng.uniform(-1, 1, out_shape).astype(g.dtype))
+        self.z = xp.asarray(rng.standard_normal((batch, *latent)).astype(g.dtype))
+        self.rng = default_rng(seed + 1, device)
+        self.steps = steps
+        self.sync = _sync_for(xp)
+        self.abp = ABP(g, sigma=SIGMA, langevin_steps=steps, step_size=DELTA, noise=True)
+        self.source = "abp_np.abp.ABP.langevin + ABP.learn (paper SGD)"
+
+    def iteration(self) -> None:
+        """One ABP iteration: ``steps`` Langevin steps on z, then one learning step."""
+        self.z = self.abp.langevin(self.z, self.y, rng=self.rng)
+        self.abp.learn(self.z, self.y)
+
+    def timed(self) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        self.iteration()
+        self.sync()
+        return time.perf_counter() - t0
+
+
+# --- the PyTorch side -----------------------------------------------------------------------------
+
+
+def import_torch() -> Any:
+    """Import torch or return None (it is not a dependency of abp_np)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_model(g: Generator, torch: Any, device: str) -> Any:
+    """The same network in PyTorch, with the abp_np generator's weights copied in."""
+    nn = torch.nn
+    mods = []
+    for layer in g.layers:
+        p = {k: torch.from_numpy(to_numpy(v).copy()) for k, v in layer.params.items()}
+        if isinstance(layer, L.Linear):
+            m = nn.Linear(layer.in_features, layer.out_features, bias="bias" in p)
+        elif isinstance(layer, L.ConvTranspose1d):
+            m = nn.ConvTranspose1d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size[1],
+                layer.stride[1],
+                layer.padding[1],
+                layer.output_padding[1],
+                bias="bias" in p,
+            )
+        elif isinstance(layer, L.ConvTranspose2d):
+            m = nn.ConvTranspose2d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                layer.output_padding,
+                bias="bias" in p,
+            )
+        elif isinstance(layer, L.BatchNorm1d):
+            m = nn.BatchNorm1d(layer.num_features, eps=layer.eps, affine=layer.affine)
+        elif isinstance(layer, L.BatchNorm2d):
+            m = nn.BatchNorm2d(layer.num_features, eps=layer.eps, affine=layer.affine)
+        elif isinstance(layer, L.ReLU):
+            m = nn.ReLU()
+        elif isinstance(layer, L.LeakyReLU):
+            m = nn.LeakyReLU(layer.negative_slope)
+        elif isinstance(layer, L.Tanh):
+            m = nn.Tanh()
+        elif isinstance(layer, L.Reshape):
+            m = nn.Unflatten(1, layer.shape)
+        else:
+            raise ValueError(f"bench: no PyTorch counterpart for layer {layer!r}")
+        with torch.no_grad():
+            for k, v in p.items():
+                getattr(m, k).copy_(v.reshape(getattr(m, k).shape))
+        mods.append(m)
+    model = nn.Sequential(*mods).to("cuda" if device == "gpu" else "cpu")
+    return model.train()
+
+
+class TorchRunner:
+    """The same ABP iteration in PyTorch: autograd w.r.t. z for Langevin, SGD for learning."""
+
+    def __init__(
+        self, torch: Any, g: Generator, abp: AbpRunner, device: str, seed: int = 0
+    ) -> None:
+        self.torch = torch
+        self.dev = "cuda" if device == "gpu" else "cpu"
+        self.model = torch_model(g, torch, device)
+        self.y = torch.from_numpy(to_numpy(abp.y).copy()).to(self.dev)
+        self.z = torch.from_numpy(to_numpy(abp.z).copy()).to(self.dev)
+        self.steps = abp.steps
+        self.gen = torch.Generator(device=self.dev).manual_seed(seed + 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.5)
+        self.sync = torch.cuda.synchronize if self.dev == "cuda" else (lambda: None)
+
+    def iteration(self) -> None:
+        torch, model, y = self.torch, self.model, self.y
+        z = self.z
+        for _ in range(self.steps):
+            z = z.detach().requires_grad_(True)
+            loglik = -((y - model(z)) ** 2).sum() / (2 * SIGMA**2)
+            (grad,) = torch.autograd.grad(loglik, z)
+            noise = torch.randn(z.shape, generator=self.gen, device=self.dev)
+            with torch.no_grad():
+                z = z + (DELTA**2 / 2) * (grad - z) + DELTA * noise
+        self.z = z.detach()
+        loss = ((y - model(self.z)) ** 2).sum() / (2 * SIGMA**2 * z.shape[0])
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        self.opt.step()
+
+    def timed(self) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        self.iteration()
+        self.sync()
+        return time.perf_counter() - t0
+
+
+def forward_difference(abp: AbpRunner, tr: TorchRunner) -> float:
+    """Max |abp_np f(z) - torch f(z)| on the same z: proof that the networks are identical."""
+    a = to_numpy(abp.g.forward(abp.z))
+    with tr.torch.no_grad():
+        b = tr.model(tr.z).cpu().numpy()
+    return float(np.max(np.abs(a - b)))
+
+
+# --- the main measurement -------------------------------------------------------------------------
+
+
+def setup(args: argparse.Namespace, latent: int | None = None) -> tuple[Generator, int, tuple]:
+    w = WORKLOADS[args.workload]
+    g = w.build(np.random.default_rng(args.seed), latent)
+    batch = args.batch or w.batch
+    return g, batch, latent_shape(g, latent)
+
+
+def measure(
+    args: argparse.Namespace,
+    torch: Any,
+    latent: int | None = None,
+    steps: int | None = None,
+    batch: int | None = None,
+) -> dict[str, Any]:
+    """Warm-up, then ``args.iterations`` interleaved iterations of abp_np (and torch)."""
+    g, default_batch, lat = setup(args, latent)
+    batch = batch or default_batch
+    steps = STEPS if steps is None else steps
+    abp = AbpRunner(g, batch, lat, steps, args.device, args.seed)
+    tr = TorchRunner(torch, g, abp, args.device, args.seed) if torch is not None else None
+    res: dict[str, Any] = {"batch": batch, "steps": steps, "latent_shape": list(lat)}
+    if tr is not None:
+        res["max_abs_forward_difference"] = forward_difference(abp, tr)
+    abp.timed()
+    if tr is not None:
+        tr.timed()
+    ta, tt = [], []
+    for _ in range(args.iterations):
+        ta.append(abp.timed())
+        if tr is not None:
+            tt.append(tr.timed())
+    flops = iteration_flops(g, batch, lat, steps)
+    res.update(abp_source=abp.source, gflop_per_iter=flops / 1e9)
+    res.update(_summary("", ta, flops, batch))
+    if tr is not None:
+        res.update(_summary("torch_", tt, flops, batch))
+        res["ratio_abp_over_torch"] = res["sec_per_iter"] / res["torch_sec_per_iter"]
+    return res
+
+
+def _summary(prefix: str, times: list[float], flops: int, batch: int) -> dict[str, float]:
+    s = statistics.median(times)
+    return {
+        f"{prefix}sec_per_iter": s,
+        f"{prefix}sec_per_iter_min": min(times),
+        f"{prefix}images_per_sec": batch / s,
+        f"{prefix}gflops": flops / s / 1e9,
+    }
+
+
+def memory_probe(args: argparse.Namespace, which: str) -> dict[str, Any]:
+    """Peak memory of one warm-up and one timed iteration of ``which`` ('abp' or 'torch')."""
+    torch = import_torch() if which == "torch" else None
+    if which == "torch" and torch is None:
+        return {"peak_mib": None}
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    g, batch, lat = setup(args)
+    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    runner = TorchRunner(torch, g, abp, args.device, args.seed) if torch is not None else abp
+    if torch is not None:  # keep only what the torch run needs
+        abp = None
+    if args.device == "gpu":
+        if torch is not None:
+            torch.cuda.reset_peak_memory_stats()
+            runner.iteration()
+            runner.iteration()
+            return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+        pool = runner.xp.get_default_memory_pool()
+        runner.iteration()
+        runner.iteration()
+        return {"peak_mib": pool.total_bytes() / 2**20}
+    base = _reset_peak_rss()
+    runner.iteration()
+    runner.iteration()
+    peak = _proc_status_kib("VmHWM")
+    if base is None or peak is None:
+        return {"peak_mib": None}
+    return {"peak_mib": (peak - base) / 1024}
+
+
+def measure_memory(args: argparse.Namespace, which: str) -> float | None:
+    """Run :func:`memory_probe` in a fresh interpreter; peak MiB or None."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "abp_np.bench",
+        "--workload",
+        args.workload,
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--memory-probe",
+        which,
+    ]
+    if args.batch:
+        cmd += ["--batch", str(args.batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"memory probe ({which}) failed:\n{out.stderr.strip()}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+# --- per-layer breakdown --------------------------------------------------------------------------
+
+
+def _median_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
+    """Forward, input-gradient and weight-gradient time of every layer, both libraries.
+
+    Each layer is timed on its own, on the activations of one forward pass of the whole
+    network, with a random upstream gradient. The weight-gradient time is the full
+    backward time minus the input-only one.
+    """
+    g, batch, lat = setup(args)
+    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    xp, sync = abp.xp, abp.sync
+    rng = np.random.default_rng(args.seed + 2)
+    rows = []
+    h = abp.z
+    tmods = torch_model(g, torch, args.device) if torch is not None else None
+    for i, layer in enumerate(g.layers):
+        x = h
+        h = layer.forward(x)
+        dy = xp.asarray(rng.standard_normal(h.shape).astype(g.dtype))
+        row: dict[str, Any] = {"layer": f"{i}: {layer!r}"}
+        row["fwd"] = _median_time(lambda layer=layer, x=x: layer.forward(x), sync, args.repeats)
+        layer.forward(x)
+        row["dx"] = _median_time(
+            lambda layer=layer, dy=dy: layer.backward(dy, False), sync, args.repeats
+        )
+        full = _median_time(lambda layer=layer, dy=dy: layer.backward(dy, True), sync, args.repeats)
+        row["dW"] = max(full - row["dx"], 0.0) if layer.params else 0.0
+        if tmods is not None:
+            row.update(_torch_layer_times(torch, tmods[i], x, dy, args))
+        rows.append(row)
+    return rows
+
+
+def _torch_layer_times(torch: Any, m: Any, x: Any, dy: Any, args: argparse.Namespace) -> dict:
+    dev = "cuda" if args.device == "gpu" else "cpu"
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    tx = torch.from_numpy(to_numpy(x).copy()).to(dev).requires_grad_(True)
+    tdy = torch.from_numpy(to_numpy(dy).copy()).to(dev)
+    params = [p for p in m.parameters() if p.requires_grad]
+    out = {"torch_fwd": _median_time(lambda: m(tx), sync, args.repeats)}
+
+    def backward(inputs: list) -> Callable[[], Any]:
+        def run() -> Any:
+            y = m(tx)
+            return torch.autograd.grad(y, inputs, tdy)
+
+        return run
+
+    fwd = out["torch_fwd"]
+    dx = _median_time(backward([tx]), sync, args.repeats) - fwd
+    out["torch_dx"] = max(dx, 0.0)
+    if params:
+        full = _median_time(backward([tx, *params]), sync, args.repeats) - fwd
+        out["torch_dW"] = max(full - dx, 0.0)
+    else:
+        out["torch_dW"] = 0.0
+    return out
+
+
+def format_breakdown(rows: list[dict[str, Any]], steps: int) -> str:
+    has_torch = "torch_fwd" in rows[0]
+    width = max(len(r["layer"]) for r in rows)
+    cols = ["fwd", "dx", "dW"] + (["torch_fwd", "torch_dx", "torch_dW"] if has_torch else [])
+    head = f"{'layer':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)
+    lines = ["milliseconds per call (median)", head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['layer']:<{width}}  " + "  ".join(f"{r[c] * 1e3:9.2f}" for c in cols))
+    tot = {c: sum(r[c] for r in rows) for c in cols}
+    lines.append(f"{'total':<{width}}  " + "  ".join(f"{tot[c] * 1e3:9.2f}" for c in cols))
+
+    def per_iter(p: str) -> float:  # steps x (fwd + dx) + fwd + dx + dW
+        return (steps + 1) * (tot[p + "fwd"] + tot[p + "dx"]) + tot[p + "dW"]
+
+    line = f"implied seconds per iteration (layers only): abp_np {per_iter(''):.3f}"
+    if has_torch:
+        line += f", torch {per_iter('torch_'):.3f}, ratio {per_iter('') / per_iter('torch_'):.2f}"
+    lines.append(line)
+    return "\n".join(lines)
+
+
+# --- linear scaling -------------------------------------------------------------------------------
+
+
+def sweep(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
+    """Seconds per iteration against batch size, Langevin steps or pixels (abp_np only)."""
+    w = WORKLOADS[args.workload]
+    if args.sweep == "pixels" and args.workload not in _FULLY_CONV:
+        raise ValueError(
+            f"--sweep pixels needs a fully convolutional workload ({sorted(_FULLY_CONV)}), "
+            f"got {args.workload!r}"
+        )
+    rows = []
+    if args.sweep == "batch":
+        b = args.batch or w.batch
+        values = sorted({max(2, b // 4), max(2, b // 2), b, 2 * b}) if b > 1 else [1, 2, 4, 8]
+        for v in values:
+            rows.append({"value": v, **measure(args, None, batch=v)})
+    elif args.sweep == "steps":
+        for v in (0, 2, 5, 10, 20):
+            rows.append({"value": v, **measure(args, None, steps=v)})
+    else:
+        _, sizes = _FULLY_CONV[args.workload]
+        for v in sizes:
+            r = measure(args, None, latent=v)
+            g, _, lat = setup(args, v)
+            r["value"] = int(np.prod(g.output_shape(lat)))
+            rows.append(r)
+    x = np.array([r["value"] for r in rows], float)
+    t = np.array([r["sec_per_iter"] for r in rows])
+    slope, icpt = np.polyfit(x, t, 1)
+    fit = slope * x + icpt
+    for r, f in zip(rows, fit, strict=True):
+        r["fit"] = float(f)
+        r["deviation_from_fit"] = float((r["sec_per_iter"] - f) / f)
+    return rows
+
+
+def format_sweep(rows: list[dict[str, Any]], what: str) -> str:
+    name = {"batch": "batch", "steps": "Langevin steps", "pixels": "output values"}[what]
+    head = f"{name:>14}  {'sec/iter':>9}  {'GFLOP/s':>8}  {'linear fit':>10}  {'deviation':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['value']:>14}  {r['sec_per_iter']:9.4f}  {r['gflops']:8.1f}  "
+            f"{r['fit']:10.4f}  {100 * r['deviation_from_fit']:8.1f}%"
+        )
+    x = np.array([r["value"] for r in rows], float)
+    t = np.array([r["sec_per_iter"] for r in rows])
+    slope, icpt = np.polyfit(x, t, 1)
+    lines.append(f"least-squares line: sec/iter = {icpt:.4g} + {slope:.4g} x {name}")
+    return "\n".join(lines)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m abp_np.bench",
+        description="Time full ABP iterations (10 Langevin steps + 1 learning step).",
+    )
+    p.add_argument("--workload", default="faces64", choices=sorted(WORKLOADS))
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations (median)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: workload's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="BLAS / torch threads (default: all cores)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="last line: a JSON object of results")
+    p.add_argument("--compare-torch", action="store_true", help="run PyTorch side by side")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--breakdown", action="store_true", help="per-layer time table")
+    p.add_argument("--repeats", type=int, default=5, help="repeats per layer in --breakdown")
+    p.add_argument(
+        "--sweep",
+        choices=["batch", "steps", "pixels"],
+        default=None,
+        help="show how the cost grows with batch, Langevin steps or pixels",
+    )
+    p.add_argument("--memory-probe", choices=["abp", "torch"], default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.MULTILINE)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parser().parse_args(argv)
+    if args.iterations < 1:
+        raise SystemExit("--iterations must be >= 1")
+    if args.batch is not None and args.batch < 1:
+        raise SystemExit("--batch must be >= 1")
+    if args.threads < 1:
+        raise SystemExit("--threads must be >= 1")
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise SystemExit(str(err)) from err
+    blas_set = set_blas_threads(args.threads)
+
+    if args.memory_probe:
+        res = memory_probe(args, args.memory_probe)
+        print(json.dumps(res))
+        return res
+
+    torch = None
+    if args.compare_torch or args.breakdown:
+        torch = import_torch()
+        if torch is None:
+            print(
+                "PyTorch is not installed: the torch side is skipped "
+                "(`pip install torch` to compare; abp_np itself does not need it)."
+            )
+        else:
+            torch.set_num_threads(args.threads)
+    if args.breakdown and not args.compare_torch:
+        torch = None
+
+    res: dict[str, Any] = {
+        "workload": args.workload,
+        "device": args.device,
+        "threads": args.threads,
+        "blas_threads_set": blas_set,
+        **_machine(),
+    }
+    if torch is not None:
+        res["torch"] = torch.__version__
+    xp = resolve_device(args.device)
+    print(
+        f"abp_np benchmark: {args.workload} ({WORKLOADS[args.workload].description}) on "
+        f"{args.device}, {res['cpu']}, {args.threads} threads, numpy {np.__version__}"
+        + (f", torch {torch.__version__}" if torch is not None else "")
+    )
+
+    if args.sweep:
+        rows = sweep(args, torch)
+        print(format_sweep(rows, args.sweep))
+        res["sweep"] = {"over": args.sweep, "rows": rows}
+    elif args.breakdown:
+        rows = breakdown(args, torch)
+        print(format_breakdown(rows, STEPS))
+        res["breakdown"] = rows
+    else:
+        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
+        res.update(measure(args, torch))
+        if not args.no_memory:
+            res["peak_mib"] = measure_memory(args, "abp")
+            if torch is not None:
+                res["torch_peak_mib"] = measure_memory(args, "torch")
+        print(format_result(res))
+    if args.json:
+        print(json.dumps(res))
+    return res
+
+
+def format_result(r: dict[str, Any]) -> str:
+    ceil = r["gemm_ceiling_gflops"]
+    lines = [
+        f"timing: {r['abp_source']}",
+        f"batch {r['batch']}, {r['steps']} Langevin steps + 1 learning step per iteration, "
+        f"{r['gflop_per_iter']:.1f} GFLOP per iteration",
+        f"float32 GEMM ceiling: {ceil:.1f} GFLOP/s",
+    ]
+    sides = [("abp_np", "")] + ([("torch", "torch_")] if "torch_sec_per_iter" in r else [])
+    for name, p in sides:
+        mem = r.get(f"{p}peak_mib")
+        lines.append(
+            f"{name:>7}: {r[p + 'sec_per_iter']:.4f} s/iter (median), "
+            f"{r[p + 'images_per_sec']:.1f} images/s, {r[p + 'gflops']:.1f} GFLOP/s "
+            f"({100 * r[p + 'gflops'] / ceil:.0f}% of ceiling)"
+            + (f", peak memory {mem:.1f} MiB" if mem is not None else "")
+        )
+    if "ratio_abp_over_torch" in r:
+        lines.append(
+            f"ratio abp_np / torch (time): {r['ratio_abp_over_torch']:.3f}"
+            f"   (max |forward difference| {r['max_abs_forward_difference']:.2e})"
+        )
+        if r.get("peak_mib") and r.get("torch_peak_mib"):
+            lines.append(
+                f"ratio abp_np / torch (peak memory): {r['peak_mib'] / r['torch_peak_mib']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

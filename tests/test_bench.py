@@ -1,0 +1,86 @@
+"""The benchmark runs end to end in a tiny setting and reports what it promises.
+
+Nothing here asserts anything about speed: these tests check that ``python -m abp_np.bench``
+works, that its JSON line has the documented fields, and that the analytic FLOP count
+matches a count written out by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from abp_np import bench
+
+
+def _run(*args: str) -> dict:
+    cmd = [sys.executable, "-m", "abp_np.bench", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_cli_json_has_the_documented_fields():
+    res = _run("--workload", "small32", "--iterations", "1", "--batch", "4", "--json")
+    for key in ("sec_per_iter", "images_per_sec", "gflops", "gemm_ceiling_gflops", "peak_mib"):
+        assert key in res, key
+    assert res["sec_per_iter"] > 0
+    assert res["images_per_sec"] == pytest.approx(4 / res["sec_per_iter"])
+    assert res["batch"] == 4 and res["steps"] == 10
+    assert "ABP.langevin" in res["abp_source"]
+
+
+def test_compare_torch_runs_the_same_network():
+    pytest.importorskip("torch")
+    res = bench.main(
+        [
+            "--workload",
+            "small32",
+            "--iterations",
+            "1",
+            "--batch",
+            "4",
+            "--compare-torch",
+            "--no-memory",
+        ]
+    )
+    assert res["torch_sec_per_iter"] > 0
+    assert res["ratio_abp_over_torch"] == pytest.approx(
+        res["sec_per_iter"] / res["torch_sec_per_iter"]
+    )
+    # the two libraries compute the same function from the same weights and z
+    assert res["max_abs_forward_difference"] < 1e-4
+
+
+def test_flop_count_by_hand():
+    g = bench.WORKLOADS["small32"].build(np.random.default_rng(0))
+    n = 4
+    linear = n * 32 * 128 * 16
+    deconvs = [n * 128 * 64 * 25 * 4 * 4, n * 64 * 32 * 25 * 8 * 8, n * 32 * 1 * 25 * 16 * 16]
+    macs = [m for _, m in bench.gemm_macs(g, n, (32,))]
+    assert macs == [linear, *deconvs]
+    steps = 3
+    expected = 2 * (linear + sum(deconvs)) * (2 * steps + 3)
+    assert bench.iteration_flops(g, n, (32,), steps) == expected
+
+
+def test_sound_flop_count_uses_the_1d_geometry():
+    g = bench.WORKLOADS["sound60k"].build(np.random.default_rng(0))
+    macs = [m for _, m in bench.gemm_macs(g, 1, (1, 60))]
+    assert macs == [1 * 256 * 25 * 60, 256 * 128 * 25 * 600, 128 * 1 * 25 * 6000]
+
+
+def test_breakdown_and_sweep_tables(capsys):
+    res = bench.main(["--workload", "small32", "--batch", "2", "--breakdown", "--repeats", "1"])
+    assert len(res["breakdown"]) == 12
+    assert all(r["fwd"] > 0 for r in res["breakdown"])
+    assert "implied seconds per iteration" in capsys.readouterr().out
+
+
+def test_pixel_sweep_needs_a_fully_convolutional_workload():
+    with pytest.raises(ValueError, match="fully convolutional"):
+        bench.main(["--workload", "small32", "--sweep", "pixels", "--iterations", "1"])
