@@ -307,7 +307,13 @@ class PCA:
         dtype = np.result_type(Y.dtype, np.float32)
         X = xp.asarray(Y, dtype=np.float64).reshape(n, D)  # (n, D), SVD in float64
         mu = X.mean(axis=0)  # (D,)
-        _, s, Vt = xp.linalg.svd(X - mu, full_matrices=False)  # Vt (min(n, D), D)
+        Xc = X - mu
+        if n < D:  # images: few examples, many pixels. LAPACK is faster on the tall transpose,
+            # Xc^T = P S Q^T  <=>  Xc = Q S P^T, so the right singular vectors of Xc are P.
+            P, s, _ = xp.linalg.svd(Xc.T, full_matrices=False)  # P (D, n)
+            Vt = P.T  # (n, D)
+        else:
+            _, s, Vt = xp.linalg.svd(Xc, full_matrices=False)  # Vt (D, D)
         V = Vt[: self.d]  # (d, D)
         # sign convention: the largest-magnitude entry of each component is positive
         pivot = xp.argmax(xp.abs(V), axis=1)  # (d,)
