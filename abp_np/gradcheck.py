@@ -469,7 +469,8 @@ def check_layer(
         return float((layer.forward(x) * g).sum())
 
     # 2. numerical gradients of the same scalar, input first, then each parameter
-    subject = type(layer).__name__ if hasattr(layer, "layers") else repr(layer)
+    plain = hasattr(layer, "layers") or type(layer).__repr__ is object.__repr__
+    subject = type(layer).__name__ if plain else repr(layer)  # a Generator's repr is a table
     report = GradcheckReport(subject, eps, rtol, atol, notes=notes)
     for name, target, grad in [("x", x, dx)] + [(n, p, analytic[n]) for n, p, _ in named]:
         if grad.shape != target.shape:  # a backward pass that returns the wrong shape fails
