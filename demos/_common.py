@@ -114,7 +114,9 @@ def load_image_set(path: Path, size: int, limit: int | None = None) -> np.ndarra
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        images, _ = D.load_images(path, size=size, channels=3, fit="crop", skip_bad=True, limit=limit)
+        images, _ = D.load_images(
+            path, size=size, channels=3, fit="crop", skip_bad=True, limit=limit
+        )
     return images
 
 
@@ -151,12 +153,18 @@ class Demo:
         self.tables: list[dict[str, Any]] = []
         self.files: list[str] = []
         self.notes: list[str] = []
-        self.log(f"{name}: mode {self.mode}, device {args.device}, seed {args.seed}, out {self.out}")
+        self.log(
+            f"{name}: mode {self.mode}, device {args.device}, seed {args.seed}, out {self.out}"
+        )
 
-    # -- random generators: one per purpose, all from the seed --------------------------------------
+    # -- random generators: one per purpose, all from the seed -----------------------------------
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A NumPy generator for stream ``stream`` of this run's seed (masks, matrices, weights)."""
         return np.random.default_rng([self.args.seed, stream])
+
+    def device_rng(self, stream: int = 0) -> Any:
+        """A generator on the run's device (NumPy or CuPy) for ``ABP.sample`` / ``ABP.infer``."""
+        return abp_np.default_rng(1000 * self.args.seed + stream, self.args.device)
 
     # -- progress -------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -185,7 +193,12 @@ class Demo:
     ) -> None:
         """Add a table to the report (numbers are kept in results.json as they are)."""
         self.tables.append(
-            {"title": title, "columns": list(columns), "rows": [list(r) for r in rows], "note": note}
+            {
+                "title": title,
+                "columns": list(columns),
+                "rows": [list(r) for r in rows],
+                "note": note,
+            }
         )
         self.log(f"table: {title}")
         for line in _markdown_table(columns, rows).splitlines():

@@ -128,11 +128,19 @@ def faces(args, demo: C.Demo, size: int, iterations: int, steps: int, optimizer_
     }
     demo.table(
         f"Faces, d = {d}: training reconstruction and interpolation",
-        ["images", "d", "iterations", "mean abs error [0, 1]", "norm of inferred z", "norm mid linear",
-         "norm mid slerp"],
+        [
+            "images",
+            "d",
+            "iterations",
+            "mean abs error [0, 1]",
+            "norm of inferred z",
+            "norm mid linear",
+            "norm mid slerp",
+        ],
         [[len(Y), d, iterations, err, end_norm, norms["linear"], norms["slerp"]]],
         note="Interpolation rows: 8 points from one training face's inferred Z to another's. "
-        "norm mid: the norm of z at the middle of the path (linear paths shrink it, slerp keeps it).",
+        "norm mid: the norm of z at the middle of the path "
+        "(linear paths shrink it, slerp keeps it).",
     )
 
 

@@ -1,0 +1,136 @@
+"""Train / test / negative reconstruction errors over learning.
+
+While ABP learns on the training images, every few iterations the generator (W fixed at that
+point) reconstructs three sets: the training images, held-out images of the same category, and
+"negative" images of another category. Each set's Z is inferred afresh the same way (gradient
+ascent on the log-posterior from Z = 0, the same number of steps for all three), so the curves
+compare like with like.
+
+Reading the curves: test close to train and far below negative is good generalisation; test
+climbing towards negative is over-fitting; all three alike is under-fitting (the model has
+learnt nothing specific to the category).
+
+Data: --data FOLDER (last fifth held out; negatives are then generated squares), else the
+paper's Image/face (training), Image/face_eva (held-out) and Image/cat (negative), else
+generated discs (training, held-out) and squares (negative) (abp_np.datasets.shapes_split).
+
+    python demos/error_curves.py --quick           # 32 x 32, CPU minutes
+    python demos/error_curves.py --device gpu      # 64 x 64, d = 100, 600 iterations
+"""
+
+from __future__ import annotations
+
+import sys
+
+import _common as C
+import _plot
+from inpainting import train_test
+
+import abp_np
+from abp_np import datasets
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = C.parser("error_curves", __doc__)
+    C.add_learning_options(p)
+    p.add_argument("--d", type=int, default=None, help="dimension of Z")
+    p.add_argument("--negative", default="cat", help="release category used as negatives")
+    args = p.parse_args(argv)
+    demo = C.Demo(
+        "error_curves", "Train / test / negative reconstruction error over learning", args
+    )
+
+    size = C.pick(args, 16, 32, 64)
+    d = args.d or C.pick(args, 4, 20, 100)
+    channels = C.pick(args, (32, 16), (64, 32, 16), (512, 256, 128, 64))
+    n_train = C.pick(args, 8, 48, None)
+    n_test = C.pick(args, 4, 12, None)
+    iterations = args.iterations or C.pick(args, 4, 100, 600)
+    every = max(1, iterations // C.pick(args, 2, 10, 20))
+    steps = C.pick(args, 2, 10, 30)
+    eval_steps = C.pick(args, 4, 60, 200)
+    optimizer, opt = C.make_optimizer(args, quick_lr=2e-3)
+    demo.settings = {
+        "image size": size,
+        "d": d,
+        "network channels": list(channels) + [3],
+        "iterations": iterations,
+        "evaluated every": every,
+        "Langevin steps": steps,
+        "evaluation": f"{eval_steps} steps of gradient ascent on Z from 0, W fixed",
+        "delta": 0.3,
+        "sigma": 0.3,
+        **opt,
+    }
+    Y, Y_test = train_test(args, demo, size, n_train, n_test)
+    split = datasets.shapes_split(
+        n_train=1, n_test=1, n_negative=len(Y_test), size=size, seed=args.seed
+    )
+    if args.data is not None:
+        Y_neg = split.negative
+        demo.use_data("built-in", f"negative: generated squares, {size} x {size}")
+    else:
+        Y_neg = C.choose_images(
+            demo,
+            args.negative,
+            lambda: (split.negative, f"generated squares, {size} x {size}"),
+            size,
+            limit=len(Y_test),
+            what="negative",
+        )
+    demo.settings["training / held-out / negative images"] = (
+        f"{len(Y)} / {len(Y_test)} / {len(Y_neg)}"
+    )
+
+    sets = {"train": Y, "test": Y_test, "negative": Y_neg}
+    curves: dict[str, list[float]] = {k: [] for k in sets}
+    at: list[int] = []
+
+    def evaluate(model, record) -> None:
+        t = int(record["iteration"])
+        if t % every and t != iterations:
+            return
+        at.append(t)
+        for name, images in sets.items():
+            z = model.infer(C.to_device(images, demo), steps=eval_steps, init="zeros", noise=False)
+            curves[name].append(C.mae(images, model.generator.forward(z)))
+        demo.log(f"iteration {t}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in curves.items()))
+
+    g = abp_np.object_generator(latent_dim=d, channels=channels, rng=demo.rng(1))
+    g.to(args.device)
+    C.fit_abp(
+        demo,
+        g,
+        C.to_device(Y, demo),
+        iterations=iterations,
+        steps=steps,
+        optimizer=optimizer,
+        callback=evaluate,
+    )
+
+    demo.save_png(
+        "error_curves.png",
+        _plot.line_chart(
+            {name: (at, v) for name, v in curves.items()},
+            title=f"reconstruction error over learning (d = {d})",
+            xlabel="iteration",
+            ylabel="mean abs error [0, 1]",
+        ),
+    )
+    rows = [
+        [t, curves["train"][i], curves["test"][i], curves["negative"][i]] for i, t in enumerate(at)
+    ]
+    demo.results = {"iterations": at, **curves}
+    last = rows[-1]
+    demo.table(
+        "Reconstruction error over learning (mean abs, [0, 1] scale)",
+        ["iteration", "train", "test", "negative"],
+        rows,
+        note=f"At the end: test - train = {last[2] - last[1]:.4f}, negative - test = "
+        f"{last[3] - last[2]:.4f}.",
+    )
+    return demo.finish()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
