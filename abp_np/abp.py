@@ -406,7 +406,8 @@ class ABP:
         -------
         stats : dict of float
             Measured *before* the update: ``recon_error`` (mean |y - A f| / 2 over observed
-            entries: the paper's error for [-1, 1] data on the [0, 1] scale),
+            entries: the paper's error for [-1, 1] data on the [0, 1] scale; for
+            :class:`Projection` data it is measured on the projections),
             ``data_energy`` (mean over examples of ||y - A f||^2 / (2 sigma^2)) and
             ``prior_energy`` (mean of ||z||^2 / 2).
         """

@@ -134,8 +134,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
+        with open(path, "rb") as fh:  # our handle: closed even when numpy fails half-way
+            data = np.load(fh, allow_pickle=False)
+            if not hasattr(data, "files"):  # a plain .npy array
                 raise ValueError("it holds a single array, not an .npz archive")
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:

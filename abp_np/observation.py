@@ -82,7 +82,7 @@ class Observation:
         """
         r = self.residual(y_obs, f)
         xp = get_array_module(r)
-        return xp.abs(r).sum(), xp.asarray(r.size, dtype=r.dtype)
+        return xp.abs(r).sum(), xp.asarray(r.size, dtype=xp.float64)
 
     def take(self, indices: Any) -> Observation:
         """The model restricted to the examples ``indices`` (shared models return self)."""
@@ -185,7 +185,7 @@ class Masked(Observation):
         r = self.residual(y_obs, f)
         xp = get_array_module(r)
         m = xp.broadcast_to(self._mask_for(r), r.shape)
-        return xp.abs(r).sum(), m.sum(dtype=r.dtype)
+        return xp.abs(r).sum(), m.sum(dtype=xp.float64)
 
     def finite(self, y_obs: Any) -> Any:
         xp = get_array_module(y_obs)

@@ -143,7 +143,8 @@ class Optimizer:
             return g
         xp = get_array_module(g)
         peak = xp.max(xp.abs(g))
-        scale = xp.minimum(1.0, self.clip / xp.maximum(peak, np.finfo(g.dtype).tiny))
+        # clip / max(peak, clip) is exactly 1 when peak <= clip, else clip / peak
+        scale = self.clip / xp.maximum(peak, self.clip)
         return g * scale.astype(g.dtype)
 
     def _update(self, name: str, p: Any, g: Any, lr: float) -> None:  # pragma: no cover
