@@ -211,8 +211,9 @@ def interpolate(z0: Any, z1: Any, steps: int, method: str = "linear", eps: float
             cos = float(xp.dot(a, b)) / (na * nb)
             omega = float(np.arccos(np.clip(cos, -1.0, 1.0)))
             if np.sin(omega) >= eps:
-                w0 = xp.sin((1 - t) * omega) / np.sin(omega)
-                w1 = xp.sin(t * omega) / np.sin(omega)
+                s = float(np.sin(omega))  # a Python float keeps t's dtype (NEP 50)
+                w0 = xp.sin((1 - t) * omega) / s
+                w1 = xp.sin(t * omega) / s
     path = w0 * a[None, :] + w1 * b[None, :]  # (steps, D)
     return path.reshape((steps,) + tuple(z0.shape))
 

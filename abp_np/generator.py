@@ -52,7 +52,9 @@ class Generator:
             raise ValueError("Generator: needs at least one layer")
         dtypes = {layer.dtype for layer in self.layers}
         if len(dtypes) != 1:
-            raise ValueError(f"Generator: all layers must share one dtype, got {sorted(map(str, dtypes))}")
+            raise ValueError(
+                f"Generator: all layers must share one dtype, got {sorted(map(str, dtypes))}"
+            )
         self.dtype = dtypes.pop()
         self.latent_shape = tuple(int(s) for s in latent_shape)
 
@@ -134,7 +136,9 @@ class Generator:
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
         if missing or extra:
-            raise ValueError(f"Generator.load_state_dict: missing keys {missing}, unexpected {extra}")
+            raise ValueError(
+                f"Generator.load_state_dict: missing keys {missing}, unexpected {extra}"
+            )
         for key, (_layer, d, k) in expected.items():
             v = np.asarray(state[key])
             if v.shape != d[k].shape:
@@ -178,12 +182,15 @@ class Generator:
 
     def summary(self, latent_shape: tuple[int, ...] | None = None) -> str:
         """A table of layers, output shapes and parameter counts."""
-        shape: tuple[int, ...] = ("N", *(latent_shape or self.latent_shape))  # type: ignore[assignment]
-        rows = [("input Z", str(tuple(shape)), "")]
+        shape = (2, *(latent_shape or self.latent_shape))
+
+        def fmt(shape: tuple[int, ...]) -> str:
+            return "(" + ", ".join(["N", *map(str, shape[1:])]) + ")"
+
+        rows = [("input Z", fmt(shape), "")]
         for i, layer in enumerate(self.layers):
-            n = layer.output_shape((2, *shape[1:]))
-            shape = ("N", *n[1:])  # type: ignore[assignment]
-            rows.append((f"{i}: {layer!r}", str(tuple(shape)), f"{layer.num_params():,}"))
+            shape = layer.output_shape(shape)
+            rows.append((f"{i}: {layer!r}", fmt(shape), f"{layer.num_params():,}"))
         rows.append(("total", "", f"{self.num_params():,}"))
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
@@ -214,8 +221,19 @@ def texture_generator(
     1 -> 512 -> 256 -> 128 -> 64 -> 3 channels, BN + ReLU after the first four, tanh at
     the output: 7 x 7 -> 224 x 224 (a 14 x 14 Z gives 448 x 448).
     """
-    return _deconv_stack(1, channels, out_channels, (1, latent_size, latent_size), "relu",
-                         dtype, init_std, rng, conv=ConvTranspose2d, bn=BatchNorm2d, geom=_DOUBLE)
+    return _deconv_stack(
+        1,
+        channels,
+        out_channels,
+        (1, latent_size, latent_size),
+        "relu",
+        dtype,
+        init_std,
+        rng,
+        conv=ConvTranspose2d,
+        bn=BatchNorm2d,
+        geom=_DOUBLE,
+    )
 
 
 def sound_generator(
@@ -232,8 +250,19 @@ def sound_generator(
     60 -> 60,000 samples.
     """
     geom = {"kernel_size": 25, "stride": 10, "padding": 8, "output_padding": 1}
-    return _deconv_stack(1, channels, 1, (1, latent_length), "relu", dtype, init_std, rng,
-                         conv=ConvTranspose1d, bn=BatchNorm1d, geom=geom)
+    return _deconv_stack(
+        1,
+        channels,
+        1,
+        (1, latent_length),
+        "relu",
+        dtype,
+        init_std,
+        rng,
+        conv=ConvTranspose1d,
+        bn=BatchNorm1d,
+        geom=geom,
+    )
 
 
 def object_generator(
@@ -245,14 +274,32 @@ def object_generator(
     dtype: Any = np.float32,
     init_std: float = 0.005,
     rng: Any = None,
+    image_size: int | None = None,
 ) -> Generator:
     """The paper's objects / faces network: fc to 4 x 4 x 512, four doubling deconvolutions.
 
     d -> Linear -> (512, 4, 4) -> 256 -> 128 -> 64 -> 3 channels, 64 x 64 output, tanh.
     Hidden activation: leaky ReLU 0.2 without batch norm (the paper), or
     ``activation='relu', batch_norm=True`` (the later code).
+
+    ``image_size`` (a power of two times 4, e.g. 16, 32, 64, 128) sets the number of
+    doubling layers, log2(image_size / 4); ``channels`` must then list that many widths
+    (its first ``log2(image_size / 4)`` entries are used). Default: ``4 * 2**len(channels)``.
     """
     dtype = check_float_dtype(dtype, "object_generator")
+    if image_size is not None:
+        n_up = int(round(np.log2(int(image_size) / 4))) if int(image_size) >= 8 else 0
+        if n_up < 1 or 4 * 2**n_up != int(image_size):
+            raise ValueError(
+                f"object_generator: image_size must be 4 times a power of two (8, 16, 32, 64, "
+                f"128 ...), got {image_size}"
+            )
+        if len(channels) < n_up:
+            raise ValueError(
+                f"object_generator: image_size {image_size} needs {n_up} channel widths, got "
+                f"channels={tuple(channels)}"
+            )
+        channels = tuple(channels)[:n_up]
     rng = rng if rng is not None else np.random.default_rng()
     c0 = channels[0]
     layers: list[Layer] = [
@@ -262,9 +309,19 @@ def object_generator(
     if batch_norm:
         layers.append(BatchNorm2d(c0, dtype=dtype))
     layers.append(_activation(activation, dtype))
-    g = _deconv_stack(c0, channels[1:], out_channels, (latent_dim,), activation, dtype, init_std,
-                      rng, conv=ConvTranspose2d, bn=BatchNorm2d if batch_norm else None,
-                      geom=_DOUBLE)
+    g = _deconv_stack(
+        c0,
+        channels[1:],
+        out_channels,
+        (latent_dim,),
+        activation,
+        dtype,
+        init_std,
+        rng,
+        conv=ConvTranspose2d,
+        bn=BatchNorm2d if batch_norm else None,
+        geom=_DOUBLE,
+    )
     return Generator(layers + g.layers, (latent_dim,))
 
 
@@ -276,8 +333,9 @@ def _activation(name: str, dtype: Any) -> Layer:
     raise ValueError(f"unknown activation {name!r}: expected 'relu' or 'leaky_relu'")
 
 
-def _deconv_stack(c_in, channels, out_channels, latent_shape, activation, dtype, init_std, rng,
-                  *, conv, bn, geom) -> Generator:
+def _deconv_stack(
+    c_in, channels, out_channels, latent_shape, activation, dtype, init_std, rng, *, conv, bn, geom
+) -> Generator:
     dtype = check_float_dtype(dtype, "generator")
     rng = rng if rng is not None else np.random.default_rng()
     layers: list[Layer] = []

@@ -41,7 +41,9 @@ __all__ = [
 def _pair(v: Any, name: str, owner: str, minimum: int) -> tuple[int, int]:
     t = tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
     if len(t) != 2 or any(a < minimum for a in t):
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {v!r}")
+        raise ValueError(
+            f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {v!r}"
+        )
     return t  # type: ignore[return-value]
 
 
@@ -176,8 +178,9 @@ class Linear(Layer):
         if int(in_features) < 1 or int(out_features) < 1:
             raise ValueError(f"Linear: features must be >= 1, got {in_features}, {out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self._set_param("weight", _normal(rng, (self.out_features, self.in_features), init_std,
-                                          self.dtype))
+        self._set_param(
+            "weight", _normal(rng, (self.out_features, self.in_features), init_std, self.dtype)
+        )
         if bias:
             self._set_param("bias", np.zeros(self.out_features, self.dtype))
 
@@ -261,9 +264,15 @@ class ConvTranspose2d(Layer):
 
     def _out_hw(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw), (oh, ow) = (
-            self.kernel_size, self.stride, self.padding, self.output_padding)
-        return (F.conv_transpose_output_size(h, kh, sh, ph, oh),
-                F.conv_transpose_output_size(w, kw, sw, pw, ow))
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.output_padding,
+        )
+        return (
+            F.conv_transpose_output_size(h, kh, sh, ph, oh),
+            F.conv_transpose_output_size(w, kw, sw, pw, ow),
+        )
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape
@@ -276,8 +285,12 @@ class ConvTranspose2d(Layer):
         if hout < 1 or wout < 1:
             raise ValueError(f"{self}: input of shape {tuple(x.shape)} gives an empty output")
         y, self._cache = F.conv_transpose2d_forward(
-            x, self.params["weight"], self.params.get("bias"),
-            self.stride, self.padding, self.output_padding,
+            x,
+            self.params["weight"],
+            self.params.get("bias"),
+            self.stride,
+            self.padding,
+            self.output_padding,
         )
         return y
 
@@ -311,15 +324,31 @@ class ConvTranspose1d(ConvTranspose2d):
         init_std: float = 0.005,
         rng: Any = None,
     ) -> None:
-        for name, v in (("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
-                        ("output_padding", output_padding)):
+        for name, v in (
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+            ("padding", padding),
+            ("output_padding", output_padding),
+        ):
             if isinstance(v, (tuple, list)):
                 raise ValueError(f"ConvTranspose1d: {name} must be an int, got {v!r}")
-        super().__init__(in_channels, out_channels, (1, kernel_size), (1, stride), (0, padding),
-                         (0, output_padding), bias, dtype, init_std, rng)
+        super().__init__(
+            in_channels,
+            out_channels,
+            (1, kernel_size),
+            (1, stride),
+            (0, padding),
+            (0, output_padding),
+            bias,
+            dtype,
+            init_std,
+            rng,
+        )
         # PyTorch's weight shape (Cin, Cout, k) is a view of the 2-D (Cin, Cout, 1, k)
-        self._set_param("weight", self.params["weight"].reshape(
-            self.in_channels, self.out_channels, self.kernel_size[1]))
+        self._set_param(
+            "weight",
+            self.params["weight"].reshape(self.in_channels, self.out_channels, self.kernel_size[1]),
+        )
 
     def _extra_repr(self) -> str:
         return (
@@ -339,8 +368,12 @@ class ConvTranspose1d(ConvTranspose2d):
             raise ValueError(f"{self}: input of shape {tuple(x.shape)} gives an empty output")
         w = self.params["weight"]
         y, self._cache = F.conv_transpose2d_forward(
-            x[:, :, None, :], w.reshape(*w.shape[:2], 1, w.shape[2]), self.params.get("bias"),
-            self.stride, self.padding, self.output_padding,
+            x[:, :, None, :],
+            w.reshape(*w.shape[:2], 1, w.shape[2]),
+            self.params.get("bias"),
+            self.stride,
+            self.padding,
+            self.output_padding,
         )
         return y[:, :, 0, :]
 
@@ -422,8 +455,13 @@ class _BatchNorm(Layer):
                 rv += self.momentum * var * (m / (m - 1))  # unbiased, as PyTorch
         else:
             y, self._cache, _, _ = F.batchnorm_forward(
-                x, p["weight"], p["bias"], self.eps, axes,
-                self.buffers["running_mean"], self.buffers["running_var"],
+                x,
+                p["weight"],
+                p["bias"],
+                self.eps,
+                axes,
+                self.buffers["running_mean"],
+                self.buffers["running_var"],
             )
         return y
 
