@@ -484,3 +484,57 @@ def test_bad_inputs_raise_clear_value_errors():
     abp.fit(Y, iterations=1)
     with pytest.raises(ValueError, match="chains Z of shape"):
         abp.fit(np.zeros((5, 12)), iterations=2)
+
+
+# --- dtypes and devices ---------------------------------------------------------------------------
+
+
+def test_float32_stays_float32(tmp_path):
+    g = small_net(seed=40, dtype=np.float32)
+    Y = np.random.default_rng(41).uniform(-1, 1, (6, 12)).astype(np.float32)
+    mask = np.random.default_rng(42).random((6, 12)) < 0.7
+    abp = ABP(g, observation=Masked(mask), init_z="normal", seed=43)
+    history = abp.fit(Y, iterations=2, batch_size=3, checkpoint_path=tmp_path / "c.npz")
+    assert abp.Z.dtype == np.float32
+    assert all(p.dtype == np.float32 for p in g.parameters())
+    assert all(v.dtype == np.float32 for v in abp.optimizer.state["momentum"].values())
+    assert np.isfinite(history[-1]["recon_error"])
+    assert abp.infer(Y, steps=2).dtype == np.float32
+    assert abp.sample(3).dtype == np.float32
+
+
+@pytest.mark.gpu
+def test_gpu_langevin_matches_cpu_with_the_same_noise():
+    import cupy
+
+    from abp_np.backend import using_kernels
+    from tests.conftest import TOL
+
+    rng = np.random.default_rng(44)
+    z0 = rng.standard_normal((6, 3)).astype(np.float32)
+    y = rng.uniform(-1, 1, (6, 12)).astype(np.float32)
+    U = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    cpu = ABP(small_net(seed=45, dtype=np.float32), seed=0)
+    gpu = ABP(small_net(seed=45, dtype=np.float32), seed=0).to("gpu")
+    want = cpu.langevin(z0, y, steps=4, noise_arrays=U)
+    for kernels in (True, False):
+        with using_kernels(kernels):
+            got = gpu.langevin(
+                cupy.asarray(z0), cupy.asarray(y), steps=4, noise_arrays=cupy.asarray(U)
+            )
+        assert isinstance(got, cupy.ndarray)
+        np.testing.assert_allclose(got.get(), want, **TOL[np.dtype(np.float32)])
+
+
+@pytest.mark.gpu
+def test_gpu_fit_checkpoint_and_masks(tmp_path):
+    import cupy
+
+    Y = np.random.default_rng(46).uniform(-1, 1, (6, 12)).astype(np.float32)
+    mask = np.random.default_rng(47).random((6, 12)) < 0.7
+    abp = ABP(small_net(seed=48, dtype=np.float32), observation=Masked(mask), seed=49).to("gpu")
+    history = abp.fit(cupy.asarray(Y), iterations=2, batch_size=3, checkpoint_path=tmp_path / "c")
+    assert isinstance(abp.Z, cupy.ndarray) and np.isfinite(history[-1]["recon_error"])
+    back = ABP(small_net(seed=50, dtype=np.float32), seed=0).to("gpu").load(tmp_path / "c")
+    np.testing.assert_array_equal(back.Z.get(), abp.Z.get())
+    assert isinstance(back.sample(3), cupy.ndarray)
