@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     T = C.pick(args, 8, 60, 150)
     size = C.pick(args, 16, 32, 64)
     d = args.d or C.pick(args, 4, 20, 50)
-    channels = C.pick(args, (32, 16), (128, 64, 32), (512, 256, 128, 64))
-    iterations = args.iterations or C.pick(args, 2, 150, 600)
+    channels = C.pick(args, (32, 16), (64, 32, 16), (512, 256, 128, 64))
+    iterations = args.iterations or C.pick(args, 2, 100, 600)
     steps = C.pick(args, 2, 10, 30)
     optimizer, opt = C.make_optimizer(args, quick_lr=2e-3)
     demo.settings = {

@@ -23,9 +23,9 @@ import abp_np
 from abp_np import datasets, evaluation
 
 
-def build(d: int, args, demo: C.Demo) -> abp_np.Generator:
+def build(d: int, args, demo: C.Demo, quick_channels=(128, 64, 32)) -> abp_np.Generator:
     """The paper's object network (fc -> 4 x 4, doubling deconvolutions, leaky ReLU 0.2, tanh)."""
-    channels = C.pick(args, (32, 16), (128, 64, 32), (512, 256, 128, 64))
+    channels = C.pick(args, (32, 16), quick_channels, (512, 256, 128, 64))
     g = abp_np.object_generator(latent_dim=d, channels=channels, rng=demo.rng(1))
     return g.to(args.device)
 
@@ -55,6 +55,13 @@ def lion_tiger(args, demo: C.Demo, size: int, iterations: int, steps: int, optim
     demo.save_grid("lion_tiger_reconstruction.png", recon, nrow=min(len(Y), 11))
     demo.save_grid("lion_tiger_grid.png", g.forward(grid), nrow=9)
     Z = C.to_numpy(model.Z)
+    # the same grid over the range the inferred Z actually cover, axis by axis
+    lo, hi = Z.min(axis=0), Z.max(axis=0)
+    unit = (evaluation.latent_grid(9, 1.0) + 1.0) / 2.0  # (81, 2) in [0, 1]^2
+    spread = (lo + unit * (hi - lo)).astype(np.float32)
+    demo.save_grid(
+        "lion_tiger_grid_inferred_range.png", g.forward(C.to_device(spread, demo)), nrow=9
+    )
     demo.results["lion_tiger"] = {
         "images": len(Y),
         "d": 2,
@@ -66,7 +73,8 @@ def lion_tiger(args, demo: C.Demo, size: int, iterations: int, steps: int, optim
         ["images", "d", "iterations", "mean abs error [0, 1]", "inferred z range"],
         [[len(Y), 2, iterations, err, f"[{Z.min():.2f}, {Z.max():.2f}]"]],
         note="lion_tiger_grid.png: f(z) on the 9 x 9 grid (z1 left to right, z2 top to bottom, "
-        "both in [-2, 2]).",
+        "both in [-2, 2]); lion_tiger_grid_inferred_range.png: the same grid spanning the range "
+        "of the inferred z of the training images.",
     )
 
 
@@ -83,7 +91,7 @@ def faces(args, demo: C.Demo, size: int, iterations: int, steps: int, optimizer_
         size,
         what=f"faces (d = {d})",
     )
-    g = build(d, args, demo)
+    g = build(d, args, demo, quick_channels=(64, 32, 16))  # 76 faces: a lighter network
     optimizer, _ = C.make_optimizer(args, **optimizer_args)
     Yd = C.to_device(Y, demo)
     batch = C.pick(args, None, None, None)
@@ -157,6 +165,12 @@ def main(argv: list[str] | None = None) -> dict:
     _, opt = C.make_optimizer(args, **optimizer_args)
     demo.settings = {
         "image size": size,
+        "network channels (lion-tiger; faces)": C.pick(
+            args,
+            "32, 16, 3",
+            "128, 64, 32, 3; 64, 32, 16, 3",
+            "512, 256, 128, 64, 3",
+        ),
         "iterations": iterations,
         "Langevin steps": steps,
         "delta": 0.3,

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     size = C.pick(args, 32, 112, 224)
     latent = size // 2**layers  # 4, 7, 7
     big = 2 * latent  # the synthesis Z: twice the side, four times the area
-    iterations = args.iterations or C.pick(args, 2, 120, 600)
+    iterations = args.iterations or C.pick(args, 2, 100, 600)
     steps = C.pick(args, 2, 10, 10)
     optimizer, opt = C.make_optimizer(args, quick_lr=2e-3)
     demo.settings = {
