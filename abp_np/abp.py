@@ -1,14 +1,16 @@
 """Alternating back-propagation (Han, Lu, Zhu, Wu, AAAI 2017), read next to the paper.
 
-The model (paper, eq. 1), a non-linear factor analysis::
+The equations are numbered (1)-(6) on this page and cited by number in the code below.
+
+The model (1), a non-linear factor analysis::
 
     Y = f(Z; W) + eps,      Z ~ N(0, I_d),      eps ~ N(0, sigma^2 I_D)
 
-Complete-data log-likelihood of n examples, up to a constant (eq. 2)::
+Complete-data log-likelihood of n examples, up to a constant (2)::
 
     L(W, {Z_i}) = - sum_i [ ||Y_i - f(Z_i; W)||^2 / (2 sigma^2) + ||Z_i||^2 / 2 ]
 
-Its two gradients (eqs. 3 and 4 of the paper's sections on inference and learning)::
+Its two gradients, (3) in Z and (4) in W::
 
     dL/dZ_i = (1/sigma^2) (Y_i - f(Z_i; W)) df/dZ_i - Z_i
     dL/dW   = sum_i (1/sigma^2) (Y_i - f(Z_i; W)) df/dW
@@ -21,11 +23,11 @@ when asked (``need_param_grads=True``), also fills dL/dW. The algorithm alternat
    on every Z_i, warm-started from the Z_i of the previous iteration (one persistent chain
    per training example)::
 
-       Z <- Z + (delta^2 / 2) dL/dZ + delta U,        U ~ N(0, I_d)          (eq. 5)
+       Z <- Z + (delta^2 / 2) dL/dZ + delta U,        U ~ N(0, I_d)          (5)
 
    Without the noise this is gradient ascent on L in Z.
 2. **Learning back-propagation** (:meth:`ABP.learn`): one optimiser step on W with the
-   Z_i just inferred (eq. 6).
+   Z_i just inferred (6), W <- W + lr dL/dW with the gradient (4).
 
 With a linear observation model A (:mod:`abp_np.observation`: occluded pixels, random
 projections) Y - f becomes the residual y_obs - A f and the injected gradient
@@ -269,7 +271,7 @@ class ABP:
 
     # -- the log-likelihood and its gradient in Z --------------------------------------------------
     def log_likelihood(self, z: Any, y: Any, observation: Observation | None = None) -> Any:
-        """Per-example complete-data log-likelihood (eq. 2), up to a constant.
+        """Per-example complete-data log-likelihood (2), up to a constant.
 
         ``-||y - A f(z)||^2 / (2 sigma^2) - ||z||^2 / 2``, shape (N,), on the device.
         """
@@ -280,7 +282,7 @@ class ABP:
         return -obs.squared_error(y, f) / (2 * self.sigma**2) - z2 / 2
 
     def log_likelihood_grad_z(self, z: Any, y: Any, observation: Observation | None = None) -> Any:
-        """dL/dZ (eq. 3) by one backward pass, without weight gradients.
+        """dL/dZ (3) by one backward pass, without weight gradients.
 
         Parameters
         ----------
@@ -315,14 +317,14 @@ class ABP:
         rng: Any = None,
         noise_arrays: Any = None,
     ) -> Any:
-        """Inferential back-propagation: Langevin dynamics on Z with W fixed (eq. 5).
+        """Inferential back-propagation: Langevin dynamics on Z with W fixed (5).
 
         For each of ``steps`` steps::
 
             dz_data = G.backward(A^T (y - A G.forward(z)) / sigma^2, need_param_grads=False)
             z <- z + (delta^2 / 2) (dz_data - z) + delta U,      U ~ N(0, I)
 
-        ``dz_data - z`` is dL/dZ (eq. 3): the data term from one backward pass and the
+        ``dz_data - z`` is dL/dZ (3): the data term from one backward pass and the
         N(0, I) prior's ``-z``. Weight gradients are not computed. Nothing is copied off the
         device inside the loop.
 
@@ -388,14 +390,14 @@ class ABP:
                 U = None if U is None else xp.ascontiguousarray(U)
                 kernel(z, xp.ascontiguousarray(dz_data), U, delta)
             else:
-                z += (0.5 * delta * delta) * (dz_data - z)  # (delta^2/2) dL/dZ, eq. 5
+                z += (0.5 * delta * delta) * (dz_data - z)  # (delta^2/2) dL/dZ, (5)
                 if U is not None:
                     z += delta * U  # + delta U
         return z
 
     # -- learning back-propagation -----------------------------------------------------------------
     def learn(self, z: Any, y: Any, observation: Observation | None = None) -> dict[str, float]:
-        """Learning back-propagation: one optimiser step on W with Z fixed (eq. 6).
+        """Learning back-propagation: one optimiser step on W with Z fixed (6).
 
         ``f = G.forward(z)``; the gradient of J = -L/n,
         ``dY = -A^T (y - A f) / (sigma^2 n)``, is injected at the output;
