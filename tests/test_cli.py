@@ -7,9 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import release_data
 
 from abp_np.cli import main
+
+from conftest import release_data
 
 pytest.importorskip("PIL")
 pytest.importorskip("scipy")

@@ -11,7 +11,6 @@ import math
 import re
 
 import numpy as np
-import oracles
 import pytest
 
 from abp_np.backend import to_numpy
@@ -24,6 +23,8 @@ from abp_np.generator import (
 )
 from abp_np.gradcheck import check_layer
 from abp_np.layers import ConvTranspose1d, Linear, ReLU, Tanh
+
+import oracles
 
 F64 = np.float64
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import oracles
 import pytest
-from conftest import TOL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +28,9 @@ from abp_np.layers import (
     Reshape,
     Tanh,
 )
+
+import oracles
+from conftest import TOL
 
 F64 = np.float64
 HYPO = settings(

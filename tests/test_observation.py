@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from abp_np.observation import Complete, Masked, Projection
+
 from conftest import TOL
 
 DTYPES = [np.float32, np.float64]
