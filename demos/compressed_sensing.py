@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ms = args.measurements or C.pick(args, [100, 30], [600, 300, 150, 60], [2000, 1000, 500, 200])
     n_train = C.pick(args, 8, 32, None)
     n_test = C.pick(args, 4, 12, None)
-    iterations = args.iterations or C.pick(args, 2, 60, 600)
+    iterations = args.iterations or C.pick(args, 2, 200, 600)
     steps = C.pick(args, 2, 10, 30)
     test_steps = C.pick(args, 4, 100, 300)
     opt = C.make_optimizer(args, quick_lr=2e-3)[1]

@@ -7,7 +7,7 @@ one clip, a longer Z drawn from N(0, I) gives a longer sound (Z of 120: 120,000 
 Data: --data SOUNDFILE, else the paper's Sound/training<--clip>/training.wav (resampled to
 11,025 Hz), else a generated sound texture (abp_np.datasets.sound: rain, bells or chirps).
 
-    python demos/sound.py --quick            # 30,000 samples, small network, CPU minutes
+    python demos/sound.py --quick            # 60,000 samples, small network, CPU minutes
     python demos/sound.py --device gpu       # the paper's: 60,000 samples, 600 iterations
 """
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     demo = C.Demo("sound", "Sound synthesis: learn on one clip, synthesise a longer one", args)
 
     channels = C.pick(args, (8, 4), (64, 32), (256, 128))
-    length = C.pick(args, 2000, 30000, 60000)
+    length = C.pick(args, 2000, 60000, 60000)
     latent = length // 1000  # three layers, each up-sampling by 10
     iterations = args.iterations or C.pick(args, 2, 150, 600)
     steps = C.pick(args, 2, 10, 10)

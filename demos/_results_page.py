@@ -1,0 +1,111 @@
+"""Collect the demos' reports from runs/<demo>/ into demos/RESULTS.md and demos/results/.
+
+Run after the demos, from the repository root::
+
+    python demos/_results_page.py            # reads runs/*/results.json
+
+Pictures named in PICTURES are copied to demos/results/<demo>/ (kept small: they are committed);
+the page links them relatively. Numbers are copied from results.json as measured, never edited.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import _common as C
+
+ORDER = [
+    "texture",
+    "sound",
+    "objects",
+    "dynamic_texture",
+    "inpainting",
+    "compressed_sensing",
+    "reconstruction",
+    "error_curves",
+]
+PICTURES = {
+    "texture": ["texture_original.png", "texture_synthesis.png", "texture_samples.png"],
+    "sound": ["sound_waveforms.png"],
+    "objects": [
+        "lion_tiger_training.png",
+        "lion_tiger_grid.png",
+        "lion_tiger_grid_inferred_range.png",
+        "faces_samples.png",
+        "faces_interpolation_linear.png",
+        "faces_interpolation_slerp.png",
+    ],
+    "dynamic_texture": ["dynamic_frames.png", "dynamic_original.gif", "dynamic_abp_synthesis.gif"],
+    "inpainting": ["inpainting_P5.png", "inpainting_P9.png", "inpainting_M30.png"],
+    "compressed_sensing": ["cs_m600.png", "cs_m60.png"],
+    "reconstruction": ["reconstruction.png"],
+    "error_curves": ["error_curves.png"],
+}
+FULL = {
+    "texture": "python demos/texture.py --device gpu",
+    "sound": "python demos/sound.py --device gpu",
+    "objects": "python demos/objects.py --device gpu",
+    "dynamic_texture": "python demos/dynamic_texture.py --device gpu",
+    "inpainting": "python demos/inpainting.py --device gpu",
+    "compressed_sensing": "python demos/compressed_sensing.py --device gpu",
+    "reconstruction": "python demos/reconstruction.py --device gpu",
+    "error_curves": "python demos/error_curves.py --device gpu",
+}
+
+HEAD = """# Results of the demos
+
+Every number below was measured by running the demo with the command shown; nothing is copied
+from the paper. The runs here are **quick mode on a CPU** (small images and networks, few
+iterations, Adam): they show the experiments working end to end, not the paper's numbers. The
+CPU was a shared 2-core machine busy with other jobs, so the times are upper bounds.
+Full-mode runs (the paper's settings, meant for a GPU) have **not been run yet**; their commands
+are listed at the end. Regenerate this page with `python demos/_results_page.py` after running
+the demos.
+
+Error measure everywhere: mean absolute per-pixel difference on the [0, 1] scale.
+"""
+
+
+def section(name: str, report: dict, runs: Path, dest: Path) -> list[str]:
+    lines = [C.markdown_report(report).split("\n", 1)[0].replace("# ", f"## {name}: ", 1), ""]
+    body = C.markdown_report({**report, "files": []}).split("\n", 1)[1]
+    body = body.replace("\n## ", "\n### ")
+    lines.append(body.strip())
+    lines.append("")
+    for f in PICTURES.get(name, []):
+        src = runs / name / f
+        if not src.is_file():
+            continue
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest / name / f)
+        lines += [f"![{name}/{f}](results/{name}/{f})", ""]
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    runs = Path(argv[0]) if argv else Path("runs")
+    here = Path(__file__).resolve().parent
+    dest = here / "results"
+    lines = [HEAD]
+    missing = []
+    for name in ORDER:
+        path = runs / name / "results.json"
+        if not path.is_file():
+            missing.append(name)
+            continue
+        report = json.loads(path.read_text(encoding="utf-8"))
+        lines += section(name, report, runs, dest)
+    if missing:
+        lines += ["## Not run yet in quick mode", ""]
+        lines += [f"- {n}: `python demos/{n}.py --quick`" for n in missing] + [""]
+    lines += ["## Full mode (the paper's settings): not run yet", "", "| demo | command |", "|---|---|"]
+    lines += [f"| {n} | `{FULL[n]}` |" for n in ORDER] + [""]
+    (here / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {here / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
