@@ -101,7 +101,12 @@ def main(argv: list[str]) -> None:
     if missing:
         lines += ["## Not run yet in quick mode", ""]
         lines += [f"- {n}: `python demos/{n}.py --quick`" for n in missing] + [""]
-    lines += ["## Full mode (the paper's settings): not run yet", "", "| demo | command |", "|---|---|"]
+    lines += [
+        "## Full mode (the paper's settings): not run yet",
+        "",
+        "| demo | command |",
+        "|---|---|",
+    ]
     lines += [f"| {n} | `{FULL[n]}` |" for n in ORDER] + [""]
     (here / "RESULTS.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {here / 'RESULTS.md'}")
