@@ -1,0 +1,337 @@
+"""The Python side of the GPU path, run on the CPU through a fake CuPy (``tests/fake_cupy.py``).
+
+No CI machine has a GPU, so ``tests/test_kernels_gpu.py`` is skipped there. These tests install
+a NumPy-backed stand-in for CuPy as ``abp_np.backend._cupy`` (and as ``cupy`` for the imports in
+``abp_np._cuda``). Its ``RawModule`` checks every kernel argument as the C++ signature in
+``kernels/deconv.cu`` needs it, then runs the kernel's host build (``kernels/host_shim.h``).
+What runs for real is everything in Python: ``functional``'s kernel branch, ``_cuda``'s
+validation, grid and argument lists, and ``ABP.langevin``'s fused update.
+
+The reference is the library's ``xp`` path on the same fake device (``using_kernels(False)``).
+Both paths do the same GEMMs (NumPy's) and sum the transposed convolution's taps in the same
+order (i ascending, then j), and the host build has no fused multiply-add, so the two must agree
+bit for bit; only ``tanh`` (libm against NumPy) gets a tolerance.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+# the host build of deconv.cu, a session fixture (skips where g++ is missing)
+from test_kernels_host import lib as host_library  # noqa: F401
+
+from abp_np import _cuda, backend
+from abp_np.abp import ABP
+from abp_np.backend import using_kernels
+from abp_np.generator import Generator, sound_generator, texture_generator
+from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
+
+import fake_cupy
+
+DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, host_library):  # noqa: F811
+    """The fake CuPy, installed for one test; every launch is recorded in ``.launches``."""
+    monkeypatch.setattr(fake_cupy, "HOST_LIBRARY", host_library)
+    monkeypatch.setattr(fake_cupy, "launches", [])
+    monkeypatch.setattr(backend, "_cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(_cuda, "_module", None)  # compile afresh, through the fake RawModule
+    assert backend.gpu_available() and _cuda.available()
+    return fake_cupy
+
+
+def launched(cp) -> list[str]:
+    """Names of the kernels launched so far, e.g. ['col2im<float>']."""
+    return [expression for expression, _, _ in cp.launches]
+
+
+# --- the fake itself refuses what a real launch would get wrong -------------------------------
+
+
+def test_fake_kernel_checks_every_argument(fake_gpu):
+    cp = fake_gpu
+    kernel = _cuda.get_function("langevin_step", np.float32)
+    z = cp.zeros(5, dtype=np.float32)
+    g = cp.ones(5, dtype=np.float32)
+    h, d, n = np.float32(0.5), np.float32(1.0), np.int64(5)
+    kernel((1,), (4,), (z, g, None, h, d, n))  # the good launch
+    np.testing.assert_array_equal(cp.asnumpy(z), np.full(5, 0.5, np.float32))
+    with pytest.raises(TypeError, match="numpy.int64"):  # a Python int is not a long long
+        kernel((1,), (4,), (z, g, None, h, d, 5))
+    with pytest.raises(TypeError, match="numpy.float32"):  # double where float is expected
+        kernel((1,), (4,), (z, g, None, np.float64(0.5), d, n))
+    with pytest.raises(TypeError, match="device array"):
+        kernel((1,), (4,), (z, cp.asnumpy(g), None, h, d, n))
+    with pytest.raises(TypeError, match="dtype"):
+        kernel((1,), (4,), (z, g.astype(np.float64), None, h, d, n))
+    with pytest.raises(TypeError, match="NULL"):  # z is written
+        kernel((1,), (4,), (None, g, None, h, d, n))
+    with pytest.raises(ValueError, match="elements"):
+        kernel((1,), (4,), (z, cp.ones(6, dtype=np.float32), None, h, d, n))
+    with pytest.raises(ValueError, match="overlaps"):
+        kernel((1,), (4,), (z, z, None, h, d, n))
+    with pytest.raises(TypeError, match="arguments"):
+        kernel((1,), (4,), (z, g, None, h, d))
+    with pytest.raises(ValueError, match="block"):
+        kernel((1,), (2048,), (z, g, None, h, d, n))
+    assert launched(cp) == ["langevin_step<float>"]  # only the good one ran
+
+
+def test_fake_arrays_refuse_host_arrays(fake_gpu):
+    a = fake_gpu.zeros(3)
+    with pytest.raises(TypeError, match="host"):
+        a + np.ones(3)
+    assert fake_gpu.get_array_module(a) is fake_gpu and fake_gpu.get_array_module(a.get()) is np
+
+
+# --- transposed convolution: kernel path against the xp path -----------------------------------
+
+
+def run_layer(layer, x, dy, need_param_grads):
+    """Forward and backward on the device; everything returned as host copies."""
+    y = layer.forward(x)
+    dx = layer.backward(dy, need_param_grads=need_param_grads)
+    grads = {k: g.get() for k, g in layer.grads.items()} if need_param_grads else {}
+    return y.get(), dx.get(), grads
+
+
+def both_paths(cp, layer, x, dy, need_param_grads):
+    """(kernel path, xp path, kernels launched by each)."""
+    x, dy = cp.asarray(x), cp.asarray(dy)
+    cp.launches.clear()
+    fast = run_layer(layer, x, dy, need_param_grads)
+    fast_launches = launched(cp)
+    cp.launches.clear()
+    with using_kernels(False):
+        slow = run_layer(layer, x, dy, need_param_grads)
+    assert launched(cp) == []  # the xp path launches nothing
+    return fast, slow, fast_launches
+
+
+def assert_same(fast, slow):
+    for a, b in zip(fast[:2], slow[:2]):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    assert fast[2].keys() == slow[2].keys()
+    for k in fast[2]:
+        np.testing.assert_array_equal(fast[2][k], slow[2][k])
+
+
+# (Cin, Cout, H, W, kernel, stride, padding, output_padding, bias)
+GEOMETRIES_2D = [
+    (3, 2, 4, 4, 5, 2, 2, 1, True),  # the paper's doubling layer
+    (2, 3, 3, 5, (3, 2), 1, 0, 0, False),  # stride 1, no padding, no bias
+    (2, 1, 5, 3, (4, 3), (3, 2), (1, 2), (2, 0), True),  # uneven everything
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", GEOMETRIES_2D, ids=["doubling", "stride1", "uneven"])
+@pytest.mark.parametrize("need_param_grads", [True, False])
+def test_conv_transpose2d_kernel_path_equals_xp_path(fake_gpu, dtype, geometry, need_param_grads):
+    Cin, Cout, H, W, k, s, p, op, bias = geometry
+    rng = np.random.default_rng(0)
+    layer = ConvTranspose2d(Cin, Cout, k, s, p, op, bias, dtype, init_std=0.5, rng=rng).to("gpu")
+    if bias:
+        layer.params["bias"][...] = fake_gpu.asarray(rng.standard_normal(Cout).astype(dtype))
+    N = 2
+    # x as a transposed view: the kernel path must not care how x is laid out
+    x = rng.standard_normal((Cin, N, H, W)).astype(dtype).transpose(1, 0, 2, 3)
+    dy = rng.standard_normal((N, *layer.output_shape((N, Cin, H, W))[1:])).astype(dtype)
+    fast, slow, fast_launches = both_paths(fake_gpu, layer, x, dy, need_param_grads)
+    suffix = "float" if dtype == np.float32 else "double"
+    assert fast_launches == [f"col2im<{suffix}>", f"im2col<{suffix}>"]
+    assert_same(fast, slow)
+    assert np.abs(fast[0]).max() > 0 and np.abs(fast[1]).max() > 0  # not trivially zero
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("need_param_grads", [True, False])
+def test_conv_transpose1d_kernel_path_equals_xp_path(fake_gpu, dtype, need_param_grads):
+    """The sound layer (kernel 25, stride 10), with a non-contiguous upstream gradient."""
+    rng = np.random.default_rng(1)
+    layer = ConvTranspose1d(3, 2, 25, 10, 8, 1, True, dtype, init_std=0.5, rng=rng).to("gpu")
+    layer.params["bias"][...] = fake_gpu.asarray(rng.standard_normal(2).astype(dtype))
+    N, L = 2, 4
+    x = rng.standard_normal((N, 3, L)).astype(dtype)
+    Lout = layer.output_shape((N, 3, L))[2]
+    dy = rng.standard_normal((2, N, Lout)).astype(dtype).transpose(1, 0, 2)  # (N, 2, Lout)
+    fast, slow, fast_launches = both_paths(fake_gpu, layer, x, dy, need_param_grads)
+    assert [e.split("<")[0] for e in fast_launches] == ["col2im", "im2col"]
+    assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["identity", "tanh", "relu", "leaky_relu"])
+def test_col2im_fused_activation_equals_xp_path(fake_gpu, dtype, activation):
+    """``col2im_act`` (not used by the layers yet): its longer argument list, checked."""
+    from abp_np import functional as F
+
+    cp = fake_gpu
+    rng = np.random.default_rng(2)
+    N, C, H, W, k, s, p = 2, 3, 3, 4, 5, 2, 2
+    Hout, Wout = 2 * H, 2 * W
+    cols = rng.standard_normal((C, k, k, N, H, W)).astype(dtype)
+    bias = rng.standard_normal(C).astype(dtype)
+    y = _cuda.col2im(
+        cp.asarray(cols), N, C, Hout, Wout, k, k, H, W, (s, s), (p, p), cp.asarray(bias),
+        activation=activation, slope=0.3,
+    )  # fmt: skip
+    pre = F.col2im(cols, (N, C, Hout, Wout), (s, s), (p, p)) + bias.reshape(1, C, 1, 1)
+    expected = {
+        "identity": pre,
+        "tanh": np.tanh(pre),
+        "relu": np.where(pre > 0, pre, dtype(0)),
+        "leaky_relu": np.where(pre > 0, pre, dtype(0.3) * pre),
+    }[activation]
+    if activation == "tanh":  # libm against NumPy
+        tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=0)
+        np.testing.assert_allclose(y.get(), expected, **tol)
+    else:
+        np.testing.assert_array_equal(y.get(), expected)
+    name = "col2im" if activation == "identity" else "col2im_act"
+    assert launched(cp) == [f"{name}<{'float' if dtype == np.float32 else 'double'}>"]
+
+
+# --- the wrappers validate before they launch -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wrappers_raise_value_error_before_launching(fake_gpu, dtype):
+    cp = fake_gpu
+    N, C, H, W, k, s, p = 2, 3, 3, 4, 5, 2, 2
+    Hout, Wout = 2 * H - 1, 2 * W - 1  # output_padding 0
+    geom = (N, C, Hout, Wout, k, k, H, W, (s, s), (p, p))
+    cols = cp.zeros((C, k, k, N, H, W), dtype=dtype)
+    bad_cols = {
+        "dtype": cols.astype(np.float16),
+        "C-contiguous": cp.zeros((N, H, W, C, k, k), dtype=dtype).transpose(3, 4, 5, 0, 1, 2),
+        "shape": cp.zeros((C, k, k, N, H, W + 1), dtype=dtype),
+    }
+    for match, bad in bad_cols.items():
+        with pytest.raises(ValueError, match=match):
+            _cuda.col2im(bad, *geom)
+    with pytest.raises(ValueError, match="bias"):
+        _cuda.col2im(cols, *geom, bias=cp.zeros(C + 1, dtype=dtype))
+    with pytest.raises(ValueError, match="cupy.ndarray"):
+        _cuda.col2im(cols.get(), *geom)
+    with pytest.raises(ValueError, match="Hout"):
+        _cuda.col2im(cols, N, C, Hout + 3, Wout, k, k, H, W, (s, s), (p, p))
+
+    dy = cp.zeros((N, C, Hout, Wout), dtype=dtype)
+    for match, bad in {
+        "dtype": dy.astype(np.int32),
+        "C-contiguous": cp.zeros((C, N, Hout, Wout), dtype=dtype).transpose(1, 0, 2, 3),
+        "4-D": dy[0],
+        "Wout": cp.zeros((N, C, Hout, Wout + 2), dtype=dtype),
+    }.items():
+        with pytest.raises(ValueError, match=match):
+            _cuda.im2col(bad, k, k, H, W, (s, s), (p, p))
+
+    z = cp.zeros((4, 6), dtype=dtype)
+    g = cp.zeros((4, 6), dtype=dtype)
+    other = np.float64 if dtype == np.float32 else np.float32
+    for match, args in {
+        "dtype": (z, g.astype(other), None),
+        "C-contiguous": (z, cp.zeros((6, 4), dtype=dtype).T, None),
+        "shape": (z, g, cp.zeros((4, 7), dtype=dtype)),
+    }.items():
+        with pytest.raises(ValueError, match=match):
+            _cuda.langevin_step_(*args, 0.1)
+    with pytest.raises(ValueError, match="delta"):
+        _cuda.langevin_step_(z, g, None, float("nan"))
+    assert launched(cp) == []  # every refusal came before a launch
+    _cuda.col2im(cols, *geom)
+    _cuda.im2col(dy, k, k, H, W, (s, s), (p, p))
+    _cuda.langevin_step_(z, g, None, 0.1)
+    assert [e.split("<")[0] for e in launched(cp)] == ["col2im", "im2col", "langevin_step"]
+
+
+def test_wrapper_grid_is_capped_and_covers_everything(fake_gpu):
+    """256-thread blocks, as many as the elements need; every element written."""
+    cp = fake_gpu
+    z = cp.zeros(1000, dtype=np.float64)
+    _cuda.langevin_step_(z, cp.ones(1000), None, 1.0)
+    assert cp.launches == [("langevin_step<double>", (4, 1, 1), (256, 1, 1))]
+    np.testing.assert_array_equal(z.get(), np.full(1000, 0.5))
+
+
+# --- ABP.langevin through the fused Langevin kernel ----------------------------------------------
+
+
+# Kernel chain against xp chain. Without batch norm every step is bitwise the same. With it,
+# only nearly: the xp path's deconvolution output is laid out channel-major (a transposed view)
+# and the kernel's batch-major, so NumPy's pairwise sums in batch norm's mean and variance add
+# in another order.
+CHAIN_TOL = {
+    np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
+    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
+}
+
+
+def tiny_generator(net, dtype):
+    rng = np.random.default_rng(4)
+    if net == "no-bn":  # 2 x 3 x 3 -> 2 x 6 x 6 -> 1 x 12 x 12
+        layers = [
+            ConvTranspose2d(2, 2, 4, 2, 1, 0, True, dtype, init_std=0.3, rng=rng),
+            ReLU(dtype),
+            ConvTranspose2d(2, 1, 4, 2, 1, 0, False, dtype, init_std=0.3, rng=rng),
+            Tanh(dtype),
+        ]
+        return Generator(layers, (2, 3, 3))
+    if net == "texture":  # 1 x 2 x 2 -> 2 x 16 x 16, with batch norm
+        return texture_generator((4, 3), 2, 2, dtype=dtype, init_std=0.3, rng=rng)
+    return sound_generator((3, 2), 3, dtype=dtype, init_std=0.3, rng=rng)  # 1 x 3 -> 1 x 3000
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("net", ["no-bn", "texture", "sound"])
+def test_langevin_fused_kernel_equals_xp_update(fake_gpu, dtype, net):
+    cp = fake_gpu
+    G = tiny_generator(net, dtype)
+    n_deconv = sum(isinstance(layer, ConvTranspose2d) for layer in G.layers)
+    abp = ABP(G, sigma=0.3, step_size=0.3, seed=0).to("gpu")
+    rng = np.random.default_rng(3)
+    N, steps = 3, 4
+    z0 = rng.standard_normal((N, *G.latent_shape)).astype(dtype)
+    y = rng.uniform(-1, 1, (N, *abp.image_shape)).astype(dtype)
+    U = rng.standard_normal((steps, N, *G.latent_shape)).astype(dtype)
+    z0_d, y_d, U_d = cp.asarray(z0), cp.asarray(y), cp.asarray(U)
+
+    cp.launches.clear()
+    fast = abp.langevin(z0_d, y_d, steps=steps, noise_arrays=U_d)
+    names = [e.split("<")[0] for e in launched(cp)]
+    assert names.count("langevin_step") == steps
+    assert names.count("col2im") == names.count("im2col") == n_deconv * steps
+    with using_kernels(False):
+        cp.launches.clear()
+        slow = abp.langevin(z0_d, y_d, steps=steps, noise_arrays=U_d)
+        assert launched(cp) == []
+    assert isinstance(fast, cp.ndarray) and fast.dtype == dtype
+    np.testing.assert_array_equal(z0_d.get(), z0)  # the start is not modified
+    if net == "no-bn":
+        np.testing.assert_array_equal(fast.get(), slow.get())
+    else:
+        np.testing.assert_allclose(fast.get(), slow.get(), **CHAIN_TOL[np.dtype(dtype)])
+    assert np.abs(fast.get() - z0).max() > 1e-2  # the chain moved
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_langevin_without_noise_launches_the_kernel_with_a_null_noise(fake_gpu, dtype):
+    """noise=False: gradient ascent, the kernel gets NULL for the noise."""
+    cp = fake_gpu
+    abp = ABP(tiny_generator("no-bn", dtype), sigma=0.3, step_size=0.3, seed=0).to("gpu")
+    rng = np.random.default_rng(5)
+    z0 = cp.asarray(rng.standard_normal((2, 2, 3, 3)).astype(dtype))
+    y = cp.asarray(rng.uniform(-1, 1, (2, *abp.image_shape)).astype(dtype))
+    fast = abp.langevin(z0, y, steps=3, noise=False)
+    with using_kernels(False):
+        slow = abp.langevin(z0, y, steps=3, noise=False)
+    assert launched(cp).count(f"langevin_step<{'float' if dtype == np.float32 else 'double'}>") == 3
+    np.testing.assert_array_equal(fast.get(), slow.get())
