@@ -508,7 +508,7 @@ def test_gpu_langevin_matches_cpu_with_the_same_noise():
     import cupy
 
     from abp_np.backend import using_kernels
-    from tests.conftest import TOL
+    from conftest import TOL
 
     rng = np.random.default_rng(44)
     z0 = rng.standard_normal((6, 3)).astype(np.float32)

@@ -49,4 +49,5 @@ def test_cuda_sources_ship_with_the_wheel():
 )
 def test_tests_run_against_the_installed_wheel():
     where = Path(abp_np.__file__).resolve()
-    assert REPO not in where.parents, f"abp_np imported from the source tree: {where}"
+    assert where.parent != REPO / "abp_np", f"abp_np imported from the source tree: {where}"
+    assert "site-packages" in where.parts, f"abp_np not imported from an installation: {where}"
