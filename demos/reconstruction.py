@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     size = C.pick(args, 16, 32, 64)
     dims = args.dims or C.pick(args, [2], [5, 10, 20], [10, 20, 50])
     channels = C.pick(args, (32, 16), (64, 32, 16), (512, 256, 128, 64))
-    n_train = C.pick(args, 8, 48, None)
+    n_train = C.pick(args, 8, None, None)
     n_test = C.pick(args, 4, 12, None)
-    iterations = args.iterations or C.pick(args, 2, 80, 600)
+    iterations = args.iterations or C.pick(args, 2, 150, 600)
     steps = C.pick(args, 2, 10, 30)
     test_steps = C.pick(args, 4, 100, 300)
     opt = C.make_optimizer(args, quick_lr=2e-3)[1]
