@@ -106,9 +106,9 @@ def summary(reports: dict[str, dict]) -> list[str]:
     if r:
         out.append(
             f"- Faces: the inferred Z have mean norm {r['mean_norm_inferred_z']:.1f}, against "
-            f"about {r['d'] ** 0.5:.0f} for draws from the prior N(0, I_{r['d']}); samples from the "
-            "prior therefore fall where no training image was and look blurred, while "
-            "interpolations between inferred Z look like faces."
+            f"about {r['d'] ** 0.5:.0f} for draws from the prior N(0, I_{r['d']}): the prior's "
+            "samples come from a region the training images' Z do not occupy, which likely "
+            "explains why they look more blurred than the interpolations between inferred Z."
         )
     return out + [""]
 
