@@ -19,6 +19,8 @@ them off; the ``xp`` code below is then the fallback and the tests' reference.
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,33 @@ import numpy as np
 from .backend import get_array_module, kernels_enabled
 
 Pair = tuple[int, int]
+
+
+# --- scratch memory ------------------------------------------------------------------------------
+
+_scratch = threading.local()
+
+
+def _workspace(xp: Any, slot: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A scratch array for a temporary that never leaves the function that asks for it.
+
+    A fresh large NumPy array pays a page fault per 4 KiB on first touch, which costs about
+    as much as writing it once more; the column buffers of the transposed convolutions are
+    the largest temporaries of a training step. So, on the CPU, each thread keeps one buffer
+    per ``slot`` and hands out views of it, growing it when a bigger one is asked for.
+    On the GPU CuPy's memory pool already reuses blocks, so this is ``xp.empty``. The
+    contents are undefined: callers overwrite what they read.
+    """
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    size = math.prod(shape)
+    bufs = _scratch.__dict__.setdefault("bufs", {})
+    key = (slot, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        bufs[key] = None  # release the old one before allocating the new one
+        buf = bufs[key] = np.empty(size, dtype)
+    return buf[:size].reshape(shape)
 
 
 def xp_contiguous(x: Any) -> Any:
@@ -134,21 +163,164 @@ def im2col(dy, kernel: Pair, in_hw: Pair, stride: Pair, padding: Pair):
         that index falls outside ``dy``.
     """
     xp = get_array_module(dy)
-    N, C, Hout, Wout = dy.shape
-    kh, kw = kernel
-    H, W = in_hw
+    N, C = dy.shape[:2]
+    out = xp.empty((C, *kernel, N, *in_hw), dtype=dy.dtype)
+    return _im2col_into(out, dy, stride, padding)
+
+
+def _im2col_into(cols, dy, stride: Pair, padding: Pair):
+    """Fill ``cols`` (C, kh, kw, N, H, W) with :func:`im2col` of ``dy``; return it.
+
+    Done phase by phase rather than tap by tap. Write the tap index as i = r + sh t (phase
+    r = i mod sh). Then ih sh + i - ph = (ih + t) sh + r - ph: every tap of phase r reads the
+    same sub-sampled plane of ``dy``, rows ``sh q + r - ph``, only shifted by t rows. So for
+    each phase pair (r, r') and each column shift t' we gather that plane once, already
+    shifted by t' columns, into ``E`` (C, N, H + T - 1, W); the T taps i = r + sh t are then
+    windows E[:, :, t : t + H] whose (H, W) blocks are contiguous: cheap block copies
+    instead of 25 strided gathers. For the paper's layers (k 5, s 2): 10 gathers, 25 copies.
+    """
+    xp = get_array_module(dy)
+    C, kh, kw, N, H, W = cols.shape
+    Hout, Wout = dy.shape[2], dy.shape[3]
     sh, sw = stride
     ph, pw = padding
-    Hfull = max((H - 1) * sh + kh, ph + Hout)
-    Wfull = max((W - 1) * sw + kw, pw + Wout)
-    # (N, C, Hout, Wout) -> zero-padded (C, N, Hfull, Wfull)
-    full = xp.zeros((C, N, Hfull, Wfull), dtype=dy.dtype)
-    full[:, :, ph : ph + Hout, pw : pw + Wout] = dy.transpose(1, 0, 2, 3)
-    cols = xp.empty((C, kh, kw, N, H, W), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = full[:, :, i : i + sh * H : sh, j : j + sw * W : sw]
+    dyt = dy.transpose(1, 0, 2, 3)  # (C, N, Hout, Wout), a view
+    for r in range(min(sh, kh)):
+        Th = _taps(kh, sh, r)
+        Qh = H + Th - 1  # rows q of the phase plane that the T taps read
+        h0, h1 = _valid(Qh, sh, r - ph, Hout)  # rows whose dy index lies in [0, Hout)
+        for r2 in range(min(sw, kw)):
+            Tw = _taps(kw, sw, r2)
+            E = _workspace(xp, "im2col.E", (C, N, Qh, W), dy.dtype)
+            for t2 in range(Tw):
+                # E[c, n, q, iw] = dy[n, c, sh q + r - ph, sw (iw + t2) + r2 - pw]
+                w0, w1 = _valid(W, sw, sw * t2 + r2 - pw, Wout)
+                E.fill(0)
+                if h1 > h0 and w1 > w0:
+                    a = sh * h0 + r - ph  # first dy row and column read
+                    b = sw * (w0 + t2) + r2 - pw
+                    rows = slice(a, a + sh * (h1 - h0 - 1) + 1, sh)
+                    E[:, :, h0:h1, w0:w1] = dyt[:, :, rows, b : b + sw * (w1 - w0 - 1) + 1 : sw]
+                for t in range(Th):
+                    cols[:, r + sh * t, r2 + sw * t2] = E[:, :, t : t + H]
     return cols
+
+
+def _taps(k: int, s: int, r: int) -> int:
+    """Number of kernel taps i = r + s t (t >= 0) with i < k: those of phase r."""
+    return max(0, -(-(k - r) // s))
+
+
+def _valid(count: int, s: int, offset: int, size: int) -> tuple[int, int]:
+    """The range [a, b) of q in [0, count) with 0 <= s q + offset < size."""
+    a = max(0, -(offset // s))
+    b = min(count, (size - 1 - offset) // s + 1)
+    return a, max(a, b)
+
+
+def _phases(k: int, s: int, p: int, size_out: int) -> list[tuple[int, int, int, int]]:
+    """The sub-pixel phases of one axis of a transposed convolution.
+
+    Output index o lies at u = o + p on the un-cropped grid; write u = s q + r with phase
+    r = u mod s. Returns ``(r, q0, Q, T)`` for every phase that has outputs: its outputs are
+    o = s q + r - p for q = q0 .. q0 + Q - 1, and its T taps are i = r + s t, t < T, reading
+    input index q - t.
+    """
+    out = []
+    for r in range(s):
+        q0 = -((r - p) // s)  # smallest q with s q + r - p >= 0
+        Q = (size_out - 1 + p - r) // s - q0 + 1
+        if Q > 0:
+            out.append((r, q0, Q, _taps(k, s, r)))
+    return out
+
+
+def _conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
+    """Transposed convolution by sub-pixel phases: GEMMs that write the output directly.
+
+    The maths, along one axis (the other is the same). Output pixel oh lies at
+    u = oh + ph on the un-cropped grid; write u = sh q + r, phase r = u mod sh. Input pixel
+    ih reaches u through tap i = u - sh ih, so only the taps i = r + sh t (t < T_r) serve
+    phase r, from input pixels ih = q - t::
+
+        y[n, o, sh q + r - ph] = b[o] + sum_t sum_c x[n, c, q - t] W[c, o, r + sh t]
+
+    Each phase is an ordinary stride-1 correlation of x with a sub-kernel of the taps. With
+    X_j = x shifted by j columns, phase (r, r') of the output is a sum of GEMMs with Cout
+    rows, one per row shift t::
+
+        y_(r,r')[o, (q, n, q')] = sum_t  A_t[o, (j, c)] @ X_j[(j, c), (q - t, n, q')]
+
+    For the paper's layers (k 5, s 2) the four phases hold 3x3, 3x2, 2x3 and 2x2 taps: the
+    25 taps exactly once, and no (Cout kh kw, N H W) column buffer (12.5 x the output) is
+    written, read back and scattered as in the column form (see
+    :func:`conv_transpose2d_forward`).
+
+    Layout: the column-shifted copies are one buffer ``xs`` (J, Cin, Hp, N, Qw), zero
+    outside x. A shift along H is then a mere offset: rows [hs, hs + Qh) of every (j, c)
+    plane form a strided 2-D matrix (J' Cin, Qh N Qw) that BLAS reads in place. Only the
+    column shifts are copied (J = 3 copies of x for k 5, s 2).
+    """
+    xp = get_array_module(x)
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
+    sh, sw = stride
+    ph, pw = padding
+    Hout, Wout = out_hw
+    hph = _phases(kh, sh, ph, Hout)
+    wph = _phases(kw, sw, pw, Wout)
+    y = xp.empty((N, Cout, Hout, Wout), dtype=x.dtype)
+    if any(T == 0 for *_, T in hph) or any(T == 0 for *_, T in wph):  # stride > kernel:
+        y.fill(0)  # some outputs have no tap at all
+    hph = [a for a in hph if a[3] > 0]
+    wph = [a for a in wph if a[3] > 0]
+    if not hph or not wph:
+        return y if bias is None else y + bias.reshape(1, Cout, 1, 1)
+    # Every phase is computed on Qh x Qw positions (a phase with fewer drops the rest).
+    Qh = max(Q for _, _, Q, _ in hph)
+    Qw = max(Q for _, _, Q, _ in wph)
+    # Rows of x read: q - t for q0 <= q < q0 + Qh, t < T; pad x with zero rows to cover them.
+    lo = min(0, min(q0 - T + 1 for _, q0, _, T in hph))
+    hi = max(H, max(q0 + Qh for _, q0, _, _ in hph))
+    # Column shifts j read: q0' - T' < j <= q0'. They are stored in DEScending order of j,
+    # so that a phase's taps r' + sw (q0' - j) come in ascending order.
+    jhi = max(q0 for _, q0, _, _ in wph)
+    J = jhi - min(q0 - T + 1 for _, q0, _, T in wph) + 1
+    # xs[jhi - j, c, h - lo, n, q'] = x[n, c, h, q' + j], zero outside x
+    xs = _workspace(xp, "phases.xs", (J, Cin, hi - lo, N, Qw), x.dtype)
+    xs.fill(0)
+    xt = x.transpose(1, 2, 0, 3)  # (Cin, H, N, W), a view
+    for jj in range(J):
+        j = jhi - jj
+        a, e = max(0, -j), min(Qw, W - j)
+        if e > a:
+            xs[jj, :, -lo : H - lo, :, a:e] = xt[:, :, :, a + j : e + j]
+    # (Cin, Cout, kh, kw) -> (Cout, kh, kw, Cin): a tap's weights as GEMM rows
+    wt = weight.transpose(1, 2, 3, 0).copy()
+    P = Qh * N * Qw
+    acc = _workspace(xp, "phases.acc", (Cout, P), x.dtype)
+    tmp = _workspace(xp, "phases.tmp", (Cout, P), x.dtype)
+    for r, q0, Q, T in hph:
+        for r2, q02, Q2, T2 in wph:
+            js = slice(jhi - q02, jhi - q02 + T2)  # shifts j = q02, q02 - 1, ... (T2 of them)
+            taps = slice(r2, r2 + sw * (T2 - 1) + 1, sw)  # their taps r2, r2 + sw, ...
+            for t in range(T):
+                # A_t (Cout, T2 Cin) @ B (T2 Cin, Qh N Qw), B a view of xs
+                A = wt[:, r + sh * t, taps].reshape(Cout, T2 * Cin)
+                hs = q0 - t - lo
+                B = xs[js, :, hs : hs + Qh].reshape(T2 * Cin, P)
+                if t == 0:
+                    xp.matmul(A, B, out=acc)
+                else:
+                    xp.matmul(A, B, out=tmp)
+                    acc += tmp
+            # (Cout, Qh, N, Qw) -> the phase's pixels of y, (N, Cout, Q, Q2)
+            oh0, ow0 = sh * q0 + r - ph, sw * q02 + r2 - pw
+            yv = y[:, :, oh0 : oh0 + sh * (Q - 1) + 1 : sh, ow0 : ow0 + sw * (Q2 - 1) + 1 : sw]
+            yv[...] = acc.reshape(Cout, Qh, N, Qw)[:, :Q, :, :Q2].transpose(2, 0, 1, 3)
+    if bias is not None:
+        y += bias.reshape(1, Cout, 1, 1)
+    return y
 
 
 def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, output_padding: Pair):
@@ -156,10 +328,17 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
 
     A transposed convolution is the data-gradient of a convolution: every input pixel
     spreads a copy of the kernel, scaled by its value, onto the output at stride
-    spacing. As a GEMM followed by a scatter::
+    spacing. As a GEMM followed by a scatter (the *column form*)::
 
         cols = W^T x          (Cout kh kw, N H W) = (Cout kh kw, Cin) @ (Cin, N H W)
         y    = col2im(cols) + b
+
+    On the CPU, layers with more than a few output channels take the *phase form*
+    instead (:func:`_conv_transpose2d_phases`): the same sums, grouped by output phase so
+    that the GEMMs write the output directly. The column form stays for layers with very
+    few output channels (an RGB or mono output layer: there its buffer is the smaller one)
+    and on the GPU, where ``col2im`` is a CUDA kernel (and, with kernels turned off, the
+    ``xp`` reference that kernel is tested against).
 
     Parameters
     ----------
@@ -173,10 +352,14 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     y : array (N, Cout, Hout, Wout), Hout = (H - 1) sh - 2 ph + kh + output_padding
     cache : tuple
     """
+    xp = get_array_module(x)
     N, Cin, H, W = x.shape
     _, Cout, kh, kw = weight.shape
     Hout = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0])
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
+    cache = (x, weight, bias is not None, stride, padding)
+    if xp is np and Cout * kh * kw > 2 * Cin:
+        return _conv_transpose2d_phases(x, weight, bias, stride, padding, (Hout, Wout)), cache
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
     # (Cout kh kw, N H W), one GEMM for the whole batch
@@ -191,7 +374,6 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
             y = y + bias.reshape(1, Cout, 1, 1)
         else:
             y = y.copy()
-    cache = (x2d, weight, bias is not None, (N, H, W), stride, padding)
     return y, cache
 
 
@@ -206,7 +388,9 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         dW    = x dcols^T                        (Cin, Cout kh kw)   [learning only]
         db    = sum over N, Hout, Wout of dy     (Cout,)             [learning only]
 
-    ``dcols`` is shared by dx and dW: the weight gradient costs one extra GEMM.
+    ``dcols`` is shared by dx and dW: the weight gradient costs one extra GEMM. On the CPU
+    ``dcols`` lives in a scratch buffer reused from call to call (it is the largest
+    temporary of a training step and never leaves this function).
 
     Returns
     -------
@@ -214,14 +398,17 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     dW : array (Cin, Cout, kh, kw) or None
     db : array (Cout,) or None
     """
-    x2d, weight, has_bias, (N, H, W), stride, padding = cache
-    Cin, Cout, kh, kw = weight.shape
+    x, weight, has_bias, stride, padding = cache
+    xp = get_array_module(dy)
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
     if _kernel_path(dy):
         from . import _cuda
 
         dcols = _cuda.im2col(xp_contiguous(dy), kh, kw, H, W, stride, padding)
     else:
-        dcols = im2col(dy, (kh, kw), (H, W), stride, padding)
+        shape = (Cout, kh, kw, N, H, W)
+        dcols = _im2col_into(_workspace(xp, "backward.cols", shape, dy.dtype), dy, stride, padding)
     # (Cout kh kw, N H W)
     dcols2d = dcols.reshape(Cout * kh * kw, N * H * W)
     dx2d = weight.reshape(Cin, Cout * kh * kw) @ dcols2d
@@ -229,6 +416,8 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     dx = dx2d.reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
     if not need_param_grads:
         return dx, None, None
+    # (N, Cin, H, W) -> (Cin, N H W)
+    x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
     dW = (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dW, db
