@@ -452,7 +452,8 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
         acc = np.promote_types(x.dtype, np.float32)
         mu = x.mean(axis=axes, dtype=acc)
         xc = x - mu.reshape(shape).astype(x.dtype, copy=False)
-        v = (xc * xc).mean(axis=axes, dtype=acc)
+        sq = xp.multiply(xc, xc)  # scratch, becomes y below
+        v = sq.mean(axis=axes, dtype=acc)
         batch_stats = (mu, v)
         batch = True
     else:
@@ -460,9 +461,13 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
         xc = x - mu.reshape(shape).astype(x.dtype, copy=False)
         batch_stats = (None, None)
         batch = False
+        sq = xp.empty_like(xc)
     inv_std = (1.0 / xp.sqrt(v + eps)).astype(x.dtype, copy=False).reshape(shape)
-    xhat = xc * inv_std
-    y = xhat * gamma.reshape(shape) + beta.reshape(shape)
+    # In place on our own temporaries: two activation-sized arrays instead of five.
+    xhat = xc
+    xhat *= inv_std
+    y = xp.multiply(xhat, gamma.reshape(shape), out=sq)
+    y += beta.reshape(shape)
     cache = (xhat, inv_std, gamma, axes, shape, batch)
     return y, cache, batch_stats[0], batch_stats[1]
 
@@ -485,8 +490,14 @@ def batchnorm_backward(dy, cache, need_param_grads=True):
     if batch:
         M = xhat.size // xhat.shape[1]
         sum_dy = dy.sum(axis=axes).reshape(shape)
-        sum_dy_xhat = (dy * xhat).sum(axis=axes).reshape(shape)
-        dx = (g * inv_std / M) * (M * dy - sum_dy - xhat * sum_dy_xhat)
+        t = dy * xhat
+        sum_dy_xhat = t.sum(axis=axes).reshape(shape)
+        # dx = (g inv_std / M) (M dy - sum_dy - xhat sum_dy_xhat), in place on temporaries
+        get_array_module(dy).multiply(xhat, sum_dy_xhat, out=t)
+        dx = dy * dy.dtype.type(M)
+        dx -= sum_dy
+        dx -= t
+        dx *= g * inv_std / M
         if not need_param_grads:
             return dx, None, None
         return dx, sum_dy_xhat.reshape(-1), sum_dy.reshape(-1)
