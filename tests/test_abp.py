@@ -508,6 +508,7 @@ def test_gpu_langevin_matches_cpu_with_the_same_noise():
     import cupy
 
     from abp_np.backend import using_kernels
+
     from conftest import TOL
 
     rng = np.random.default_rng(44)
