@@ -221,3 +221,61 @@ def _numpy(a):
     if hasattr(a, "get"):  # a CuPy array
         a = a.get()
     return np.asarray(a, dtype=np.float64)
+
+
+# --- the CUDA kernels' layout contract (kernels/deconv.cu), as loops -----------------------
+
+
+def col2im_oracle(cols, Hout, Wout, stride, padding, bias=None):
+    """y[n, c, ih sh + i - ph, iw sw + j - pw] += cols[c, i, j, n, ih, iw], then + bias.
+
+    The loops over taps are outermost and ascend, so each output element receives its terms
+    in the order i ascending, then j ascending, in the array's own dtype.
+    """
+    C, kh, kw, N, H, W = cols.shape
+    sh, sw = stride
+    ph, pw = padding
+    y = np.zeros((N, C, Hout, Wout), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for ih in range(H):
+                oh = ih * sh + i - ph
+                if not 0 <= oh < Hout:
+                    continue
+                for iw in range(W):
+                    ow = iw * sw + j - pw
+                    if 0 <= ow < Wout:
+                        y[:, :, oh, ow] += cols[:, i, j, :, ih, iw].T  # (N, C)
+    if bias is not None:
+        y += bias.reshape(1, C, 1, 1)
+    return y
+
+
+def im2col_oracle(dy, kh, kw, H, W, stride, padding):
+    """dcols[c, i, j, n, ih, iw] = dy[n, c, ih sh + i - ph, iw sw + j - pw], 0 outside."""
+    N, C, Hout, Wout = dy.shape
+    sh, sw = stride
+    ph, pw = padding
+    dcols = np.zeros((C, kh, kw, N, H, W), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for ih in range(H):
+                for iw in range(W):
+                    oh, ow = ih * sh + i - ph, iw * sw + j - pw
+                    if 0 <= oh < Hout and 0 <= ow < Wout:
+                        dcols[:, i, j, :, ih, iw] = dy[:, :, oh, ow].T  # (C, N)
+    return dcols
+
+
+def activation_oracle(v, activation, slope):
+    if activation == "tanh":
+        return np.tanh(v)
+    if activation == "relu":
+        return np.where(v > 0, v, v.dtype.type(0))
+    if activation == "leaky_relu":
+        return np.where(v > 0, v, v.dtype.type(slope) * v)
+    return v
+
+
+def out_size(n_in, k, s, p, op):
+    return (n_in - 1) * s - 2 * p + k + op

@@ -13,6 +13,8 @@ import pytest
 
 from abp_np import _cuda
 
+from oracles import activation_oracle, col2im_oracle, im2col_oracle, out_size
+
 pytestmark = pytest.mark.gpu
 
 try:  # a CuPy that is installed but cannot load CUDA raises more than ImportError
@@ -45,65 +47,11 @@ GEOMETRY_IDS = ["doubling", "sound", "stride1", "uneven", "k4"]
 ACTIVATIONS = ("identity", "tanh", "relu", "leaky_relu")
 
 
-def out_size(n_in, k, s, p, op):
-    return (n_in - 1) * s - 2 * p + k + op
-
-
 def sizes(geometry):
     N, C, H, W, kh, kw, stride, padding, output_padding = geometry
     Hout = out_size(H, kh, stride[0], padding[0], output_padding[0])
     Wout = out_size(W, kw, stride[1], padding[1], output_padding[1])
     return N, C, H, W, kh, kw, stride, padding, Hout, Wout
-
-
-# --- oracles: the layout contract, as loops (NumPy) -----------------------------------------------
-
-
-def col2im_oracle(cols, Hout, Wout, stride, padding, bias=None):
-    """y[n, c, ih sh + i - ph, iw sw + j - pw] += cols[c, i, j, n, ih, iw], then + bias."""
-    C, kh, kw, N, H, W = cols.shape
-    sh, sw = stride
-    ph, pw = padding
-    y = np.zeros((N, C, Hout, Wout), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for ih in range(H):
-                oh = ih * sh + i - ph
-                if not 0 <= oh < Hout:
-                    continue
-                for iw in range(W):
-                    ow = iw * sw + j - pw
-                    if 0 <= ow < Wout:
-                        y[:, :, oh, ow] += cols[:, i, j, :, ih, iw].T  # (N, C)
-    if bias is not None:
-        y += bias.reshape(1, C, 1, 1)
-    return y
-
-
-def im2col_oracle(dy, kh, kw, H, W, stride, padding):
-    """dcols[c, i, j, n, ih, iw] = dy[n, c, ih sh + i - ph, iw sw + j - pw], 0 outside."""
-    N, C, Hout, Wout = dy.shape
-    sh, sw = stride
-    ph, pw = padding
-    dcols = np.zeros((C, kh, kw, N, H, W), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for ih in range(H):
-                for iw in range(W):
-                    oh, ow = ih * sh + i - ph, iw * sw + j - pw
-                    if 0 <= oh < Hout and 0 <= ow < Wout:
-                        dcols[:, i, j, :, ih, iw] = dy[:, :, oh, ow].T  # (C, N)
-    return dcols
-
-
-def activation_oracle(v, activation, slope):
-    if activation == "tanh":
-        return np.tanh(v)
-    if activation == "relu":
-        return np.where(v > 0, v, v.dtype.type(0))
-    if activation == "leaky_relu":
-        return np.where(v > 0, v, v.dtype.type(slope) * v)
-    return v
 
 
 # --- col2im ---------------------------------------------------------------------------------------
