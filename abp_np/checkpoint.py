@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_numpy
+from .data import _atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT_VERSION"]
 
@@ -81,20 +81,8 @@ def save_checkpoint(path: str | os.PathLike, abp: Any) -> str:
     path = os.fspath(path)
     arrays = _arrays(abp)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write(fh, arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # temporary file beside `path`, fsync, then os.replace: atomic on POSIX and Windows
+    _atomic_write(path, lambda fh: _write(fh, arrays))
     _fsync_folder(folder)
     abp.last_checkpoint = path
     return path
