@@ -14,6 +14,7 @@ that use them (:mod:`abp_np.data`, the GPU kernels).
 from . import evaluation, functional, gradcheck, layers, occlusion, optim
 from .abp import ABP, DivergenceError
 from .backend import (
+    DeviceOutOfMemoryError,
     default_rng,
     get_array_module,
     gpu_available,
@@ -37,6 +38,7 @@ __all__ = [
     "Adam",
     "Complete",
     "DivergenceError",
+    "DeviceOutOfMemoryError",
     "Generator",
     "Masked",
     "Observation",

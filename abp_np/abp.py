@@ -52,7 +52,14 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_array_module, kernels_enabled, resolve_device, to_numpy
+from .backend import (
+    get_array_module,
+    is_device_out_of_memory,
+    kernels_enabled,
+    out_of_memory_error,
+    resolve_device,
+    to_numpy,
+)
 from .observation import Complete, Observation
 from .optim import SGD, Optimizer
 
@@ -505,6 +512,9 @@ class ABP:
             Re-raised after rolling back to the last completed iteration and saving a
             checkpoint there (when ``checkpoint_path`` is given), so that resuming
             continues the run exactly.
+        DeviceOutOfMemoryError
+            When the GPU ran out of memory: rolled back and saved as for ``KeyboardInterrupt``;
+            the message names the batch size to try.
         """
         owner = "ABP.fit"
         Y, obs = self._prepare_data(Y, observation, owner)
@@ -566,6 +576,18 @@ class ABP:
             if checkpoint_path is not None:
                 self.save(checkpoint_path)
             raise
+        except Exception as exc:
+            if not is_device_out_of_memory(exc):
+                raise
+            # the GPU ran out of memory: as for Ctrl-C, back to the last completed iteration and
+            # save it, then say which batch size to try
+            if snapshot is not None:
+                self._restore(snapshot)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path)
+            raise out_of_memory_error(
+                exc, owner, batch_size, "batch_size={n} (`--batch-size {n}` on the command line)"
+            ) from exc
         return history
 
     def _fit_iteration(self, Y: Any, obs: Observation, batch_size: int, shuffle: bool) -> dict:
@@ -701,8 +723,15 @@ class ABP:
         steps = self.langevin_steps if steps is None else _count(steps, "steps")
         delta = self.step_size if step_size is None else _nonnegative(step_size, "step_size")
         noise = self.noise if noise is None else bool(noise)
-        z0 = self._initial_z(y.shape[0], init, rng)
-        return self._langevin(z0, y, obs, steps, delta, noise, rng, None)
+        try:
+            z0 = self._initial_z(y.shape[0], init, rng)
+            return self._langevin(z0, y, obs, steps, delta, noise, rng, None)
+        except Exception as exc:
+            if is_device_out_of_memory(exc):
+                raise out_of_memory_error(
+                    exc, "ABP.infer", y.shape[0], "infer on {n} examples at a time"
+                ) from exc
+            raise
 
     def reconstruct(
         self,

@@ -38,6 +38,8 @@ __all__ = [
     "kernels_enabled",
     "check_float_dtype",
     "FLOAT_DTYPES",
+    "DeviceOutOfMemoryError",
+    "is_device_out_of_memory",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -171,3 +173,56 @@ def using_kernels(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _kernels_on = previous
+
+
+# --- GPU out of memory ----------------------------------------------------------------------------
+
+
+class DeviceOutOfMemoryError(MemoryError):
+    """The GPU ran out of memory. The message says what was running and what to try instead."""
+
+
+# What CuPy raises when an allocation fails: its memory pool's OutOfMemoryError, a CUDA runtime
+# error cudaErrorMemoryAllocation (e.g. inside a kernel launch) or cuBLAS failing to allocate its
+# workspace. Recognised by name, so that this module needs no CuPy to tell.
+_OOM_MARKERS = ("cudaErrorMemoryAllocation", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory")
+
+
+def is_device_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` is CuPy's (or CUDA's) report of a failed GPU memory allocation."""
+    if isinstance(exc, DeviceOutOfMemoryError):
+        return True
+    module = type(exc).__module__ or ""
+    if not (module.startswith("cupy") or module.startswith("cupy_backends")):
+        return False
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return any(marker in str(exc) for marker in _OOM_MARKERS)
+
+
+def out_of_memory_error(
+    exc: BaseException, owner: str, batch: int, hint: str
+) -> DeviceOutOfMemoryError:
+    """A :class:`DeviceOutOfMemoryError` for ``exc``, naming ``owner``, the batch and a way out.
+
+    Parameters
+    ----------
+    exc : BaseException
+        CuPy's error (see :func:`is_device_out_of_memory`).
+    owner : str
+        What was running, e.g. ``"ABP.fit"``.
+    batch : int
+        The number of examples processed at once when memory ran out.
+    hint : str
+        How to ask for fewer at once, e.g. ``"batch_size={n}"``: ``{n}`` is replaced by half of
+        ``batch`` (at least 1).
+    """
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    smaller = max(1, int(batch) // 2)
+    if int(batch) > 1:
+        advice = f"try {hint.format(n=smaller)} (half of it) or smaller"
+    else:
+        advice = "one example at a time does not fit: use a smaller network or image, or the CPU"
+    return DeviceOutOfMemoryError(
+        f"{owner}: the GPU ran out of memory with {int(batch)} examples at once ({detail}); {advice}"
+    )

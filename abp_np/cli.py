@@ -561,7 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as err:
+    except (
+        CLIError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+        ImportError,
+        OSError,
+        MemoryError,
+    ) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"abp: error: {msg}", file=sys.stderr)
         return 2
