@@ -63,8 +63,12 @@ def xp_contiguous(x: Any) -> Any:
 
 
 def _kernel_path(x: Any) -> bool:
-    """True when ``x`` lives on the GPU and the custom kernels should run."""
-    if get_array_module(x) is np or not kernels_enabled():
+    """True when ``x`` lives on the GPU, is not empty and the custom kernels should run.
+
+    An empty array (e.g. a batch of 0 examples) takes the ``xp`` path: there is nothing to
+    launch, and the kernels' wrappers refuse zero sizes.
+    """
+    if get_array_module(x) is np or not kernels_enabled() or x.size == 0:
         return False
     return x.dtype in (np.float32, np.float64)
 

@@ -17,6 +17,7 @@ test in ``tests/test_layers.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -57,17 +58,35 @@ class Layer:
         self.buffers: dict[str, Any] = {}  # state that is not learned (running statistics)
         self.training = True
         self._cache: Any = None
+        self._out_shape: tuple[int, ...] | None = None  # shape of the last forward's output
 
     # -- the contract -----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """Compute the layer's output; keep what the backward pass needs."""
         self._check_input(x)
-        return self._forward(x)
+        self._out_shape = None  # a forward that fails leaves nothing to back-propagate
+        y = self._forward(x)
+        self._out_shape = tuple(y.shape)
+        return y
 
     def backward(self, dy: Any, need_param_grads: bool = True) -> Any:
-        """Return dL/dx given dL/dy; fill ``grads`` only when ``need_param_grads``."""
-        if self._cache is None:
-            raise RuntimeError(f"{self}: backward() called before forward()")
+        """Return dL/dx given dL/dy; fill ``grads`` only when ``need_param_grads``.
+
+        ``dy`` must have the shape of the output of the last :meth:`forward`; this is
+        checked before any computation.
+        """
+        if self._cache is None or self._out_shape is None:
+            raise RuntimeError(
+                f"{self}: backward() called before forward(); run forward(x) first, then "
+                "backward(dy) with dy of the output's shape"
+            )
+        if not hasattr(dy, "shape") or not hasattr(dy, "dtype"):
+            raise ValueError(f"{self}: dy must be a NumPy or CuPy array, got {type(dy).__name__}")
+        if tuple(dy.shape) != self._out_shape:
+            raise ValueError(
+                f"{self}: dy has shape {tuple(dy.shape)}, expected {self._out_shape} (the shape "
+                "of the output of the last forward)"
+            )
         return self._backward(dy, need_param_grads)
 
     __call__ = forward
@@ -91,6 +110,7 @@ class Layer:
             for k in d:
                 d[k] = to_device(d[k], device)
         self._cache = None
+        self._out_shape = None
         return self
 
     def zero_grad(self) -> None:
@@ -408,8 +428,23 @@ class _BatchNorm(Layer):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__(dtype)
+        name = type(self).__name__
         if int(num_features) < 1:
-            raise ValueError(f"{type(self).__name__}: num_features must be >= 1")
+            raise ValueError(f"{name}: num_features must be >= 1, got {num_features!r}")
+        if isinstance(eps, bool) or not (
+            isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0
+        ):
+            raise ValueError(
+                f"{name}: eps must be a finite number > 0 (it keeps 1/sqrt(var + eps) finite), "
+                f"got {eps!r}; PyTorch's default is 1e-5"
+            )
+        if isinstance(momentum, bool) or not (
+            isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1
+        ):
+            raise ValueError(
+                f"{name}: momentum must be a number in [0, 1] (the weight of the new batch in the "
+                f"running statistics), got {momentum!r}"
+            )
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         self.affine = affine
         c = self.num_features

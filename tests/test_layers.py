@@ -15,6 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# the fake CuPy (a NumPy-backed stand-in that runs the kernels' host build) and its build
+from test_kernels_fake_gpu import fake_gpu, host_library  # noqa: F401
+
 from abp_np.backend import to_numpy
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import (
@@ -185,6 +188,39 @@ def test_backward_before_forward_raises(name):
         layer.backward(x)
 
 
+@pytest.mark.parametrize("name", CASES)
+def test_backward_with_a_wrong_dy_shape_is_rejected_before_any_work(name):
+    layer, x, rng = make_case(name, np)
+    y = layer.forward(x)
+    for grad in layer.grads.values():  # sentinels: a rejected call must not touch them
+        grad[...] = rng.standard_normal(grad.shape)
+    before = {k: g.copy() for k, g in layer.grads.items()}
+    for bad in ((y.shape[0] + 1, *y.shape[1:]), (*y.shape, 1), y.shape[:-1]):
+        dy = rng.standard_normal(bad)
+        expected = re.escape(f"dy has shape {tuple(bad)}, expected {tuple(y.shape)}")
+        with pytest.raises(ValueError, match=_pattern(name.split("-")[0]) + ".*" + expected):
+            layer.backward(dy)
+    with pytest.raises(ValueError, match=_pattern(name.split("-")[0], "dy must be", "array")):
+        layer.backward(rng.standard_normal(y.shape).tolist())
+    for k, g in layer.grads.items():
+        np.testing.assert_array_equal(g, before[k])
+    # the right shape still works after the rejected calls
+    assert layer.backward(rng.standard_normal(y.shape)).shape == x.shape
+
+
+def test_backward_after_a_failed_forward_or_a_move_raises():
+    layer = BatchNorm2d(3)
+    layer.forward(np.ones((2, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="more than one value"):
+        layer.forward(np.ones((1, 3, 1, 1), np.float32))
+    with pytest.raises(RuntimeError, match=r"BatchNorm2d.*before forward.*forward\(x\) first"):
+        layer.backward(np.ones((1, 3, 1, 1), np.float32))
+    layer.forward(np.ones((2, 3, 2, 2), np.float32))
+    layer.to("cpu")  # a move drops the cache
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((2, 3, 2, 2), np.float32))
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 
@@ -292,6 +328,14 @@ def test_empty_output_is_rejected(layer, shape):
             lambda: ConvTranspose1d(2, 3, 3, stride=3, output_padding=3),
             r"ConvTranspose1d.*output_padding must be smaller than stride",
         ),
+        (lambda: BatchNorm1d(3, eps=0.0), r"BatchNorm1d.*eps must be .*> 0.*got 0\.0"),
+        (lambda: BatchNorm2d(3, eps=-1e-5), r"BatchNorm2d.*eps must be .*> 0.*got -1e-05"),
+        (lambda: BatchNorm2d(3, eps=float("nan")), r"BatchNorm2d.*eps.*got nan"),
+        (lambda: BatchNorm2d(3, eps=float("inf")), r"BatchNorm2d.*eps.*got inf"),
+        (lambda: BatchNorm2d(3, eps="1e-5"), r"BatchNorm2d.*eps.*got '1e-5'"),
+        (lambda: BatchNorm1d(3, momentum=-0.1), r"BatchNorm1d.*momentum.*\[0, 1\].*got -0\.1"),
+        (lambda: BatchNorm2d(3, momentum=1.5), r"BatchNorm2d.*momentum.*\[0, 1\].*got 1\.5"),
+        (lambda: BatchNorm2d(3, momentum=float("nan")), r"BatchNorm2d.*momentum.*got nan"),
         (lambda: BatchNorm1d(0), r"BatchNorm1d.*num_features"),
         (lambda: BatchNorm2d(0), r"BatchNorm2d.*num_features"),
         (lambda: LeakyReLU(0.0), r"LeakyReLU.*negative_slope"),
@@ -307,6 +351,47 @@ def test_empty_output_is_rejected(layer, shape):
 def test_bad_constructor_arguments(build, pattern):
     with pytest.raises(ValueError, match=pattern):
         build()
+
+
+def test_batchnorm_accepts_the_ends_of_the_momentum_range():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 2, 2))
+    frozen = BatchNorm2d(3, momentum=0.0, dtype=F64)
+    frozen.forward(x)
+    np.testing.assert_array_equal(frozen.buffers["running_mean"], np.zeros(3))
+    np.testing.assert_array_equal(frozen.buffers["running_var"], np.ones(3))
+    latest = BatchNorm2d(3, momentum=1.0, dtype=F64)
+    latest.forward(x)
+    values = x.transpose(1, 0, 2, 3).reshape(3, -1)  # (C, N H W)
+    np.testing.assert_allclose(latest.buffers["running_mean"], values.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        latest.buffers["running_var"], values.var(axis=1, ddof=1), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("one_d", [False, True], ids=["2d", "1d"])
+def test_empty_batch_on_the_gpu_path_takes_the_xp_code(fake_gpu, one_d):  # noqa: F811
+    """A batch of 0 examples on the (fake) GPU: nothing to launch, so the xp path runs.
+
+    The kernels' wrappers refuse zero sizes; an empty batch must still give empty outputs
+    and zero weight gradients, as on the CPU.
+    """
+    cp = fake_gpu
+    if one_d:
+        layer, x_shape, y_shape = ConvTranspose1d(3, 2, 5, 2, 2, 1), (0, 3, 4), (0, 2, 8)
+    else:
+        layer, x_shape, y_shape = ConvTranspose2d(3, 2, 5, 2, 2, 1), (0, 3, 4, 4), (0, 2, 8, 8)
+    rng = np.random.default_rng(0)
+    for g in layer.grads.values():
+        g[...] = rng.standard_normal(g.shape)  # must come back as exact zeros
+    layer.to("gpu")
+    cp.launches.clear()
+    y = layer.forward(cp.zeros(x_shape, dtype=np.float32))
+    dx = layer.backward(cp.zeros(y_shape, dtype=np.float32))
+    assert cp.launches == []
+    assert y.shape == y_shape and dx.shape == x_shape
+    for g in layer.grads.values():
+        np.testing.assert_array_equal(g.get(), np.zeros(g.shape, np.float32))
 
 
 @pytest.mark.gpu
