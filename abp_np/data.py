@@ -474,6 +474,8 @@ def load_video(
     max_frames: int | None = None,
     step: int = 1,
     fit: str = "crop",
+    skip_repeats: bool = False,
+    box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Load a video as a sequence of frames in ``[-1, 1]``.
 
@@ -490,9 +492,21 @@ def load_video(
     size, channels, fit
         As in :func:`load_images`.
     max_frames : int or None
-        Keep at most this many frames (after ``step``).
+        Keep at most this many frames (after ``skip_repeats`` and ``step``).
     step : int
-        Keep every ``step``-th frame (frames 0, step, 2 step, ...).
+        Keep every ``step``-th frame (frames 0, step, 2 step, ...), counted after
+        ``skip_repeats``.
+    skip_repeats : bool
+        Drop every frame that is identical, pixel for pixel, to the frame just before it in the
+        file. Some videos are stored at a higher frame rate than they were filmed at and fill the
+        gaps by repeating frames; decoders differ in whether they hand the repeats out
+        (imageio-ffmpeg does, PyAV does not), so this also makes the result the same whichever
+        decoder is installed. Repeated frames would otherwise teach a model of the dynamics that
+        the scene often stands still.
+    box : (left, top, right, bottom) or None
+        Keep only this rectangle of each frame, in pixels of the stored frames (as Pillow's
+        ``Image.crop``: columns ``left`` to ``right - 1``, rows ``top`` to ``bottom - 1``), before
+        ``size`` and ``fit`` apply: the part of a video that shows the texture.
 
     Returns
     -------
@@ -507,6 +521,13 @@ def load_video(
         raise ValueError(f"step must be >= 1, got {step}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    if box is not None:
+        box = tuple(int(b) for b in box)
+        if len(box) != 4 or not (0 <= box[0] < box[2] and 0 <= box[1] < box[3]):
+            raise ValueError(
+                f"box must be (left, top, right, bottom) with 0 <= left < right and "
+                f"0 <= top < bottom, got {box!r}"
+            )
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such video file or folder: {str(path)!r}")
@@ -539,13 +560,29 @@ def load_video(
             source = _imageio_frames(path)
 
     frames: list[np.ndarray] = []
+    previous: np.ndarray | None = None  # the last frame read, for skip_repeats
+    distinct = 0  # frames read that were not dropped as repeats
     try:
-        for i, img in enumerate(source):
+        for img in source:
             if max_frames is not None and len(frames) >= max_frames:
                 break
-            if i % step:
+            img = _flatten_pil(img)
+            if skip_repeats:
+                pixels = np.asarray(img)
+                if previous is not None and np.array_equal(pixels, previous):
+                    continue
+                previous = pixels
+            distinct += 1
+            if (distinct - 1) % step:
                 continue
-            img = _fit_pil(_flatten_pil(img), hw, fit)
+            if box is not None:
+                if box[2] > img.width or box[3] > img.height:
+                    raise ValueError(
+                        f"box {box!r} reaches outside the {img.width} x {img.height} (width x "
+                        f"height) frames of {str(path)!r}"
+                    )
+                img = img.crop(box)
+            img = _fit_pil(img, hw, fit)
             frames.append(_pil_to_chw(img, channels))
     finally:
         source.close()  # closes the file a generator still holds open

@@ -13,8 +13,10 @@ function            shape                                  stands in for
 ``moving_texture``  (T, 3, size, size)                     a dynamic-texture video
 ==================  =====================================  =================================
 
-:func:`release_root` finds the data of the paper's code release when it is present; nothing here
-needs it.
+:func:`footage` reads real video, a tree's leaves in the wind, from a file that a Debian package
+installs (``apt-get install opencv-doc``); it needs a video decoder (``pip install av``) and is
+the only function here that reads a file. :func:`release_root` finds the data of the paper's code
+release when it is present; nothing here needs it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ __all__ = [
     "shapes_split",
     "ShapesSplit",
     "moving_texture",
+    "Footage",
+    "FOOTAGE",
+    "footage",
+    "footage_path",
     "release_root",
 ]
 
@@ -420,6 +426,198 @@ def moving_texture(frames: int = 60, size: int = 64, seed: int = 0) -> np.ndarra
         )  # (T, size, size)
         video += colour[k][None, :, None, None] * s[:, None]
     return _to_range(_tint(rng, np.tanh(0.5 * video)))
+
+
+# --------------------------------------------------------------------------------------------------
+# real footage, from a file a package installs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Footage:
+    """A clip of real video that a package installs, and how to get it.
+
+    Attributes
+    ----------
+    name : str
+        The name :func:`footage` takes.
+    description : str
+        What the clip shows.
+    file : str
+        The file's name.
+    package : str
+        The Debian package that installs it (Debian main; Ubuntu has the same package).
+    version : str
+        The package version whose file was checked (the file has not changed across versions).
+    licence : str
+        The licence of the file, as the package's copyright file gives it.
+    install : str
+        The command that installs the package.
+    locations : tuple of str
+        Absolute paths where the package puts the file, tried in order.
+    frames : int
+        Distinct frames that :func:`footage` can return (see its Notes).
+    source_size : tuple of int
+        ``(height, width)`` of the stored frames.
+    box : tuple of int
+        ``(left, top, right, bottom)``: the part of each stored frame that :func:`footage` keeps,
+        the one that shows the texture.
+    """
+
+    name: str
+    description: str
+    file: str
+    package: str
+    version: str
+    licence: str
+    install: str
+    locations: tuple[str, ...]
+    frames: int
+    source_size: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+FOOTAGE = {
+    "tree": Footage(
+        name="tree",
+        description="a tree's leaves moving in the wind, filmed through a window",
+        file="tree.avi",
+        package="opencv-doc",
+        version="4.6.0+dfsg-12 (Debian 12), 4.10.0+dfsg-5 (Debian 13)",
+        licence="Apache-2.0 AND BSD-3-Clause",
+        install="sudo apt-get install opencv-doc",
+        locations=("/usr/share/doc/opencv-doc/examples/data/tree.avi",),
+        frames=53,
+        source_size=(240, 320),
+        # 200 x 200 of leaves: without the window frame (left) and the bright sky (top right)
+        box=(50, 25, 250, 225),
+    ),
+}
+
+
+def footage_path(name: str = "tree") -> Path | None:
+    """Where the file of the clip ``name`` is installed, or None when it is not.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FOOTAGE`.
+
+    Returns
+    -------
+    Path or None
+        The first of ``FOOTAGE[name].locations`` that is a file.
+    """
+    if name not in FOOTAGE:
+        raise ValueError(f"unknown footage {name!r}; choose one of {', '.join(FOOTAGE)}")
+    for location in FOOTAGE[name].locations:
+        if Path(location).is_file():
+            return Path(location)
+    return None
+
+
+def _video_decoder() -> str | None:
+    """The Python package that will decode a video file for imageio, or None when none is there."""
+    import importlib.util
+
+    if importlib.util.find_spec("imageio") is None:
+        return None
+    for module in ("av", "imageio_ffmpeg"):
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return None
+
+
+def footage(
+    name: str = "tree",
+    frames: int | None = None,
+    size: int = 64,
+    path: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Real footage of a dynamic texture, read from the file a package installs.
+
+    ``"tree"``: a tree's leaves moving in the wind, filmed through a window; the sample video
+    ``tree.avi`` of OpenCV (320 x 240, Cinepak, 1.2 MB), licensed Apache-2.0 and BSD-3-Clause,
+    which Debian's and Ubuntu's package ``opencv-doc`` installs under
+    ``/usr/share/doc/opencv-doc/examples/data/``. Nothing is downloaded at run time; to get it::
+
+        sudo apt-get install opencv-doc     # the file (a 96 MB package of documentation)
+        pip install av                      # a decoder for it (or: pip install 'abp_np[video]')
+
+    Elsewhere, give ``path``: the same file is ``samples/data/tree.avi`` in OpenCV's sources.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`FOOTAGE` (``"tree"``).
+    frames : int or None
+        Number of frames T, from the start of the clip; None: all :attr:`Footage.frames` (53).
+    size : int
+        Height and width: each frame is cut to :attr:`Footage.box` (for ``"tree"``, the
+        200 x 200 square of leaves at columns 50 to 249 and rows 25 to 224 of the 320 x 240
+        frames) and resized with a Lanczos filter.
+    path : str, path-like or None
+        The video file to read instead of the installed one.
+
+    Returns
+    -------
+    video : ndarray, shape (frames, 3, size, size), float32 in [-1, 1]
+        Min-max rescaled once over the whole clip (as :func:`abp_np.data.load_video` does).
+
+    Raises
+    ------
+    FileNotFoundError
+        The package is not installed (the message gives the command that installs it).
+    ImportError
+        No video decoder is installed (the message gives the ``pip install`` command).
+
+    Notes
+    -----
+    The file stores 449 frames at 15 frames a second, but only 68 of them are distinct: the
+    camera delivered about 2.5 frames a second and the rest are repeats, which are dropped
+    (``load_video(..., skip_repeats=True)``). A hand enters the view at the 54th distinct frame,
+    so the clip ends before it: 53 frames of leaves only.
+    """
+    if name not in FOOTAGE:
+        raise ValueError(f"unknown footage {name!r}; choose one of {', '.join(FOOTAGE)}")
+    clip = FOOTAGE[name]
+    if frames is None:
+        frames = clip.frames
+    if not 1 <= frames <= clip.frames:
+        raise ValueError(f"frames must be between 1 and {clip.frames} for {name!r}, got {frames}")
+    if size < 2:
+        raise ValueError(f"size must be >= 2, got {size}")
+
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no such video file: {str(file)!r}")
+    else:
+        file = footage_path(name)
+        if file is None:
+            raise FileNotFoundError(
+                f"the footage {name!r} ({clip.file}) comes with the Debian/Ubuntu package "
+                f"{clip.package!r}, which is not installed: install it with `{clip.install}`, "
+                f"or pass path= to a copy of {clip.file} (looked in "
+                f"{', '.join(clip.locations)}; minimal container images may drop /usr/share/doc)."
+            )
+    if _video_decoder() is None:
+        raise ImportError(
+            f"reading the footage {name!r} ({file}) needs imageio and a video decoder: "
+            "install them with `pip install imageio av` (or `pip install 'abp_np[video]'`)."
+        )
+
+    from abp_np.data import load_video
+
+    video = load_video(
+        file, size=int(size), channels=3, max_frames=frames, skip_repeats=True, box=clip.box
+    )
+    if video.shape[0] < frames:
+        raise ValueError(
+            f"{str(file)!r} holds {video.shape[0]} distinct frames, fewer than the {frames} "
+            f"asked for: is it {clip.package}'s {clip.file}?"
+        )
+    return video
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,11 +11,18 @@ chosen training frame; the first 20 steps are discarded) and decoding each Z_t w
 generator. With a linear generator (PCA of the frames)
 this is Doretto et al.'s linear dynamic texture, the baseline shown alongside.
 
-Data: --data VIDEO (GIF, folder of frames, or a video file imageio can read), else a generated
-moving texture (abp_np.datasets.moving_texture: plane waves travelling in several directions).
+Data, the first of:
+  --data VIDEO    a GIF, a folder of frames, or a video file imageio can read;
+  real footage    a tree's leaves in the wind (OpenCV's sample tree.avi, 53 distinct frames), when
+                  the Debian/Ubuntu package opencv-doc and a video decoder are installed:
+                      sudo apt-get install opencv-doc && pip install av
+                  (abp_np.datasets.footage; --builtin skips it);
+  generated       a moving texture (abp_np.datasets.moving_texture: plane waves travelling in
+                  several directions).
+The report says which was used, and why the footage was not.
 
-    python demos/dynamic_texture.py --quick          # 60 frames of 32 x 32, CPU minutes
-    python demos/dynamic_texture.py --device gpu     # 150 frames of 64 x 64, 600 iterations
+    python demos/dynamic_texture.py --quick          # 60 frames (53 of footage) of 32 x 32
+    python demos/dynamic_texture.py --device gpu     # 150 frames (53 of footage) of 64 x 64
 """
 
 from __future__ import annotations
@@ -35,19 +42,41 @@ from abp_np import datasets, evaluation
 # the scale of the data and the synthesis would show a faint, almost still mean frame.
 BURN_IN = 20
 
+# The real footage tried when no --data is given (a key of abp_np.datasets.FOOTAGE).
+FOOTAGE = "tree"
 
-def load_frames(args, demo: C.Demo, frames: int, size: int) -> np.ndarray:
-    """(T, 3, size, size) in [-1, 1]."""
+
+def load_frames(args, demo: C.Demo, frames: int, size: int) -> tuple[np.ndarray, float]:
+    """The video, (T, 3, size, size) in [-1, 1], and the frame rate to show it at."""
     if args.data is not None:
         Y = D.load_video(args.data, size=size, channels=3, max_frames=frames)
         demo.use_data("user", f"{len(Y)} frames of {args.data}, {size} x {size}", args.data)
-        return Y
+        return Y, 10.0
+    why = "--builtin was given"
+    if not args.builtin:
+        clip = datasets.FOOTAGE[FOOTAGE]
+        try:
+            Y = datasets.footage(FOOTAGE, frames=min(frames, clip.frames), size=size)
+        except (FileNotFoundError, ImportError) as e:
+            why = str(e)
+            demo.log(f"real footage not used: {why}")
+        else:
+            demo.use_data(
+                "package",
+                f"real footage, {clip.description}: {clip.file} of the Debian package "
+                f"{clip.package} ({clip.licence}), {len(Y)} distinct frames, "
+                f"a {clip.box[2] - clip.box[0]} x {clip.box[3] - clip.box[1]} region resized "
+                f"to {size} x {size}",
+                datasets.footage_path(FOOTAGE),
+            )
+            return Y, 5.0  # the camera delivered about 2.5 distinct frames a second
     demo.use_data(
         "built-in",
         f"generated moving texture (travelling plane waves), {frames} frames of {size} x {size} "
         "(the paper's release holds no video)",
     )
-    return datasets.moving_texture(frames=frames, size=size, seed=args.seed)
+    demo.note(f"Real footage ({FOOTAGE}) was not used: {why}")
+    return datasets.moving_texture(frames=frames, size=size, seed=args.seed), 10.0
 
 
 def motion(frames: np.ndarray) -> float:
@@ -82,8 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
         **opt,
     }
 
-    Y = load_frames(args, demo, T, size)
+    Y, fps = load_frames(args, demo, T, size)
     T = len(Y)
+    demo.settings["frames"] = T
     g = abp_np.object_generator(latent_dim=d, channels=channels, rng=demo.rng(1))
     g.to(args.device)
     model = C.fit_abp(
@@ -109,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
     X_pred = ldt.mean + (X[:-1] - ldt.mean) @ ldt.A.T
     lin_pred = C.to_numpy(ldt.pca.inverse_transform(X_pred.astype(np.float32)))
 
-    fps = 10
     demo.save_gif("dynamic_original.gif", Y, fps=fps)
     demo.save_gif("dynamic_abp_synthesis.gif", synth, fps=fps)
     demo.save_gif("dynamic_linear_synthesis.gif", lin_synth, fps=fps)
