@@ -36,7 +36,12 @@ PICTURES = {
         "faces_interpolation_linear.png",
         "faces_interpolation_slerp.png",
     ],
-    "dynamic_texture": ["dynamic_frames.png", "dynamic_abp_synthesis.gif"],
+    "dynamic_texture": [
+        "dynamic_frames.png",
+        "dynamic_original.gif",
+        "dynamic_abp_synthesis.gif",
+        "dynamic_linear_synthesis.gif",
+    ],
     "inpainting": ["inpainting_P5.png", "inpainting_P9.png", "inpainting_M30.png"],
     "compressed_sensing": ["cs_m600.png", "cs_m60.png"],
     "reconstruction": ["reconstruction.png"],
@@ -101,6 +106,18 @@ def summary(reports: dict[str, dict]) -> list[str]:
         out.append(
             f"- Error curves: at the end train {r['train'][-1]:.3f}, test {r['test'][-1]:.3f}, "
             f"negative {r['negative'][-1]:.3f}: test stays between train and negative."
+        )
+    report = reports.get("dynamic_texture", {})
+    r = report.get("results")
+    if r:
+        sources = {"package": "real footage", "user": "the user's video"}
+        data = sources.get(report["data"][0]["source"], "a generated moving texture")
+        a, lin = r["abp"], r["linear"]
+        out.append(
+            f"- Dynamic texture ({data}): reconstruction error {a['recon_error']:.3f} for ABP "
+            f"against {lin['recon_error']:.3f} for the linear dynamic texture (PCA) at the same d; "
+            f"the synthesised sequences change by {a['motion']:.3f} (ABP + VAR) and "
+            f"{lin['motion']:.3f} (linear) per frame, the video by {r['original_motion']:.3f}."
         )
     r = reports.get("objects", {}).get("results", {}).get("faces")
     if r:

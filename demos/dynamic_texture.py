@@ -12,7 +12,8 @@ generator. With a linear generator (PCA of the frames)
 this is Doretto et al.'s linear dynamic texture, the baseline shown alongside.
 
 Data, the first of:
-  --data VIDEO    a GIF, a folder of frames, or a video file imageio can read;
+  --data VIDEO    a GIF, a folder of frames, or a video file imageio can read (frames that
+                  repeat the one before are dropped);
   real footage    a tree's leaves in the wind (OpenCV's sample tree.avi, 53 distinct frames), when
                   the Debian/Ubuntu package opencv-doc and a video decoder are installed:
                       sudo apt-get install opencv-doc && pip install av
@@ -49,8 +50,11 @@ FOOTAGE = "tree"
 def load_frames(args, demo: C.Demo, frames: int, size: int) -> tuple[np.ndarray, float]:
     """The video, (T, 3, size, size) in [-1, 1], and the frame rate to show it at."""
     if args.data is not None:
-        Y = D.load_video(args.data, size=size, channels=3, max_frames=frames)
-        demo.use_data("user", f"{len(Y)} frames of {args.data}, {size} x {size}", args.data)
+        # a frame identical to the one before it is a repeat the file stores, not motion
+        Y = D.load_video(args.data, size=size, channels=3, max_frames=frames, skip_repeats=True)
+        demo.use_data(
+            "user", f"{len(Y)} distinct frames of {args.data}, {size} x {size}", args.data
+        )
         return Y, 10.0
     why = "--builtin was given"
     if not args.builtin:
@@ -150,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     demo.note(
         "dynamic_frames.png: first 8 frames of the original (top row), of the ABP synthesis "
-        "(middle) and of the linear dynamic texture's synthesis (bottom)."
+        "(middle) and of the linear dynamic texture's synthesis (bottom). The GIFs play the "
+        "original, the ABP synthesis and the linear synthesis (dynamic_original.gif, "
+        f"dynamic_abp_synthesis.gif, dynamic_linear_synthesis.gif) at {fps:g} frames a second."
     )
 
     rows = [
