@@ -573,8 +573,8 @@ def footage(
 
     Notes
     -----
-    The file stores 449 frames at 15 frames a second, but only 68 of them are distinct: the
-    camera delivered about 2.5 frames a second and the rest are repeats, which are dropped
+    The file stores 449 frames at 15 frames a second, but only 68 of them are distinct (about
+    2.5 new frames a second); the rest repeat the frame before and are dropped
     (``load_video(..., skip_repeats=True)``). A hand enters the view at the 54th distinct frame,
     so the clip ends before it: 53 frames of leaves only.
     """
