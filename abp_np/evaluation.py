@@ -282,6 +282,10 @@ class PCA:
     components : array (d, D)
     explained_variance : array (d,)
         Variance of the data along each component, ``s^2 / (n - 1)`` (``s^2`` if n = 1).
+    noise_variance : float
+        The mean variance left in the ``D - d`` discarded directions (0 when ``d = D``): the
+        noise variance of probabilistic PCA (Tipping and Bishop), used by :func:`pca_complete`
+        as the prior of the coefficients.
     shape : tuple
         Shape of one example, ``Y.shape[1:]``.
     """
@@ -291,6 +295,7 @@ class PCA:
         self.mean: Any = None
         self.components: Any = None
         self.explained_variance: Any = None
+        self.noise_variance: float = 0.0
         self.shape: tuple[int, ...] | None = None
 
     def fit(self, Y: Any) -> PCA:
@@ -323,6 +328,8 @@ class PCA:
         self.mean = mu.astype(dtype)
         self.components = V.astype(dtype)
         self.explained_variance = (s[: self.d] ** 2 / max(n - 1, 1)).astype(dtype)
+        rest = float((s[self.d :] ** 2).sum()) / max(n - 1, 1)  # variance outside the subspace
+        self.noise_variance = rest / (D - self.d) if D > self.d else 0.0
         self.shape = tuple(Y.shape[1:])
         return self
 
@@ -361,23 +368,29 @@ def pca_complete(
     Y_obs: Any,
     mask: Any,
     pca: PCA,
-    ridge: float = 1e-8,
+    ridge: float | None = None,
     keep_observed: bool = True,
     chunk: int | None = None,
 ) -> Any:
-    """Complete occluded images with a fitted PCA, by least squares on the observed pixels.
+    """Complete occluded images with a fitted PCA, from the observed pixels.
 
     For each example ``i`` with observed set ``M_i`` (the mask)::
 
-        c_i = argmin_c  ||M_i (y_i - mu - U^T c)||^2 + lam_i ||c||^2
-            = (U M_i U^T + lam_i I)^-1  U M_i (y_i - mu)
+        c_i = argmin_c  ||M_i (y_i - mu - U^T c)||^2 + c^T Lam_i c
+            = (U M_i U^T + Lam_i)^-1  U M_i (y_i - mu)
 
         y_hat_i = mu + U^T c_i
 
-    with ``U (d, D)`` the components and ``lam_i = ridge * trace(U M_i U^T) / d`` (a
-    ridge relative to the data it regularises). The ``d x d`` systems of all examples
-    are formed with batched matrix products and solved by one batched solve. Occluded
-    pixels of ``Y_obs`` are never read (they may hold anything, NaN included).
+    with ``U (d, D)`` the components. By default (``ridge=None``) ``Lam`` is the prior of
+    probabilistic PCA, ``Lam = s2 diag(1 / v_k)`` with ``v_k`` the variance along component k
+    and ``s2`` the variance left outside the subspace (``pca.noise_variance``): ``c_i`` is
+    then the posterior mean of the coefficients given the observed pixels, which stays
+    sensible when few pixels are observed (the plain least-squares fit from a handful of
+    pixels swings far outside the data range). With a number, ``Lam_i = ridge *
+    trace(U M_i U^T) / d I`` (a ridge relative to the data it regularises; 0 gives plain
+    least squares). The ``d x d`` systems of all examples are formed with batched matrix
+    products and solved by one batched solve. Occluded pixels of ``Y_obs`` are never read
+    (they may hold anything, NaN included).
 
     Parameters
     ----------
@@ -387,9 +400,9 @@ def pca_complete(
         True where observed.
     pca : PCA
         Fitted on examples of the same shape.
-    ridge : float >= 0
-        Relative ridge; 0 gives plain least squares (needs at least d observed pixels
-        per example in general position).
+    ridge : float >= 0, optional
+        Relative ridge instead of the probabilistic-PCA prior; 0 gives plain least squares
+        (needs at least d observed pixels per example in general position).
     keep_observed : bool
         If True, observed pixels are returned as given and only occluded ones are
         filled; if False, the whole PCA estimate ``mu + U^T c_i`` is returned.
@@ -403,8 +416,8 @@ def pca_complete(
     """
     owner = "pca_complete"
     X = pca._flatten(Y_obs, owner)  # (N, D)
-    if float(ridge) < 0:
-        raise ValueError(f"{owner}: ridge must be >= 0, got {ridge!r}")
+    if ridge is not None and not float(ridge) >= 0:
+        raise ValueError(f"{owner}: ridge must be >= 0 or None, got {ridge!r}")
     xp = get_array_module(Y_obs)
     N, D = X.shape
     d = pca.d
@@ -423,9 +436,15 @@ def pca_complete(
         UM = U[None, :, :] * mf[start:stop, None, :]  # (B, d, D)
         G[start:stop] = UM @ U.T  # (B, d, d)
     eye = xp.eye(d, dtype=U.dtype)
-    lam = float(ridge) * xp.trace(G, axis1=1, axis2=2) / d  # (N,)
-    lam = xp.maximum(lam, float(ridge) * np.finfo(U.dtype).tiny)
-    c = xp.linalg.solve(G + lam[:, None, None] * eye, b[:, :, None])[:, :, 0]  # (N, d)
+    if ridge is None and pca.noise_variance > 0:  # probabilistic PCA: s2 / v_k on the diagonal
+        v = xp.maximum(pca.explained_variance, np.finfo(U.dtype).tiny)
+        G += eye * (pca.noise_variance / v)  # (d, d) broadcast over the N systems
+    else:  # a relative ridge (also the fallback for data exactly in the subspace: s2 = 0)
+        r = 1e-8 if ridge is None else float(ridge)
+        lam = r * xp.trace(G, axis1=1, axis2=2) / d  # (N,)
+        lam = xp.maximum(lam, r * np.finfo(U.dtype).tiny)
+        G += lam[:, None, None] * eye
+    c = xp.linalg.solve(G, b[:, :, None])[:, :, 0]  # (N, d)
     est = c @ U + pca.mean  # (N, D)
     if keep_observed:
         est = xp.where(m, X, est)

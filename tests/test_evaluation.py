@@ -239,6 +239,31 @@ def test_pca_complete_matches_per_example_least_squares():
     np.testing.assert_array_equal(kept[np.broadcast_to(mask, Y.shape)], Y[mask])
 
 
+def test_pca_complete_default_is_the_gaussian_conditional_mean():
+    """The probabilistic-PCA fill equals E[y_missing | y_observed] under the Gaussian
+    y ~ N(mu, U^T diag(v) U + s2 I), computed here by the textbook conditioning formula."""
+    rng = np.random.default_rng(17)
+    train = rng.standard_normal((40, 1, 4, 5)) * np.linspace(0.2, 2.0, 20).reshape(1, 1, 4, 5)
+    pca = PCA(4).fit(train)
+    U, mu, v, s2 = pca.components, pca.mean, pca.explained_variance, pca.noise_variance
+    # s2 is the mean variance of the discarded directions, by its own formula
+    eig = np.sort(np.linalg.eigvalsh(np.cov(train.reshape(40, -1), rowvar=False)))[::-1]
+    np.testing.assert_allclose(s2, eig[4:].mean(), rtol=1e-10)
+    cov = U.T @ np.diag(v) @ U + s2 * np.eye(20)
+    Y = rng.standard_normal((5, 1, 4, 5))
+    mask = rng.random((5, 1, 4, 5)) < 0.3  # few pixels observed
+    got = pca_complete(Y, mask, pca)
+    for i in range(5):
+        o = mask[i].ravel()
+        m = ~o
+        y = Y[i].ravel()
+        expected = mu[m] + cov[np.ix_(m, o)] @ np.linalg.solve(cov[np.ix_(o, o)], y[o] - mu[o])
+        np.testing.assert_allclose(got[i].ravel()[m], expected, atol=1e-9)
+        np.testing.assert_array_equal(got[i].ravel()[o], y[o])
+    with pytest.raises(ValueError, match="ridge"):
+        pca_complete(Y, mask, pca, ridge=-1.0)
+
+
 def test_fit_pca_incomplete_recovers_low_rank_training_data(xp):
     rng = np.random.default_rng(8)
     Y = low_rank_images(rng, 50, (1, 6, 6), rank=2)
