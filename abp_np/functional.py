@@ -57,6 +57,11 @@ def _workspace(xp: Any, slot: str, shape: tuple[int, ...], dtype: Any) -> Any:
     return buf[:size].reshape(shape)
 
 
+#: Size of the column blocks of :func:`conv_transpose2d_backward` on the CPU: small enough to
+#: stay in the cache between the im2col that writes a block and the GEMMs that read it.
+_BLOCK_BYTES = 16 * 2**20
+
+
 def xp_contiguous(x: Any) -> Any:
     """``x`` as a C-contiguous array (no copy when it already is); the CUDA kernels need it."""
     return get_array_module(x).ascontiguousarray(x)
@@ -392,9 +397,14 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         dW    = x dcols^T                        (Cin, Cout kh kw)   [learning only]
         db    = sum over N, Hout, Wout of dy     (Cout,)             [learning only]
 
-    ``dcols`` is shared by dx and dW: the weight gradient costs one extra GEMM. On the CPU
-    ``dcols`` lives in a scratch buffer reused from call to call (it is the largest
-    temporary of a training step and never leaves this function).
+    ``dcols`` is shared by dx and dW: the weight gradient costs one extra GEMM.
+
+    On the CPU the columns are built a few rows of dx at a time (*blocking*): rows
+    [h0, h1) of dx need only the columns of those rows, ``dcols[:, :, :, :, h0:h1]``, so
+    the same three lines run on a block of rows whose columns (a few MiB) are still in the
+    cache when the GEMMs read them, and dW sums the blocks' GEMMs. ``dcols`` is 6 x the
+    size of ``dy`` for the paper's layers; built whole, it would be the largest temporary
+    of a training step. On the GPU it is built whole, by a CUDA kernel.
 
     Returns
     -------
@@ -406,25 +416,54 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     xp = get_array_module(dy)
     N, Cin, H, W = x.shape
     _, Cout, kh, kw = weight.shape
-    if _kernel_path(dy):
-        from . import _cuda
+    K = Cout * kh * kw
+    w2d = weight.reshape(Cin, K)
+    db = dy.sum(axis=(0, 2, 3)) if (need_param_grads and has_bias) else None
+    if _kernel_path(dy) or xp is not np:
+        if _kernel_path(dy):
+            from . import _cuda
 
-        dcols = _cuda.im2col(xp_contiguous(dy), kh, kw, H, W, stride, padding)
-    else:
-        shape = (Cout, kh, kw, N, H, W)
-        dcols = _im2col_into(_workspace(xp, "backward.cols", shape, dy.dtype), dy, stride, padding)
-    # (Cout kh kw, N H W)
-    dcols2d = dcols.reshape(Cout * kh * kw, N * H * W)
-    dx2d = weight.reshape(Cin, Cout * kh * kw) @ dcols2d
-    # (Cin, N H W) -> (N, Cin, H, W)
-    dx = dx2d.reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
+            dcols = _cuda.im2col(xp_contiguous(dy), kh, kw, H, W, stride, padding)
+        else:
+            dcols = im2col(dy, (kh, kw), (H, W), stride, padding)
+        # (Cout kh kw, N H W)
+        dcols2d = dcols.reshape(K, N * H * W)
+        # (Cin, N H W) -> (N, Cin, H, W)
+        dx = (w2d @ dcols2d).reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
+        if not need_param_grads:
+            return dx, None, None
+        # (N, Cin, H, W) -> (Cin, N H W)
+        x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
+        return dx, (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw), db
+    # CPU: blocks of `nb` examples, or of `hb` rows of one example when one is too big
+    per_row = K * W * dy.itemsize
+    hb = max(1, min(H, _BLOCK_BYTES // per_row))
+    nb = max(1, min(N, _BLOCK_BYTES // (per_row * H))) if hb == H else 1
+    dx = xp.empty((N, Cin, H, W), dtype=dy.dtype)
+    dW2d = xp.zeros((Cin, K), dtype=dy.dtype) if need_param_grads else None
+    sh, ph = stride[0], padding[0]
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        for h0 in range(0, H, hb):
+            h1 = min(H, h0 + hb)
+            P = (n1 - n0) * (h1 - h0) * W
+            # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
+            # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
+            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, n1 - n0, h1 - h0, W), dy.dtype)
+            _im2col_into(dcols, dy[n0:n1], stride, (ph - sh * h0, padding[1]))
+            # (Cout kh kw, nb hb W)
+            dcols2d = dcols.reshape(K, P)
+            dx_block = _workspace(xp, "backward.dx", (Cin, P), dy.dtype)
+            xp.matmul(w2d, dcols2d, out=dx_block)
+            # (Cin, nb, hb, W) -> its block of dx (N, Cin, H, W)
+            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, n1 - n0, h1 - h0, W).transpose(1, 0, 2, 3)
+            if need_param_grads:
+                # (nb, Cin, hb, W) -> (Cin, nb hb W)
+                x2d = x[n0:n1, :, h0:h1].transpose(1, 0, 2, 3).reshape(Cin, P)
+                dW2d += x2d @ dcols2d.T
     if not need_param_grads:
         return dx, None, None
-    # (N, Cin, H, W) -> (Cin, N H W)
-    x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
-    dW = (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    return dx, dW, db
+    return dx, dW2d.reshape(Cin, Cout, kh, kw), db
 
 
 # --- batch normalisation --------------------------------------------------------------------------
