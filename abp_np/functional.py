@@ -469,12 +469,41 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
 # --- batch normalisation --------------------------------------------------------------------------
 
 
+def _channel_sums(a, b=None):
+    """Per-channel sums over every axis but 1: sum of ``a``, or of ``a * b`` when ``b`` is given.
+
+    Both read their arrays once and write nothing activation-sized: with ``a`` seen as
+    (N, C, L), the plain sum is a matrix-vector product with a vector of ones (BLAS), and
+    the sum of products an ``einsum`` (no ``a * b`` temporary). Accumulated in the arrays'
+    dtype (float32 or float64).
+
+    Parameters
+    ----------
+    a, b : array (N, C, ...)
+
+    Returns
+    -------
+    sums : array (C,)
+    """
+    xp = get_array_module(a)
+    N, C = a.shape[:2]
+    a3 = a.reshape(N, C, -1)  # (N, C, L)
+    if b is None:
+        return (a3 @ xp.ones(a3.shape[2], dtype=a.dtype)).sum(axis=0)
+    return xp.einsum("ncl,ncl->c", a3, b.reshape(N, C, -1))
+
+
 def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
     """Batch normalisation over ``axes`` (all axes but the channel axis 1).
 
     y = gamma (x - mu) / sqrt(var + eps) + beta, with mu and var the batch statistics
     (biased variance) when ``mean``/``var`` are None, or the given running statistics
     otherwise (evaluation mode). Statistics are accumulated in at least float32.
+
+    Computed as ``xc = x - mu`` (kept for the backward pass), ``var = sum(xc^2) / M``
+    (two passes: no cancellation, unlike E[x^2] - mu^2), then
+    ``y = xc (gamma / sqrt(var + eps)) + beta``: five passes over the activation, one
+    temporary besides y. M = N H W values per channel.
 
     Parameters
     ----------
@@ -491,12 +520,12 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
     xp = get_array_module(x)
     shape = [1] * x.ndim
     shape[1] = x.shape[1]
+    acc = np.promote_types(x.dtype, np.float32)
     if mean is None:
-        acc = np.promote_types(x.dtype, np.float32)
-        mu = x.mean(axis=axes, dtype=acc)
+        M = x.size // x.shape[1]
+        mu = _channel_sums(x.astype(acc, copy=False)) / M
         xc = x - mu.reshape(shape).astype(x.dtype, copy=False)
-        sq = xp.multiply(xc, xc)  # scratch, becomes y below
-        v = sq.mean(axis=axes, dtype=acc)
+        v = _channel_sums(xc.astype(acc, copy=False), xc.astype(acc, copy=False)) / M
         batch_stats = (mu, v)
         batch = True
     else:
@@ -504,14 +533,10 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
         xc = x - mu.reshape(shape).astype(x.dtype, copy=False)
         batch_stats = (None, None)
         batch = False
-        sq = xp.empty_like(xc)
     inv_std = (1.0 / xp.sqrt(v + eps)).astype(x.dtype, copy=False).reshape(shape)
-    # In place on our own temporaries: two activation-sized arrays instead of five.
-    xhat = xc
-    xhat *= inv_std
-    y = xp.multiply(xhat, gamma.reshape(shape), out=sq)
+    y = xc * (gamma.reshape(shape) * inv_std)  # gamma xhat, xhat = xc / sqrt(var + eps)
     y += beta.reshape(shape)
-    cache = (xhat, inv_std, gamma, axes, shape, batch)
+    cache = (xc, inv_std, gamma, axes, shape, batch)
     return y, cache, batch_stats[0], batch_stats[1]
 
 
@@ -527,27 +552,30 @@ def batchnorm_backward(dy, cache, need_param_grads=True):
 
     In evaluation mode (fixed statistics) dx = dy gamma inv_std.
     The two channel sums are needed for dx anyway, so dgamma and dbeta come free.
+
+    The cache holds xc = x - mu rather than xhat = xc inv_std, so the code reads
+    sum(dy xhat) = inv_std sum(dy xc) and, per channel, ``a = gamma inv_std``::
+
+        dx = a (dy - sum(dy) / M - xc inv_std sum(dy xhat) / M)
     """
-    xhat, inv_std, gamma, axes, shape, batch = cache
-    g = gamma.reshape(shape)
+    xc, inv_std, gamma, axes, shape, batch = cache
+    a = gamma.reshape(shape) * inv_std  # (1, C, 1, ...)
     if batch:
-        M = xhat.size // xhat.shape[1]
-        sum_dy = dy.sum(axis=axes).reshape(shape)
-        t = dy * xhat
-        sum_dy_xhat = t.sum(axis=axes).reshape(shape)
-        # dx = (g inv_std / M) (M dy - sum_dy - xhat sum_dy_xhat), in place on temporaries
-        get_array_module(dy).multiply(xhat, sum_dy_xhat, out=t)
-        dx = dy * dy.dtype.type(M)
-        dx -= sum_dy
-        dx -= t
-        dx *= g * inv_std / M
+        M = xc.size // xc.shape[1]
+        sum_dy = _channel_sums(dy).reshape(shape)
+        sum_dy_xhat = _channel_sums(dy, xc).reshape(shape) * inv_std
+        # dx = a (dy - sum_dy / M - xc (inv_std sum_dy_xhat / M)): four passes, no temporary
+        dx = xc * (-(inv_std * sum_dy_xhat) / M)
+        dx += dy
+        dx -= sum_dy / M
+        dx *= a
         if not need_param_grads:
             return dx, None, None
         return dx, sum_dy_xhat.reshape(-1), sum_dy.reshape(-1)
-    dx = dy * (g * inv_std)
+    dx = dy * a
     if not need_param_grads:
         return dx, None, None
-    return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+    return dx, _channel_sums(dy, xc) * inv_std.reshape(-1), _channel_sums(dy)
 
 
 # --- activations ----------------------------------------------------------------------------------
