@@ -309,7 +309,8 @@ class ABP:
         """The data term of dL/dZ: one forward and ONE backward pass, no weight gradients."""
         f = self.generator.forward(z)  # f(Z; W), (N, *image_shape)
         r = obs.residual(y, f)  # y - A f, observation space
-        dY = obs.adjoint(r).reshape(f.shape) / self.sigma**2  # dL/df = A^T r / sigma^2
+        dY = obs.adjoint(r).reshape(f.shape)  # A^T r: a fresh array (or r itself), so
+        dY /= self.sigma**2  # dL/df = A^T r / sigma^2 in place, without another temporary
         return self.generator.backward(dY, need_param_grads=False)  # (1/s^2) r df/dZ
 
     # -- inferential back-propagation --------------------------------------------------------------

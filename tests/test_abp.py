@@ -94,6 +94,39 @@ def test_one_langevin_step_with_given_noise():
     np.testing.assert_array_equal(z0, z0_copy)  # the caller's array is not modified
 
 
+@pytest.mark.parametrize("kind", ["complete", "masked", "projection"])
+def test_langevin_step_per_observation_model_leaves_the_data_alone(kind):
+    """One step against the closed form A^T (y - A f) W / sigma^2 - z, for every A.
+
+    The step scales A^T r in place; the data, the mask and the projection must come out
+    untouched, and the generator's own output (cached by nothing here) plays no part.
+    """
+    g = linear_generator(3, 6)
+    W, b = g.layers[0].params["weight"], g.layers[0].params["bias"]
+    rng = np.random.default_rng(5)
+    z0 = rng.standard_normal((4, 3))
+    if kind == "complete":
+        A, obs = np.eye(6), Complete()
+    elif kind == "masked":
+        keep = rng.random(6) < 0.5
+        A, obs = np.diag(keep.astype(float)), Masked(np.broadcast_to(keep, (4, 6)).copy())
+    else:
+        A = rng.standard_normal((5, 6))
+        obs = Projection(A.copy())
+    y = rng.standard_normal((4, 6)) @ A.T
+    y_saved = y.copy()
+    U = rng.standard_normal((1, 4, 3))
+    z = ABP(g, sigma=0.5, seed=0).langevin(
+        z0, y, observation=obs, steps=1, step_size=0.2, noise_arrays=U
+    )
+    r = y - (z0 @ W.T + b) @ A.T  # y - A f, in observation space
+    grad = r @ A @ W / 0.25 - z0  # A^T r df/dz / sigma^2 - z
+    np.testing.assert_allclose(z, z0 + 0.02 * grad + 0.2 * U[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(y, y_saved)
+    if kind == "projection":
+        np.testing.assert_array_equal(obs.S, A)
+
+
 def test_langevin_samples_the_gaussian_posterior():
     """20000 parallel chains of one y against the closed-form posterior.
 
