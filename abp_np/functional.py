@@ -345,9 +345,11 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     On the CPU, layers with more than a few output channels take the *phase form*
     instead (:func:`_conv_transpose2d_phases`): the same sums, grouped by output phase so
     that the GEMMs write the output directly. The column form stays for layers with very
-    few output channels (an RGB or mono output layer: there its buffer is the smaller one)
-    and on the GPU, where ``col2im`` is a CUDA kernel (and, with kernels turned off, the
-    ``xp`` reference that kernel is tested against).
+    few output channels (an RGB or mono output layer: there its buffer is the smaller one),
+    for small inputs with many channels (N H W <= Cin, e.g. the first layers of a
+    texture network with batch 1: the buffer is smaller than the weights), and on the GPU,
+    where ``col2im`` is a CUDA kernel (and, with kernels turned off, the ``xp`` reference
+    that kernel is tested against).
 
     Parameters
     ----------
@@ -367,7 +369,10 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     Hout = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0])
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
     cache = (x, weight, bias is not None, stride, padding)
-    if xp is np and Cout * kh * kw > 2 * Cin:
+    # Phase form where it moves less data: the column buffer (Cout kh kw, N H W) is larger
+    # than x (Cout kh kw > 2 Cin) and than the weights (N H W > Cin), which the phase
+    # form copies into its GEMM layout while the column form's GEMM reads them in place.
+    if xp is np and Cout * kh * kw > 2 * Cin and N * H * W > Cin:
         return _conv_transpose2d_phases(x, weight, bias, stride, padding, (Hout, Wout)), cache
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
