@@ -187,12 +187,17 @@ def _im2col_into(cols, dy, stride: Pair, padding: Pair):
     shifted by t' columns, into ``E`` (C, N, H + T - 1, W); the T taps i = r + sh t are then
     windows E[:, :, t : t + H] whose (H, W) blocks are contiguous: cheap block copies
     instead of 25 strided gathers. For the paper's layers (k 5, s 2): 10 gathers, 25 copies.
+
+    ``cols`` may also be a view of memory ordered (C, kh, kw, H, N, W) (the backward pass
+    uses that): ``E`` is then ordered (C, H + T - 1, N, W) too, and each tap's block
+    (H, N, W) is one contiguous run, however small H and W are.
     """
     xp = get_array_module(dy)
     C, kh, kw, N, H, W = cols.shape
     Hout, Wout = dy.shape[2], dy.shape[3]
     sh, sw = stride
     ph, pw = padding
+    rows_outside = cols.strides[4] > cols.strides[3]  # memory (..., H, N, W)
     dyt = dy.transpose(1, 0, 2, 3)  # (C, N, Hout, Wout), a view
     for r in range(min(sh, kh)):
         Th = _taps(kh, sh, r)
@@ -200,7 +205,10 @@ def _im2col_into(cols, dy, stride: Pair, padding: Pair):
         h0, h1 = _valid(Qh, sh, r - ph, Hout)  # rows whose dy index lies in [0, Hout)
         for r2 in range(min(sw, kw)):
             Tw = _taps(kw, sw, r2)
-            E = _workspace(xp, "im2col.E", (C, N, Qh, W), dy.dtype)
+            if rows_outside:  # (C, Qh, N, W) in memory, seen as (C, N, Qh, W)
+                E = _workspace(xp, "im2col.E", (C, Qh, N, W), dy.dtype).transpose(0, 2, 1, 3)
+            else:
+                E = _workspace(xp, "im2col.E", (C, N, Qh, W), dy.dtype)
             for t2 in range(Tw):
                 # E[c, n, q, iw] = dy[n, c, sh q + r - ph, sw (iw + t2) + r2 - pw]
                 w0, w1 = _valid(W, sw, sw * t2 + r2 - pw, Wout)
@@ -440,7 +448,9 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         # (N, Cin, H, W) -> (Cin, N H W)
         x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
         return dx, (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw), db
-    # CPU: blocks of `nb` examples, or of `hb` rows of one example when one is too big
+    # CPU: blocks of `nb` examples, or of `hb` rows of one example when one is too big.
+    # A block's columns are ordered (rows, examples, W) in memory, so that im2col copies
+    # whole (hb, nb, W) runs (see _im2col_into).
     per_row = K * W * dy.itemsize
     hb = max(1, min(H, _BLOCK_BYTES // per_row))
     nb = max(1, min(N, _BLOCK_BYTES // (per_row * H))) if hb == H else 1
@@ -451,20 +461,22 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         n1 = min(N, n0 + nb)
         for h0 in range(0, H, hb):
             h1 = min(H, h0 + hb)
-            P = (n1 - n0) * (h1 - h0) * W
+            P = (h1 - h0) * (n1 - n0) * W
             # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
-            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, n1 - n0, h1 - h0, W), dy.dtype)
-            _im2col_into(dcols, dy[n0:n1], stride, (ph - sh * h0, padding[1]))
-            # (Cout kh kw, nb hb W)
+            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, h1 - h0, n1 - n0, W), dy.dtype)
+            _im2col_into(
+                dcols.transpose(0, 1, 2, 4, 3, 5), dy[n0:n1], stride, (ph - sh * h0, padding[1])
+            )
+            # (Cout kh kw, hb nb W)
             dcols2d = dcols.reshape(K, P)
             dx_block = _workspace(xp, "backward.dx", (Cin, P), dy.dtype)
             xp.matmul(w2d, dcols2d, out=dx_block)
-            # (Cin, nb, hb, W) -> its block of dx (N, Cin, H, W)
-            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, n1 - n0, h1 - h0, W).transpose(1, 0, 2, 3)
+            # (Cin, hb, nb, W) -> its block of dx (N, Cin, H, W)
+            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, h1 - h0, n1 - n0, W).transpose(2, 0, 1, 3)
             if need_param_grads:
-                # (nb, Cin, hb, W) -> (Cin, nb hb W)
-                x2d = x[n0:n1, :, h0:h1].transpose(1, 0, 2, 3).reshape(Cin, P)
+                # (nb, Cin, hb, W) -> (Cin, hb nb W)
+                x2d = x[n0:n1, :, h0:h1].transpose(1, 2, 0, 3).reshape(Cin, P)
                 dW2d += x2d @ dcols2d.T
     if not need_param_grads:
         return dx, None, None
