@@ -189,8 +189,8 @@ def _im2col_into(cols, dy, stride: Pair, padding: Pair):
     instead of 25 strided gathers. For the paper's layers (k 5, s 2): 10 gathers, 25 copies.
 
     ``cols`` may also be a view of memory ordered (C, kh, kw, H, N, W) (the backward pass
-    uses that): ``E`` is then ordered (C, H + T - 1, N, W) too, and each tap's block
-    (H, N, W) is one contiguous run, however small H and W are.
+    uses that for wide layers): ``E`` is then ordered (C, H + T - 1, N, W) too, and each
+    tap's block (H, N, W) is one contiguous run, however small H and W are.
     """
     xp = get_array_module(dy)
     C, kh, kw, N, H, W = cols.shape
@@ -449,8 +449,11 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
         return dx, (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw), db
     # CPU: blocks of `nb` examples, or of `hb` rows of one example when one is too big.
-    # A block's columns are ordered (rows, examples, W) in memory, so that im2col copies
-    # whole (hb, nb, W) runs (see _im2col_into).
+    # Layers with many output channels (columns much larger than dx) order a block's
+    # columns (rows, examples, W) in memory, so that im2col copies whole (hb, nb, W) runs
+    # (see _im2col_into); the others keep (examples, rows, W), which makes the copy of the
+    # GEMM's result into dx the cheaper one.
+    rows_first = K > 2 * Cin
     per_row = K * W * dy.itemsize
     hb = max(1, min(H, _BLOCK_BYTES // per_row))
     nb = max(1, min(N, _BLOCK_BYTES // (per_row * H))) if hb == H else 1
@@ -462,21 +465,23 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
         for h0 in range(0, H, hb):
             h1 = min(H, h0 + hb)
             P = (h1 - h0) * (n1 - n0) * W
+            mem = (h1 - h0, n1 - n0) if rows_first else (n1 - n0, h1 - h0)
+            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, *mem, W), dy.dtype)
             # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
-            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, h1 - h0, n1 - n0, W), dy.dtype)
-            _im2col_into(
-                dcols.transpose(0, 1, 2, 4, 3, 5), dy[n0:n1], stride, (ph - sh * h0, padding[1])
-            )
-            # (Cout kh kw, hb nb W)
+            cols = dcols.transpose(0, 1, 2, 4, 3, 5) if rows_first else dcols  # (.., nb, hb, W)
+            _im2col_into(cols, dy[n0:n1], stride, (ph - sh * h0, padding[1]))
+            # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
             dx_block = _workspace(xp, "backward.dx", (Cin, P), dy.dtype)
             xp.matmul(w2d, dcols2d, out=dx_block)
-            # (Cin, hb, nb, W) -> its block of dx (N, Cin, H, W)
-            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, h1 - h0, n1 - n0, W).transpose(2, 0, 1, 3)
+            # (Cin, *mem, W) -> its block of dx, (nb, Cin, hb, W)
+            order = (2, 0, 1, 3) if rows_first else (1, 0, 2, 3)
+            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, *mem, W).transpose(order)
             if need_param_grads:
-                # (nb, Cin, hb, W) -> (Cin, hb nb W)
-                x2d = x[n0:n1, :, h0:h1].transpose(1, 2, 0, 3).reshape(Cin, P)
+                # (nb, Cin, hb, W) -> (Cin, P), columns in dcols' order
+                order = (1, 2, 0, 3) if rows_first else (1, 0, 2, 3)
+                x2d = x[n0:n1, :, h0:h1].transpose(order).reshape(Cin, P)
                 dW2d += x2d @ dcols2d.T
     if not need_param_grads:
         return dx, None, None
