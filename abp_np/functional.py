@@ -138,22 +138,37 @@ def col2im(cols, out_shape, stride: Pair, padding: Pair):
     y : array (N, C, Hout, Wout)
         ``y[n, c, oh, ow] = sum of cols[c, i, j, n, ih, iw] over ih sh + i - ph = oh,
         iw sw + j - pw = ow``. Taps that land in the padding are dropped.
+
+    Computed phase by phase (see :func:`_phases`): the outputs of phase (r, r') are
+    o = s q + r - p; each is the sum of its taps i = r + sh t, j = r' + sw t' at input pixel
+    (q - t, q' - t'), so a phase is summed in a contiguous buffer from shifted windows of
+    ``cols`` and written into y once. Taps are added in the order i ascending, then j, as
+    the GPU kernel does.
     """
     xp = get_array_module(cols)
     C, kh, kw, N, H, W = cols.shape
     sh, sw = stride
     ph, pw = padding
     Hout, Wout = out_shape[2], out_shape[3]
-    # Accumulate on the un-cropped grid (C, N, Hfull, Wfull), Hfull covers every tap and the
-    # output_padding rows, then crop the padding away.
-    Hfull = max((H - 1) * sh + kh, ph + Hout)
-    Wfull = max((W - 1) * sw + kw, pw + Wout)
-    full = xp.zeros((C, N, Hfull, Wfull), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            full[:, :, i : i + sh * H : sh, j : j + sw * W : sw] += cols[:, i, j]
-    # (C, N, Hout, Wout) -> (N, C, Hout, Wout)
-    return full[:, :, ph : ph + Hout, pw : pw + Wout].transpose(1, 0, 2, 3)
+    y = xp.zeros((N, C, Hout, Wout), dtype=cols.dtype)
+    for r, q0, Q, T in _phases(kh, sh, ph, Hout):
+        for r2, q02, Q2, T2 in _phases(kw, sw, pw, Wout):
+            acc = xp.zeros((C, N, Q, Q2), dtype=cols.dtype)  # the phase's outputs
+            for t in range(T):
+                # rows q in [q0, q0 + Q) whose input row q - t lies in [0, H)
+                qa, qb = max(q0, t), min(q0 + Q, H + t)
+                for t2 in range(T2):
+                    qa2, qb2 = max(q02, t2), min(q02 + Q2, W + t2)
+                    if qb > qa and qb2 > qa2:
+                        acc[:, :, qa - q0 : qb - q0, qa2 - q02 : qb2 - q02] += cols[
+                            :, r + sh * t, r2 + sw * t2, :, qa - t : qb - t, qa2 - t2 : qb2 - t2
+                        ]
+            oh0, ow0 = sh * q0 + r - ph, sw * q02 + r2 - pw
+            # (C, N, Q, Q2) -> the phase's pixels of y, (N, C, Q, Q2)
+            y[:, :, oh0 : oh0 + sh * (Q - 1) + 1 : sh, ow0 : ow0 + sw * (Q2 - 1) + 1 : sw] = (
+                acc.transpose(1, 0, 2, 3)
+            )
+    return y
 
 
 def im2col(dy, kernel: Pair, in_hw: Pair, stride: Pair, padding: Pair):
@@ -391,11 +406,9 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
 
         y = _cuda.col2im(cols, N, Cout, Hout, Wout, kh, kw, H, W, stride, padding, bias=bias)
     else:
-        y = col2im(cols, (N, Cout, Hout, Wout), stride, padding)
+        y = col2im(cols, (N, Cout, Hout, Wout), stride, padding)  # a fresh array
         if bias is not None:
-            y = y + bias.reshape(1, Cout, 1, 1)
-        else:
-            y = y.copy()
+            y += bias.reshape(1, Cout, 1, 1)
     return y, cache
 
 
