@@ -52,6 +52,9 @@ def test_compare_torch_runs_the_same_network():
     assert res["ratio_abp_over_torch"] == pytest.approx(
         res["sec_per_iter"] / res["torch_sec_per_iter"]
     )
+    assert res["ratio_best_abp_over_torch"] == pytest.approx(
+        res["sec_per_iter_min"] / res["torch_sec_per_iter_min"]
+    )
     # the two libraries compute the same function from the same weights and z
     assert res["max_abs_forward_difference"] < 1e-4
 
