@@ -33,8 +33,8 @@ What is reported
   the CuPy memory pool's bytes after the run (an upper bound of the peak) and
   ``torch.cuda.max_memory_allocated``.
 
-Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, both
-libraries side by side) and ``--sweep batch|steps|pixels`` (cost against batch size,
+Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, best of
+``--repeats`` calls, both libraries side by side) and ``--sweep batch|steps|pixels`` (cost against batch size,
 number of Langevin steps and image size, to show that it grows linearly).
 """
 
@@ -501,7 +501,12 @@ def measure_memory(args: argparse.Namespace, which: str) -> float | None:
 # --- per-layer breakdown --------------------------------------------------------------------------
 
 
-def _median_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
+    """Best of ``repeats`` timed calls after one warm-up call.
+
+    The best, not the median: a layer call takes milliseconds, and on a shared machine
+    other jobs only ever add time to it.
+    """
     fn()
     ts = []
     for _ in range(repeats):
@@ -510,15 +515,15 @@ def _median_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) 
         fn()
         sync()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return min(ts)
 
 
 def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
     Each layer is timed on its own, on the activations of one forward pass of the whole
-    network, with a random upstream gradient. The weight-gradient time is the full
-    backward time minus the input-only one.
+    network, with a random upstream gradient, best of ``args.repeats`` calls. The
+    weight-gradient time is the full backward time minus the input-only one.
     """
     g, batch, lat = setup(args)
     abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
@@ -532,12 +537,12 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
         h = layer.forward(x)
         dy = xp.asarray(rng.standard_normal(h.shape).astype(g.dtype))
         row: dict[str, Any] = {"layer": f"{i}: {layer!r}"}
-        row["fwd"] = _median_time(lambda layer=layer, x=x: layer.forward(x), sync, args.repeats)
+        row["fwd"] = _best_time(lambda layer=layer, x=x: layer.forward(x), sync, args.repeats)
         layer.forward(x)
-        row["dx"] = _median_time(
+        row["dx"] = _best_time(
             lambda layer=layer, dy=dy: layer.backward(dy, False), sync, args.repeats
         )
-        full = _median_time(lambda layer=layer, dy=dy: layer.backward(dy, True), sync, args.repeats)
+        full = _best_time(lambda layer=layer, dy=dy: layer.backward(dy, True), sync, args.repeats)
         row["dW"] = max(full - row["dx"], 0.0) if layer.params else 0.0
         if tmods is not None:
             row.update(_torch_layer_times(torch, tmods[i], x, dy, args))
@@ -551,7 +556,7 @@ def _torch_layer_times(torch: Any, m: Any, x: Any, dy: Any, args: argparse.Names
     tx = torch.from_numpy(to_numpy(x).copy()).to(dev).requires_grad_(True)
     tdy = torch.from_numpy(to_numpy(dy).copy()).to(dev)
     params = [p for p in m.parameters() if p.requires_grad]
-    out = {"torch_fwd": _median_time(lambda: m(tx), sync, args.repeats)}
+    out = {"torch_fwd": _best_time(lambda: m(tx), sync, args.repeats)}
 
     def backward(inputs: list) -> Callable[[], Any]:
         def run() -> Any:
@@ -561,10 +566,10 @@ def _torch_layer_times(torch: Any, m: Any, x: Any, dy: Any, args: argparse.Names
         return run
 
     fwd = out["torch_fwd"]
-    dx = _median_time(backward([tx]), sync, args.repeats) - fwd
+    dx = _best_time(backward([tx]), sync, args.repeats) - fwd
     out["torch_dx"] = max(dx, 0.0)
     if params:
-        full = _median_time(backward([tx, *params]), sync, args.repeats) - fwd
+        full = _best_time(backward([tx, *params]), sync, args.repeats) - fwd
         out["torch_dW"] = max(full - dx, 0.0)
     else:
         out["torch_dW"] = 0.0
@@ -576,7 +581,7 @@ def format_breakdown(rows: list[dict[str, Any]], steps: int) -> str:
     width = max(len(r["layer"]) for r in rows)
     cols = ["fwd", "dx", "dW"] + (["torch_fwd", "torch_dx", "torch_dW"] if has_torch else [])
     head = f"{'layer':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)
-    lines = ["milliseconds per call (median)", head, "-" * len(head)]
+    lines = ["milliseconds per call (best of --repeats)", head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['layer']:<{width}}  " + "  ".join(f"{r[c] * 1e3:9.2f}" for c in cols))
     tot = {c: sum(r[c] for r in rows) for c in cols}
