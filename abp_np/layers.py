@@ -165,6 +165,15 @@ class Layer:
     def _backward(self, dy: Any, need_param_grads: bool) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def _store_grads(self, **grads: Any) -> None:
+        """Write parameter gradients into ``self.grads`` in place (``None`` entries skipped).
+
+        ``weight=dW`` fills ``self.grads["weight"]``, reshaped to its shape if needed.
+        """
+        for name, g in grads.items():
+            if g is not None:
+                self.grads[name][...] = g.reshape(self.grads[name].shape)
+
 
 def _normal(rng: Any, shape: tuple[int, ...], std: float, dtype: np.dtype) -> np.ndarray:
     rng = rng if rng is not None else np.random.default_rng()
@@ -222,9 +231,7 @@ class Linear(Layer):
     def _backward(self, dy, need_param_grads):
         dx, dW, db = F.linear_backward(dy, self._cache, need_param_grads)
         if need_param_grads:
-            self.grads["weight"][...] = dW
-            if db is not None:
-                self.grads["bias"][...] = db
+            self._store_grads(weight=dW, bias=db)
         return dx
 
 
@@ -317,9 +324,7 @@ class ConvTranspose2d(Layer):
     def _backward(self, dy, need_param_grads):
         dx, dW, db = F.conv_transpose2d_backward(dy, self._cache, need_param_grads)
         if need_param_grads:
-            self.grads["weight"][...] = dW
-            if db is not None:
-                self.grads["bias"][...] = db
+            self._store_grads(weight=dW, bias=db)
         return dx
 
 
@@ -400,9 +405,7 @@ class ConvTranspose1d(ConvTranspose2d):
     def _backward(self, dy, need_param_grads):
         dx, dW, db = F.conv_transpose2d_backward(dy[:, :, None, :], self._cache, need_param_grads)
         if need_param_grads:
-            self.grads["weight"][...] = dW.reshape(self.grads["weight"].shape)
-            if db is not None:
-                self.grads["bias"][...] = db
+            self._store_grads(weight=dW, bias=db)
         return dx[:, :, 0, :]
 
 
@@ -503,8 +506,7 @@ class _BatchNorm(Layer):
     def _backward(self, dy, need_param_grads):
         dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads)
         if need_param_grads and self.affine:
-            self.grads["weight"][...] = dgamma
-            self.grads["bias"][...] = dbeta
+            self._store_grads(weight=dgamma, bias=dbeta)
         return dx
 
 
