@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import winograd
 from .backend import get_array_module, kernels_enabled
 
 Pair = tuple[int, int]
@@ -391,6 +392,12 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     _, Cout, kh, kw = weight.shape
     Hout = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0])
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
+    wplan = winograd.choose(x, weight, stride, padding, (Hout, Wout)) if xp is np else None
+    if wplan is not None:  # the CPU speed path for the paper's layers: abp_np/winograd.py
+        y, ctx = winograd.forward(x, weight, wplan)
+        if bias is not None:
+            y += bias.reshape(1, Cout, 1, 1)
+        return y, ("winograd", ctx, bias is not None)
     cache = (x, weight, bias is not None, stride, padding)
     # Phase form where it moves less data: the column buffer (Cout kh kw, N H W) is larger
     # than x (Cout kh kw > 2 Cin) and than the weights (N H W > Cin), which the phase
@@ -438,6 +445,11 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     dW : array (Cin, Cout, kh, kw) or None
     db : array (Cout,) or None
     """
+    if isinstance(cache[0], str):  # ("winograd", ctx, has_bias)
+        _, ctx, has_bias = cache
+        dx, dW = winograd.backward(dy, ctx, need_param_grads)
+        db = dy.sum(axis=(0, 2, 3)) if (need_param_grads and has_bias) else None
+        return dx, dW, db
     x, weight, has_bias, stride, padding = cache
     xp = get_array_module(dy)
     N, Cin, H, W = x.shape

@@ -1,0 +1,394 @@
+"""Winograd's minimal filtering for the CPU transposed convolutions: fewer multiplications.
+
+This is a speed path. :mod:`abp_np.functional` explains the transposed convolution; this module
+computes the same function with fewer multiplications, for the layers of the paper's networks
+(kernel 5, stride 2, padding 2, output = 2 x input) on the CPU.
+
+The idea in three steps
+-----------------------
+1. **One stride-1 convolution.** Group the outputs of a stride-2 transposed convolution by
+   phase, (oh mod 2, ow mod 2). Each phase is an ordinary stride-1 correlation of x with some of
+   the taps (see ``_conv_transpose2d_phases`` in :mod:`abp_np.functional`); for kernel 5 they
+   read a 3 x 3 window of x, ending at the output's position. Stacking the four phases as
+   channels gives ONE 3 x 3 correlation with ``R = 4 Cout`` outputs::
+
+       y4[(r, r', o), u, v] = sum_c sum_(a,b < 3) x_pad[c, u + a, v + b] K[a, b, (r, r', o), c]
+
+   with ``K[a, b, r, r', o, c] = W[c, o, r + 2 (2 - a), r' + 2 (2 - b)]`` (zero where that tap
+   lies outside the 5 x 5 kernel), ``x_pad`` = x with one row / column of zeros on each side,
+   and ``y[n, o, 2 u + r, 2 v + r'] = y4[(r, r', o), u, v]`` (a pixel shuffle).
+
+2. **Winograd F(m x m, 3 x 3)** (Lavin & Gray, 2016) computes an m x m block of such a
+   correlation from an (m + 2) x (m + 2) tile ``d`` of the input as::
+
+       Y = A^T [ (G K G^T)  (.)  (B^T d B) ] A
+
+   ``(.)`` multiplies elementwise over the tile's ``(m + 2)^2`` positions, and sums over the
+   input channel. Summed over channels that product is, for each position (xi, nu), a GEMM::
+
+       M[xi, nu] = U[xi, nu] @ V[xi, nu]        (R, Cin) @ (Cin, tiles)
+
+   with ``U = G K G^T`` (the weights, transformed once per call) and ``V = B^T d B`` (the
+   input tiles). F(4 x 4, 3 x 3) does 36 multiply-adds per 16 outputs where the direct sum does
+   144 (and the phase form's own count, 25 of the 36 taps being non-zero, is 100): 2.8 x fewer.
+   The transforms B, G and A hold only small constants: additions, done here as small GEMMs.
+
+3. **The backward pass is the adjoint of each step, in reverse order.** The forward is a chain
+   of linear maps of x (gather tiles, transform, multiply by U, transform back, shuffle), so its
+   transpose is the chain of the transposes: un-shuffle dy, ``dM = A dY A^T``,
+   ``dV = U^T dM`` (the input gradient's GEMMs) and ``dU = dM V^T`` (the weight gradient's,
+   learning only), ``dd = B dV B^T``, then add each tile's gradient back where the tile was
+   read (tiles overlap by two rows and columns). So dx and dW are the exact gradients of the
+   function the forward computed, and the inferential and learning passes share every step up
+   to dM; ``need_param_grads`` only adds the dU GEMMs.
+
+Accuracy: F(4 x 4, 3 x 3) rounds differently from the direct sum. In float32 the outputs differ
+from a float64 reference by a few 1e-6 relative to the output's scale (the direct form: a few
+1e-7); in float64 the difference is at rounding level (tested). F(2 x 2, 3 x 3), whose
+constants are 0, +-1 and 1/2, is as accurate as the direct sum; it is used when the size is not
+a multiple of 4.
+
+Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
+near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _cpu
+from .backend import kernels_enabled
+
+__all__ = ["plan", "forward", "backward", "transforms", "Plan", "using", "mode"]
+
+#: Target size of the largest per-block temporary; the batch is cut into blocks of examples.
+BLOCK_BYTES = 8 * 2**20
+
+# F(2, 3) and F(4, 3) of Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# CVPR 2016: rows of B^T, G, A^T. For a length-(m + 2) input d and a 3-tap filter g, the m outputs
+# of the correlation  y[i] = sum_a d[i + a] g[a]  are  A^T [(G g) * (B^T d)].
+_BT = {
+    2: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+    4: [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+}
+_G = {
+    2: [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+    4: [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ],
+}
+_AT = {
+    2: [[1, 1, 1, 0], [0, 1, -1, -1]],
+    4: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+}
+
+
+def transforms(m: int, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 2-D transforms of F(m x m, 3 x 3), as matrices acting on flattened tiles.
+
+    With ``a = m + 2``: ``BB = B^T (x) B^T`` (a^2, a^2) maps a tile d (a, a), flattened, to
+    ``B^T d B``; ``GG = G (x) G`` (a^2, 9) maps a 3 x 3 filter to ``G g G^T``; ``AA = A^T (x) A^T``
+    (m^2, a^2) maps the product back to the m x m outputs (``(x)``: Kronecker product).
+    """
+    BT, G, AT = (np.array(t[m], dtype=np.float64) for t in (_BT, _G, _AT))
+    return tuple(np.kron(t, t).astype(dtype) for t in (BT, G, AT))  # type: ignore[return-value]
+
+
+class Plan(NamedTuple):
+    """How one layer's transposed convolution maps onto a 3 x 3 stride-1 correlation."""
+
+    m: int  # output block size of F(m x m, 3 x 3)
+    s: int  # stride (2)
+    q0: tuple[int, int]  # first output position q of every phase, rows and columns
+    Q: tuple[int, int]  # outputs per phase, rows and columns (= Hout / s, Wout / s)
+
+
+def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
+    """A :class:`Plan` when this geometry is the paper's kind of layer, else None.
+
+    Needed: stride 2 on both axes; on each axis, every one of the s output phases
+    starts at the same position q0 with ``s q0 = padding``, holds ``Q = out / s`` outputs and
+    at most 3 taps (so the phases together read a 3-wide window); Q a multiple of 2.
+    Kernel 5, stride 2, padding 2, output padding 1 (Hout = 2 H) qualifies.
+    """
+    from .functional import _phases
+
+    sh, sw = stride
+    if sh != 2 or sw != 2:  # the pixel shuffle is written for stride 2
+        return None
+    q0s, Qs = [], []
+    for k, p, size in zip(weight_shape[2:], padding, out_hw, strict=True):
+        ph = _phases(k, sh, p, size)
+        if len(ph) != sh or len({(q0, Q) for _, q0, Q, _ in ph}) != 1:
+            return None
+        _, q0, Q, _ = ph[0]
+        if sh * q0 != p or sh * Q != size or max(T for *_, T in ph) > 3 or Q % 2:
+            return None
+        q0s.append(q0)
+        Qs.append(Q)
+    m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 else 2
+    return Plan(m, sh, (q0s[0], q0s[1]), (Qs[0], Qs[1]))
+
+
+def _combined_kernel(weight, s: int) -> np.ndarray:
+    """K (9, s s Cout Cin): ``K[(a, b), (r, r', o, c)] = W[c, o, r + s (2 - a), r' + s (2 - b)]``."""
+    Cin, Cout, kh, kw = weight.shape
+    wt = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (kh, kw, Cout, Cin)
+    K = np.zeros((3, 3, s, s, Cout, Cin), dtype=weight.dtype)
+    for a in range(3):
+        for r in range(s):
+            i = r + s * (2 - a)
+            if i >= kh:
+                continue
+            for b in range(3):
+                for r2 in range(s):
+                    j = r2 + s * (2 - b)
+                    if j < kw:
+                        K[a, b, r, r2] = wt[i, j]
+    return K.reshape(9, -1)
+
+
+def _weight_grad(dK, s: int, weight_shape) -> np.ndarray:
+    """The adjoint of :func:`_combined_kernel`: dW from dK (9, s s Cout Cin); each tap once."""
+    Cin, Cout, kh, kw = weight_shape
+    dK = dK.reshape(3, 3, s, s, Cout, Cin)
+    dWt = np.zeros((kh, kw, Cout, Cin), dtype=dK.dtype)
+    for a in range(3):
+        for r in range(s):
+            i = r + s * (2 - a)
+            for b in range(3):
+                for r2 in range(s):
+                    j = r2 + s * (2 - b)
+                    if i < kh and j < kw:
+                        dWt[i, j] = dK[a, b, r, r2]
+    return dWt.transpose(3, 2, 0, 1).copy()  # (Cin, Cout, kh, kw)
+
+
+# --- when to use it ------------------------------------------------------------------------------
+
+_mode = "auto"
+
+
+def mode() -> str:
+    """``"auto"``, ``"on"`` or ``"off"``: see :func:`using`."""
+    return _mode
+
+
+@contextlib.contextmanager
+def using(new_mode: str) -> Iterator[None]:
+    """Choose when the CPU transposed convolutions take this path, inside a ``with`` block.
+
+    ``"auto"`` (the default): for the layers where it was measured to pay (see
+    :func:`worth_it`), when the compiled data-movement kernels are available and custom
+    kernels are on (:func:`abp_np.backend.using_kernels`). ``"on"``: for every layer whose
+    geometry fits, with the NumPy data movement when the kernels are not available (slower;
+    the tests use it). ``"off"``: never.
+    """
+    global _mode
+    if new_mode not in ("auto", "on", "off"):
+        raise ValueError(f"winograd.using: mode must be 'auto', 'on' or 'off', got {new_mode!r}")
+    previous, _mode = _mode, new_mode
+    try:
+        yield
+    finally:
+        _mode = previous
+
+
+def _c_kernels() -> bool:
+    return kernels_enabled() and _cpu.available()
+
+
+def worth_it(x_shape, weight_shape) -> bool:
+    """The "auto" rule: enough pixels per input channel that the transforms pay for themselves.
+
+    The transforms cost time in proportion to the activations, the saving in proportion to the
+    GEMMs; on the workloads of ``python -m abp_np.bench`` the layers with ``N H W >= 8 Cin``
+    gained (see BENCHMARKS.md), the others lost.
+    """
+    N, Cin, H, W = x_shape
+    return N * H * W >= 8 * Cin and weight_shape[1] >= 8
+
+
+def choose(x, weight, stride, padding, out_hw) -> Plan | None:
+    """The plan to use for this call, or None for the ordinary path."""
+    if _mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
+        return None
+    if _mode == "auto" and not (_c_kernels() and worth_it(x.shape, weight.shape)):
+        return None
+    return plan(x.shape, weight.shape, stride, padding, out_hw)
+
+
+# --- the four rearrangements: compiled kernels, or NumPy ----------------------------------------
+
+
+class _Tiling(NamedTuple):
+    m: int
+    nt: tuple[int, int]  # tiles per example, rows and columns
+    row0: int  # x row read by the first tile's first row (q0 - 2)
+    col0: int
+    block: int  # examples per block
+
+
+def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
+    N = x_shape[0]
+    nt = (p.Q[0] // p.m, p.Q[1] // p.m)
+    # M (a^2, 4 Cout, P) is the largest temporary; cut the batch so that it stays near BLOCK_BYTES
+    per_example = (p.m + 2) ** 2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
+    block = max(1, min(N, BLOCK_BYTES // per_example))
+    return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
+
+
+def _padded(x_shape, dtype, t: _Tiling):
+    """Zeros x_pad (n, C, m th + 2, m tw + 2), and where x sits in it.
+
+    ``x_pad[.., v, w]`` stands for ``x[.., row0 + v, col0 + w]``; returns x_pad and the index
+    pairs ``inner`` (into x_pad) and ``outer`` (into x) of the part that lies inside x.
+    """
+    n, C, H, W = x_shape
+    hp, wp = t.m * t.nt[0] + 2, t.m * t.nt[1] + 2
+    xpad = np.zeros((n, C, hp, wp), dtype=dtype)
+    h0, h1 = max(0, t.row0), min(H, t.row0 + hp)
+    w0, w1 = max(0, t.col0), min(W, t.col0 + wp)
+    return (
+        xpad,
+        (slice(h0 - t.row0, h1 - t.row0), slice(w0 - t.col0, w1 - t.col0)),
+        (
+            slice(h0, h1),
+            slice(w0, w1),
+        ),
+    )
+
+
+def _gather_tiles(x, t: _Tiling):
+    """d (a, a, C, P): ``d[i, j, c, (b, ti, tj)] = x[b, c, row0 + m ti + i, col0 + m tj + j]``."""
+    n, C = x.shape[:2]
+    a = t.m + 2
+    P = n * t.nt[0] * t.nt[1]
+    d = np.empty((a, a, C, P), dtype=x.dtype)
+    if _c_kernels():
+        _cpu.gather_tiles(np.ascontiguousarray(x), d, t.row0, t.col0, t.m, t.nt)
+        return d
+    xpad, inner, outer = _padded(x.shape, x.dtype, t)
+    xpad[(..., *inner)] = x[(..., *outer)]
+    sn, sc, sh, sw = xpad.strides
+    tiles = np.lib.stride_tricks.as_strided(  # (a, a, C, n, th, tw), a view
+        xpad, (a, a, C, n, *t.nt), (sh, sw, sc, sn, sh * t.m, sw * t.m), writeable=False
+    )
+    d.reshape(a, a, C, n, *t.nt)[...] = tiles
+    return d
+
+
+def _overlap_add(dd, x_shape, t: _Tiling):
+    """dx (n, C, H, W): the adjoint of :func:`_gather_tiles` (each tile added where it was read)."""
+    n, C, H, W = x_shape
+    a = t.m + 2
+    if _c_kernels():
+        dx = np.empty(x_shape, dtype=dd.dtype)
+        _cpu.overlap_add(dd, dx, t.row0, t.col0, t.m, t.nt)
+        return dx
+    xpad, inner, outer = _padded(x_shape, dd.dtype, t)
+    dd6 = dd.reshape(a, a, C, n, *t.nt).transpose(0, 1, 3, 2, 4, 5)  # (a, a, n, C, th, tw)
+    th, tw = t.nt
+    for i in range(a):
+        for j in range(a):
+            xpad[:, :, i : i + t.m * th : t.m, j : j + t.m * tw : t.m] += dd6[i, j]
+    dx = np.zeros(x_shape, dtype=dd.dtype)
+    dx[(..., *outer)] = xpad[(..., *inner)]
+    return dx
+
+
+def _shuffle(Y, y, t: _Tiling) -> None:
+    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P): ``y[b, o, 2 (m ti + i) + r,
+    2 (m tj + j) + r'] = Y[i, j, r, r', o, (b, ti, tj)]``: each phase's pixels into place."""
+    if _c_kernels() and y.flags.c_contiguous:
+        _cpu.shuffle(Y, y, t.m, t.nt)
+        return
+    n, Cout = y.shape[:2]
+    m, (th, tw) = t.m, t.nt
+    yv = y.reshape(n, Cout, th, m, 2, tw, m, 2)
+    yv[...] = Y.reshape(m, m, 2, 2, Cout, n, th, tw).transpose(5, 4, 6, 0, 2, 7, 1, 3)
+
+
+def _unshuffle(dy, t: _Tiling):
+    """The inverse (and adjoint) of :func:`_shuffle`: dY (m, m, 2, 2, Cout, P) from dy."""
+    n, Cout = dy.shape[:2]
+    m, (th, tw) = t.m, t.nt
+    dY = np.empty((m, m, 2, 2, Cout, n * th * tw), dtype=dy.dtype)
+    if _c_kernels():
+        _cpu.unshuffle(np.ascontiguousarray(dy), dY, m, t.nt)
+        return dY
+    dY.reshape(m, m, 2, 2, Cout, n, th, tw)[...] = dy.reshape(
+        n, Cout, th, m, 2, tw, m, 2
+    ).transpose(3, 6, 4, 7, 1, 0, 2, 5)
+    return dY
+
+
+# --- forward and backward -------------------------------------------------------------------------
+
+
+def forward(x, weight, p: Plan):
+    """y (N, Cout, 2 Q, 2 Q') = the transposed convolution of x by weight, without the bias.
+
+    Returns ``(y, ctx)``; ``ctx`` is what :func:`backward` needs (x and the transformed weights).
+    """
+    N, Cin = x.shape[:2]
+    Cout = weight.shape[1]
+    BB, GG, AA = transforms(p.m, x.dtype)
+    a2 = BB.shape[0]
+    U = (GG @ _combined_kernel(weight, p.s)).reshape(a2, -1, Cin)  # G K G^T: (a^2, 4 Cout, Cin)
+    t = _tiling(p, x.shape, Cout, x.dtype.itemsize)
+    y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
+    for n0 in range(0, N, t.block):
+        xb = x[n0 : n0 + t.block]
+        d = _gather_tiles(xb, t)  # (a, a, Cin, P)
+        V = (BB @ d.reshape(a2, -1)).reshape(a2, Cin, -1)  # B^T d B for every tile
+        M = np.matmul(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
+        Y = AA @ M.reshape(a2, -1)  # A^T M A: (m^2, 4 Cout P)
+        _shuffle(Y, y[n0 : n0 + t.block], t)
+    return y, (x, U, p, weight.shape)
+
+
+def backward(dy, ctx, need_param_grads: bool = True):
+    """dx and (when asked) dW of :func:`forward`: the adjoint of each of its steps, in reverse.
+
+    Returns ``(dx, dW)``; dW is None when ``need_param_grads`` is False.
+    """
+    x, U, p, weight_shape = ctx
+    N, Cin = x.shape[:2]
+    Cout = weight_shape[1]
+    BB, GG, AA = transforms(p.m, dy.dtype)
+    a2 = BB.shape[0]
+    t = _tiling(p, x.shape, Cout, dy.dtype.itemsize)
+    UT = U.transpose(0, 2, 1)  # (a^2, Cin, 4 Cout), a view
+    dx = np.empty(x.shape, dtype=dy.dtype)
+    dU = np.zeros_like(U) if need_param_grads else None
+    for n0 in range(0, N, t.block):
+        n1 = min(N, n0 + t.block)
+        dY = _unshuffle(dy[n0:n1], t)  # (m, m, 2, 2, Cout, P)
+        dM = (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(a2, -1, dY.shape[-1])  # (a^2, 4Cout, P)
+        dV = np.matmul(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
+        if need_param_grads:  # the weight gradient's GEMMs: dU = dM V^T
+            V = (BB @ _gather_tiles(x[n0:n1], t).reshape(a2, -1)).reshape(a2, Cin, -1)
+            dU += np.matmul(dM, V.transpose(0, 2, 1))
+        dd = BB.T @ dV.reshape(a2, -1)  # B dV B^T: (a^2, Cin P)
+        dx[n0:n1] = _overlap_add(dd.reshape(p.m + 2, p.m + 2, Cin, -1), (n1 - n0, *x.shape[1:]), t)
+    if not need_param_grads:
+        return dx, None
+    dK = GG.T @ dU.reshape(a2, -1)  # G^T dU G: (9, 4 Cout Cin)
+    return dx, _weight_grad(dK, p.s, weight_shape)
