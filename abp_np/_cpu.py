@@ -91,7 +91,7 @@ def _build() -> Any:
         for suffix in _SUFFIX.values():
             for name in ("gather_tiles", "overlap_add"):
                 getattr(lib, f"{name}_{suffix}").argtypes = [ctypes.c_void_p] * 2 + [i] * 9
-            getattr(lib, f"shuffle_{suffix}").argtypes = [ctypes.c_void_p] * 2 + [i] * 6
+            getattr(lib, f"shuffle_{suffix}").argtypes = [ctypes.c_void_p] * 3 + [i] * 6
         return lib
     raise RuntimeError("no writable cache folder for the compiled library (set ABP_CACHE_DIR)")
 
@@ -158,20 +158,23 @@ def overlap_add(dd, dx, row0: int, col0: int, m: int, nt: tuple[int, int]) -> No
     _ok(fn(dd.ctypes.data, dx.ctypes.data, n, C, H, W, row0, col0, m, *nt))
 
 
-def _shuffle(Y, y, m: int, nt: tuple[int, int], forward: int) -> None:
-    sfx = _check("shuffle", Y, y)
+def _shuffle(Y, y, bias, m: int, nt: tuple[int, int], forward: int) -> None:
+    sfx = _check("shuffle", Y, y, *([] if bias is None else [bias]))
     n, Cout = y.shape[:2]
     if y.shape[2:] != (2 * m * nt[0], 2 * m * nt[1]) or Y.size != y.size:
         raise ValueError(f"_cpu.shuffle: shapes {Y.shape} and {y.shape} do not match")
+    if bias is not None and bias.shape != (Cout,):
+        raise ValueError(f"_cpu.shuffle: bias has shape {bias.shape}, expected ({Cout},)")
     fn = getattr(_get(), f"shuffle_{sfx}")
-    _ok(fn(Y.ctypes.data, y.ctypes.data, n, Cout, m, *nt, forward))
+    b = None if bias is None else bias.ctypes.data
+    _ok(fn(Y.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt, forward))
 
 
-def shuffle(Y, y, m: int, nt: tuple[int, int]) -> None:
-    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P): the pixel shuffle."""
-    _shuffle(Y, y, m, nt, 1)
+def shuffle(Y, y, m: int, nt: tuple[int, int], bias=None) -> None:
+    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P) (+ bias): the pixel shuffle."""
+    _shuffle(Y, y, bias, m, nt, 1)
 
 
 def unshuffle(y, Y, m: int, nt: tuple[int, int]) -> None:
     """Y (m, m, 2, 2, Cout, P) <- y: the inverse (and adjoint) of :func:`shuffle`."""
-    _shuffle(Y, y, m, nt, 0)
+    _shuffle(Y, y, None, m, nt, 0)

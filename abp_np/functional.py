@@ -394,9 +394,7 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
     wplan = winograd.choose(x, weight, stride, padding, (Hout, Wout)) if xp is np else None
     if wplan is not None:  # the CPU speed path for the paper's layers: abp_np/winograd.py
-        y, ctx = winograd.forward(x, weight, wplan)
-        if bias is not None:
-            y += bias.reshape(1, Cout, 1, 1)
+        y, ctx = winograd.forward(x, weight, wplan, bias)
         return y, ("winograd", ctx, bias is not None)
     cache = (x, weight, bias is not None, stride, padding)
     # Phase form where it moves less data: the column buffer (Cout kh kw, N H W) is larger

@@ -42,11 +42,21 @@ The idea in three steps
    function the forward computed, and the inferential and learning passes share every step up
    to dM; ``need_param_grads`` only adds the dU GEMMs.
 
-Accuracy: F(4 x 4, 3 x 3) rounds differently from the direct sum. In float32 the outputs differ
-from a float64 reference by a few 1e-6 relative to the output's scale (the direct form: a few
-1e-7); in float64 the difference is at rounding level (tested). F(2 x 2, 3 x 3), whose
-constants are 0, +-1 and 1/2, is as accurate as the direct sum; it is used when the size is not
-a multiple of 4.
+Accuracy: F(4 x 4, 3 x 3) rounds differently from the direct sum (its constants reach 8 and
+1/24). In float32 the outputs of the faces network's layers differ from a float64 reference by
+4e-6 to 1.2e-5 of the output's largest value (the direct sums: 2e-7 to 3e-7); in float64 the
+difference is at rounding level (tested). F(2 x 2, 3 x 3), whose constants are 0, +-1 and 1/2,
+is about as accurate as the direct sum; it is used when the size is not a multiple of 4.
+
+Data movement: gathering the overlapping tiles, adding them back (overlap-add), the pixel
+shuffle and its inverse are strided rearrangements that NumPy does slowly (tiny inner loops).
+They run as compiled C (``kernels/winograd_cpu.c`` through :mod:`abp_np._cpu`) when a C
+compiler is at hand, and as the NumPy code below otherwise; the tests hold the two to the same
+results, bit for bit. The arithmetic is all BLAS GEMMs in either case.
+
+When: by default (:func:`using`), only where it was measured to pay: the compiled kernels are
+available and the layer has many pixels per input channel (:func:`worth_it`). With the NumPy
+data movement the rearrangements cost about as much as the multiplications saved.
 
 Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
 near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run.
@@ -313,16 +323,19 @@ def _overlap_add(dd, x_shape, t: _Tiling):
     return dx
 
 
-def _shuffle(Y, y, t: _Tiling) -> None:
-    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P): ``y[b, o, 2 (m ti + i) + r,
-    2 (m tj + j) + r'] = Y[i, j, r, r', o, (b, ti, tj)]``: each phase's pixels into place."""
+def _shuffle(Y, y, t: _Tiling, bias=None) -> None:
+    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P), plus the bias when given:
+    ``y[b, o, 2 (m ti + i) + r, 2 (m tj + j) + r'] = Y[i, j, r, r', o, (b, ti, tj)] + bias[o]``,
+    each phase's pixels into place."""
     if _c_kernels() and y.flags.c_contiguous:
-        _cpu.shuffle(Y, y, t.m, t.nt)
+        _cpu.shuffle(Y, y, t.m, t.nt, bias=None if bias is None else np.ascontiguousarray(bias))
         return
     n, Cout = y.shape[:2]
     m, (th, tw) = t.m, t.nt
     yv = y.reshape(n, Cout, th, m, 2, tw, m, 2)
     yv[...] = Y.reshape(m, m, 2, 2, Cout, n, th, tw).transpose(5, 4, 6, 0, 2, 7, 1, 3)
+    if bias is not None:
+        y += bias.reshape(1, Cout, 1, 1)
 
 
 def _unshuffle(dy, t: _Tiling):
@@ -342,8 +355,8 @@ def _unshuffle(dy, t: _Tiling):
 # --- forward and backward -------------------------------------------------------------------------
 
 
-def forward(x, weight, p: Plan):
-    """y (N, Cout, 2 Q, 2 Q') = the transposed convolution of x by weight, without the bias.
+def forward(x, weight, p: Plan, bias=None):
+    """y (N, Cout, 2 Q, 2 Q') = the transposed convolution of x by weight, plus the bias.
 
     Returns ``(y, ctx)``; ``ctx`` is what :func:`backward` needs (x and the transformed weights).
     """
@@ -360,7 +373,7 @@ def forward(x, weight, p: Plan):
         V = (BB @ d.reshape(a2, -1)).reshape(a2, Cin, -1)  # B^T d B for every tile
         M = np.matmul(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
         Y = AA @ M.reshape(a2, -1)  # A^T M A: (m^2, 4 Cout P)
-        _shuffle(Y, y[n0 : n0 + t.block], t)
+        _shuffle(Y, y[n0 : n0 + t.block], t, bias)
     return y, (x, U, p, weight.shape)
 
 

@@ -13,7 +13,7 @@
  *       dx[b, c, h, w] = sum of dd[i, j, c, p] over the (i, j, p) that gather_tiles reads
  *       from (h, w)
  *   shuffle        Y (m, m, s, s, Cout, P)       -> y (n, Cout, s m th, s m tw)
- *       y[b, o, s (m ti + i) + r, s (m tj + j) + r2] = Y[i, j, r, r2, o, p]
+ *       y[b, o, s (m ti + i) + r, s (m tj + j) + r2] = Y[i, j, r, r2, o, p] (+ bias[o])
  *   unshuffle      y                             -> Y   (its inverse and adjoint)
  *
  * Plain C99, one thread, compiled once by abp_np/_cpu.py with the system's C compiler and
@@ -24,9 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Each example's plane is copied into (or accumulated in) a zero-bordered scratch plane
- * `pad` of (m th + 2) x (m tw + 2): x_pad[v][w] = x[row0 + v][col0 + w]. Tile (ti, tj) reads
- * x_pad[m ti + i][m tj + j]; `tab[k]`, k = ti tw + tj, is that offset for i = j = 0. */
+/* One channel at a time, the n examples' planes are copied into (or accumulated in)
+ * zero-bordered scratch planes `pad` of (m th + 2) x (m tw + 2): x_pad[v][w] = x[row0 + v][col0 + w].
+ * Tile (ti, tj) reads x_pad[m ti + i][m tj + j]; `tab[k]`, k = ti tw + tj, is that offset for
+ * i = j = 0. So each of the a^2 outputs of a channel is written as one run of n th tw values. */
 #define ABP_DEFINE(T, SUFFIX)                                                                   \
     static void to_pad_##SUFFIX(const T *xp, T *pad, int H, int W, int row0, int col0, int hp,  \
                                 int wp) {                                                       \
@@ -44,23 +45,24 @@
     int gather_tiles_##SUFFIX(const T *x, T *d, int n, int C, int H, int W, int row0, int col0, \
                               int m, int th, int tw) {                                          \
         const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                     \
-        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P;                         \
-        T *pad = (T *)malloc(sizeof(T) * hp * wp);                                              \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp; \
+        T *pad = (T *)malloc(sizeof(T) * pp * n); /* the n padded planes of one channel */      \
         ptrdiff_t *tab = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * K);                            \
         if (!pad || !tab) { free(pad); free(tab); return 1; }                                   \
         for (int k = 0; k < K; ++k) tab[k] = (ptrdiff_t)m * (k / tw) * wp + m * (k % tw);       \
-        for (int c = 0; c < C; ++c)                                                             \
-            for (int b = 0; b < n; ++b) {                                                       \
-                to_pad_##SUFFIX(x + ((ptrdiff_t)b * C + c) * H * W, pad, H, W, row0, col0, hp,  \
-                                wp);                                                            \
-                T *out = d + (ptrdiff_t)c * P + (ptrdiff_t)b * K;                               \
-                for (int i = 0; i < a; ++i)                                                     \
-                    for (int j = 0; j < a; ++j) {                                               \
-                        const T *src = pad + i * wp + j;                                        \
-                        T *dst = out + (i * a + j) * plane;                                     \
+        for (int c = 0; c < C; ++c) {                                                           \
+            for (int b = 0; b < n; ++b)                                                         \
+                to_pad_##SUFFIX(x + ((ptrdiff_t)b * C + c) * H * W, pad + b * pp, H, W, row0,   \
+                                col0, hp, wp);                                                  \
+            for (int i = 0; i < a; ++i)                                                         \
+                for (int j = 0; j < a; ++j) {                                                   \
+                    T *dst = d + (i * a + j) * plane + (ptrdiff_t)c * P; /* n K in a row */     \
+                    for (int b = 0; b < n; ++b, dst += K) {                                     \
+                        const T *src = pad + b * pp + i * wp + j;                               \
                         for (int k = 0; k < K; ++k) dst[k] = src[tab[k]];                       \
                     }                                                                           \
-            }                                                                                   \
+                }                                                                               \
+        }                                                                                       \
         free(pad);                                                                              \
         free(tab);                                                                              \
         return 0;                                                                               \
@@ -69,29 +71,32 @@
     int overlap_add_##SUFFIX(const T *dd, T *dx, int n, int C, int H, int W, int row0,          \
                              int col0, int m, int th, int tw) {                                 \
         const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                     \
-        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P;                         \
-        T *pad = (T *)malloc(sizeof(T) * hp * wp);                                              \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp; \
+        T *pad = (T *)malloc(sizeof(T) * pp * n);                                               \
         ptrdiff_t *tab = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * K);                            \
         if (!pad || !tab) { free(pad); free(tab); return 1; }                                   \
         for (int k = 0; k < K; ++k) tab[k] = (ptrdiff_t)m * (k / tw) * wp + m * (k % tw);       \
-        for (int c = 0; c < C; ++c)                                                             \
-            for (int b = 0; b < n; ++b) {                                                       \
-                memset(pad, 0, sizeof(T) * hp * wp);                                            \
-                const T *in = dd + (ptrdiff_t)c * P + (ptrdiff_t)b * K;                         \
-                for (int i = 0; i < a; ++i) /* the same order of additions as the NumPy code */ \
-                    for (int j = 0; j < a; ++j) {                                               \
-                        T *dst = pad + i * wp + j;                                              \
-                        const T *src = in + (i * a + j) * plane;                                \
+        for (int c = 0; c < C; ++c) {                                                           \
+            memset(pad, 0, sizeof(T) * pp * n);                                                 \
+            for (int i = 0; i < a; ++i) /* the same order of additions as the NumPy code */     \
+                for (int j = 0; j < a; ++j) {                                                   \
+                    const T *src = dd + (i * a + j) * plane + (ptrdiff_t)c * P;                 \
+                    for (int b = 0; b < n; ++b, src += K) {                                     \
+                        T *dst = pad + b * pp + i * wp + j;                                     \
                         for (int k = 0; k < K; ++k) dst[tab[k]] += src[k];                      \
                     }                                                                           \
+                }                                                                               \
+            for (int b = 0; b < n; ++b) {                                                       \
                 T *xp = dx + ((ptrdiff_t)b * C + c) * H * W;                                    \
+                const T *pb = pad + b * pp;                                                     \
                 for (int h = 0; h < H; ++h)                                                     \
                     for (int w = 0; w < W; ++w) {                                               \
                         const int v = h - row0, u = w - col0;                                   \
-                        xp[h * W + w] = (v >= 0 && v < hp && u >= 0 && u < wp) ? pad[v * wp + u] \
+                        xp[h * W + w] = (v >= 0 && v < hp && u >= 0 && u < wp) ? pb[v * wp + u] \
                                                                              : (T)0;            \
                     }                                                                           \
             }                                                                                   \
+        }                                                                                       \
         free(pad);                                                                              \
         free(tab);                                                                              \
         return 0;                                                                               \
@@ -99,8 +104,9 @@
                                                                                                 \
     /* y[b, o, ho, wo] = Y[o P + b th tw + row[ho] + col[wo]] with ho = 2 (m ti + i) + r:       \
      * row[ho] = ((i m) 4 + 2 r) Cout P + ti tw, and col[wo] = (4 j + r2) Cout P + tj.          \
-     * forward = 1: Y -> y (shuffle); forward = 0: y -> Y (unshuffle). */                       \
-    int shuffle_##SUFFIX(T *Y, T *y, int n, int Cout, int m, int th, int tw, int forward) {     \
+     * forward = 1: Y -> y (shuffle, adding bias[o] unless bias is NULL); forward = 0: y -> Y. */                       \
+    int shuffle_##SUFFIX(T *Y, T *y, const T *bias, int n, int Cout, int m, int th, int tw,     \
+                         int forward) {                                                         \
         const int Ho = 2 * m * th, Wo = 2 * m * tw;                                             \
         const ptrdiff_t P = (ptrdiff_t)n * th * tw, CP = (ptrdiff_t)Cout * P;                   \
         ptrdiff_t *row = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (Ho + Wo));                    \
@@ -121,7 +127,9 @@
                 for (int ho = 0; ho < Ho; ++ho) {                                               \
                     T *yr = yp + (ptrdiff_t)ho * Wo;                                            \
                     T *Yr = Yp + row[ho];                                                       \
-                    if (forward)                                                                \
+                    if (forward && bias)                                                        \
+                        for (int wo = 0; wo < Wo; ++wo) yr[wo] = Yr[col[wo]] + bias[o];         \
+                    else if (forward)                                                           \
                         for (int wo = 0; wo < Wo; ++wo) yr[wo] = Yr[col[wo]];                   \
                     else                                                                        \
                         for (int wo = 0; wo < Wo; ++wo) Yr[col[wo]] = yr[wo];                   \
