@@ -304,23 +304,22 @@ def _gather_tiles(x, t: _Tiling):
     return d
 
 
-def _overlap_add(dd, x_shape, t: _Tiling):
-    """dx (n, C, H, W): the adjoint of :func:`_gather_tiles` (each tile added where it was read)."""
-    n, C, H, W = x_shape
+def _overlap_add(dd, out, t: _Tiling) -> None:
+    """out (n, C, H, W) <- the adjoint of :func:`_gather_tiles` applied to dd (a, a, C, P): each
+    tile's values added where the tile was read."""
+    n, C, H, W = out.shape
     a = t.m + 2
-    if _c_kernels():
-        dx = np.empty(x_shape, dtype=dd.dtype)
-        _cpu.overlap_add(dd, dx, t.row0, t.col0, t.m, t.nt)
-        return dx
-    xpad, inner, outer = _padded(x_shape, dd.dtype, t)
+    if _c_kernels() and out.flags.c_contiguous:
+        _cpu.overlap_add(dd, out, t.row0, t.col0, t.m, t.nt)
+        return
+    xpad, inner, outer = _padded(out.shape, dd.dtype, t)
     dd6 = dd.reshape(a, a, C, n, *t.nt).transpose(0, 1, 3, 2, 4, 5)  # (a, a, n, C, th, tw)
     th, tw = t.nt
     for i in range(a):
         for j in range(a):
             xpad[:, :, i : i + t.m * th : t.m, j : j + t.m * tw : t.m] += dd6[i, j]
-    dx = np.zeros(x_shape, dtype=dd.dtype)
-    dx[(..., *outer)] = xpad[(..., *inner)]
-    return dx
+    out[...] = 0
+    out[(..., *outer)] = xpad[(..., *inner)]
 
 
 def _shuffle(Y, y, t: _Tiling, bias=None) -> None:
@@ -367,13 +366,17 @@ def forward(x, weight, p: Plan, bias=None):
     U = (GG @ _combined_kernel(weight, p.s)).reshape(a2, -1, Cin)  # G K G^T: (a^2, 4 Cout, Cin)
     t = _tiling(p, x.shape, Cout, x.dtype.itemsize)
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
+    # Each temporary is released (del) once used: the peak stays at one block's worth.
     for n0 in range(0, N, t.block):
-        xb = x[n0 : n0 + t.block]
-        d = _gather_tiles(xb, t)  # (a, a, Cin, P)
+        d = _gather_tiles(x[n0 : n0 + t.block], t)  # (a, a, Cin, P)
         V = (BB @ d.reshape(a2, -1)).reshape(a2, Cin, -1)  # B^T d B for every tile
+        del d
         M = np.matmul(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
+        del V
         Y = AA @ M.reshape(a2, -1)  # A^T M A: (m^2, 4 Cout P)
+        del M
         _shuffle(Y, y[n0 : n0 + t.block], t, bias)
+        del Y
     return y, (x, U, p, weight.shape)
 
 
@@ -394,13 +397,19 @@ def backward(dy, ctx, need_param_grads: bool = True):
     for n0 in range(0, N, t.block):
         n1 = min(N, n0 + t.block)
         dY = _unshuffle(dy[n0:n1], t)  # (m, m, 2, 2, Cout, P)
-        dM = (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(a2, -1, dY.shape[-1])  # (a^2, 4Cout, P)
+        P = dY.shape[-1]
+        dM = (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(a2, -1, P)  # A dY A^T: (a^2, 4 Cout, P)
+        del dY
         dV = np.matmul(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
         if need_param_grads:  # the weight gradient's GEMMs: dU = dM V^T
-            V = (BB @ _gather_tiles(x[n0:n1], t).reshape(a2, -1)).reshape(a2, Cin, -1)
+            V = (BB @ _gather_tiles(x[n0:n1], t).reshape(a2, -1)).reshape(a2, Cin, P)
             dU += np.matmul(dM, V.transpose(0, 2, 1))
+            del V
+        del dM
         dd = BB.T @ dV.reshape(a2, -1)  # B dV B^T: (a^2, Cin P)
-        dx[n0:n1] = _overlap_add(dd.reshape(p.m + 2, p.m + 2, Cin, -1), (n1 - n0, *x.shape[1:]), t)
+        del dV
+        _overlap_add(dd.reshape(p.m + 2, p.m + 2, Cin, P), dx[n0:n1], t)
+        del dd
     if not need_param_grads:
         return dx, None
     dK = GG.T @ dU.reshape(a2, -1)  # G^T dU G: (9, 4 Cout Cin)
