@@ -1,15 +1,18 @@
-"""The CPU data-movement kernels of ``kernels/winograd_cpu.c``, called through ctypes.
+"""The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
-``winograd_cpu.c`` holds four rearrangements of the Winograd transposed convolution
-(:mod:`abp_np.winograd`) that NumPy can only do as slow strided copies. It is compiled once,
-on first use, with the system's C compiler (``$CC``, else ``cc``), into a cache folder
-(``$ABP_CACHE_DIR``, else ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name
-that includes a hash of the source and of the compiler command, so an edited source or another
-compiler builds anew. The library is then loaded with :mod:`ctypes`.
+Two small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds four
+rearrangements of the Winograd transposed convolution (:mod:`abp_np.winograd`) that NumPy can
+only do as slow strided copies, and ``batchnorm_cpu.c`` batch normalisation in two passes over
+memory where NumPy needs five or more. They are compiled once, on first use, with the system's
+C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CACHE_DIR``, else
+``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
+sources and of the compiler command, so an edited source or another compiler builds anew. The
+library is then loaded with :mod:`ctypes`.
 
 No compiler, a failed build, or ``ABP_CPU_KERNELS=0``: :func:`available` is False and
 abp_np computes everything with NumPy (:func:`reason` says why). Nothing here is needed for
-correctness; it only makes the CPU path faster.
+correctness; it only makes the CPU path faster. Like the CUDA kernels, these are used only
+while :func:`abp_np.backend.using_kernels` is on (see :func:`enabled`).
 """
 
 from __future__ import annotations
@@ -28,9 +31,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "reason", "gather_tiles", "overlap_add", "shuffle", "unshuffle"]
+from .backend import kernels_enabled
 
-_SOURCE_FILE = "winograd_cpu.c"
+__all__ = [
+    "available",
+    "enabled",
+    "reason",
+    "gather_tiles",
+    "overlap_add",
+    "shuffle",
+    "unshuffle",
+    "bn_stats",
+    "bn_scale_shift",
+    "bn_backward",
+]
+
+_SOURCE_FILES = ("winograd_cpu.c", "batchnorm_cpu.c")
 _FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]  # no -march=native: the cache may be shared
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -39,14 +55,14 @@ _lib: Any = None
 _reason: str | None = None  # why the library is not available, once tried
 
 
-def _source_path() -> Path:
+def _source_paths() -> list[Path]:
     try:
-        path = Path(str(importlib.resources.files("abp_np.kernels") / _SOURCE_FILE))
-        if path.is_file():
-            return path
+        folder = Path(str(importlib.resources.files("abp_np.kernels")))
+        if (folder / _SOURCE_FILES[0]).is_file():
+            return [folder / f for f in _SOURCE_FILES]
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "kernels" / _SOURCE_FILE
+    return [Path(__file__).resolve().parent.parent / "kernels" / f for f in _SOURCE_FILES]
 
 
 def _cache_dir() -> Path:
@@ -58,16 +74,19 @@ def _cache_dir() -> Path:
 
 def _build() -> Any:
     """Compile (if not cached) and load the library; raise RuntimeError saying what failed."""
-    src = _source_path()
-    if not src.is_file():
-        raise RuntimeError(f"{_SOURCE_FILE} not found (looked at {src})")
+    srcs = _source_paths()
+    for src in srcs:
+        if not src.is_file():
+            raise RuntimeError(f"{src.name} not found (looked at {src})")
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc!r} not on PATH); set CC to use another")
-    text = src.read_bytes()
-    key = hashlib.sha256(text + " ".join([cc, *_FLAGS, sys.platform]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join([cc, *_FLAGS, sys.platform]).encode())
+    for src in srcs:
+        digest.update(src.read_bytes())
+    key = digest.hexdigest()[:16]
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"abp_np-{os.getuid()}"):
-        lib_path = folder / f"winograd_cpu-{key}.so"
+        lib_path = folder / f"abp_np_cpu-{key}.so"
         if not lib_path.is_file():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -77,21 +96,27 @@ def _build() -> Any:
             except OSError:
                 continue  # folder not writable: try the next one
             try:
-                done = subprocess.run(
-                    [cc, *_FLAGS, "-o", tmp, str(src)], capture_output=True, text=True
-                )
+                cmd = [cc, *_FLAGS, "-o", tmp, *map(str, srcs)]
+                done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise RuntimeError(f"{cc} failed to build {src.name}: {done.stderr.strip()}")
+                    raise RuntimeError(
+                        f"{cc} failed to build the CPU kernels: {done.stderr.strip()}"
+                    )
                 os.replace(tmp, lib_path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         lib = ctypes.CDLL(str(lib_path))
-        i = ctypes.c_int
+        i, p = ctypes.c_int, ctypes.c_void_p
         for suffix in _SUFFIX.values():
             for name in ("gather_tiles", "overlap_add"):
-                getattr(lib, f"{name}_{suffix}").argtypes = [ctypes.c_void_p] * 2 + [i] * 9
-            getattr(lib, f"shuffle_{suffix}").argtypes = [ctypes.c_void_p] * 3 + [i] * 6
+                getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 9
+            getattr(lib, f"shuffle_{suffix}").argtypes = [p] * 3 + [i] * 6
+            getattr(lib, f"bn_stats_{suffix}").argtypes = [p] * 4 + [i] * 3
+            getattr(lib, f"bn_scale_shift_{suffix}").argtypes = [p] * 4 + [i] * 3
+            getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 3
+            for name in ("bn_stats", "bn_scale_shift", "bn_backward"):
+                getattr(lib, f"{name}_{suffix}").restype = None
         return lib
     raise RuntimeError("no writable cache folder for the compiled library (set ABP_CACHE_DIR)")
 
@@ -115,6 +140,11 @@ def _get() -> Any:
 def available() -> bool:
     """True when the compiled library is (or could now be) loaded."""
     return _get() is not None
+
+
+def enabled() -> bool:
+    """True when the CPU kernels should run: compiled and loaded, and kernels switched on."""
+    return kernels_enabled() and available()
 
 
 def reason() -> str | None:
@@ -178,3 +208,49 @@ def shuffle(Y, y, m: int, nt: tuple[int, int], bias=None) -> None:
 def unshuffle(y, Y, m: int, nt: tuple[int, int]) -> None:
     """Y (m, m, 2, 2, Cout, P) <- y: the inverse (and adjoint) of :func:`shuffle`."""
     _shuffle(Y, y, None, m, nt, 0)
+
+
+# --- batch normalisation ----------------------------------------------------------------------
+
+
+def _ncl(name: str, *arrays: Any) -> tuple[str, tuple[int, int, int]]:
+    """Check arrays of one (N, C, ...) shape; return the dtype suffix and (N, C, L)."""
+    sfx = _check(name, *arrays)
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays) or len(shape) < 2:
+        raise ValueError(f"_cpu.{name}: arrays of shapes {[a.shape for a in arrays]} differ")
+    N, C = shape[:2]
+    return sfx, (N, C, arrays[0].size // max(1, N * C))
+
+
+def _vectors(name: str, C: int, dtype: Any, *vectors: Any) -> None:
+    for v in vectors:
+        if not isinstance(v, np.ndarray) or v.shape != (C,) or v.dtype != dtype:
+            raise ValueError(f"_cpu.{name}: per-channel arrays must be ({C},) {dtype}")
+        if not v.flags.c_contiguous:
+            raise ValueError(f"_cpu.{name}: per-channel arrays must be contiguous")
+
+
+def bn_stats(x, xc, mean, var) -> None:
+    """xc = x - mean, with mean and (biased) var the per-channel batch statistics of x (N, C, ...)."""
+    sfx, (N, C, L) = _ncl("bn_stats", x, xc)
+    _vectors("bn_stats", C, x.dtype, mean, var)
+    fn = getattr(_get(), f"bn_stats_{sfx}")
+    fn(x.ctypes.data, xc.ctypes.data, mean.ctypes.data, var.ctypes.data, N, C, L)
+
+
+def bn_scale_shift(xc, y, scale, shift) -> None:
+    """y = xc scale[c] + shift[c] for (N, C, ...) arrays."""
+    sfx, (N, C, L) = _ncl("bn_scale_shift", xc, y)
+    _vectors("bn_scale_shift", C, xc.dtype, scale, shift)
+    fn = getattr(_get(), f"bn_scale_shift_{sfx}")
+    fn(xc.ctypes.data, y.ctypes.data, scale.ctypes.data, shift.ctypes.data, N, C, L)
+
+
+def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
+    """Batch norm's input gradient (see ``kernels/batchnorm_cpu.c``) and its two channel sums."""
+    sfx, (N, C, L) = _ncl("bn_backward", dy, xc, dx)
+    _vectors("bn_backward", C, dy.dtype, a, inv_std, sum_dy, sum_dy_xc)
+    fn = getattr(_get(), f"bn_backward_{sfx}")
+    ptrs = (dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc)
+    fn(*(q.ctypes.data for q in ptrs), N, C, L)

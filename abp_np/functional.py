@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import winograd
+from . import _cpu, winograd
 from .backend import get_array_module, kernels_enabled
 
 Pair = tuple[int, int]
@@ -565,6 +565,8 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
     xp = get_array_module(x)
     shape = [1] * x.ndim
     shape[1] = x.shape[1]
+    if mean is None and _cpu_kernels(x):  # the same sums, in 3 passes over x instead of 7
+        return _batchnorm_forward_cpu(x, gamma, beta, eps, axes, shape)
     acc = np.promote_types(x.dtype, np.float32)
     if mean is None:
         M = x.size // x.shape[1]
@@ -583,6 +585,33 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
     y += beta.reshape(shape)
     cache = (xc, inv_std, gamma, axes, shape, batch)
     return y, cache, batch_stats[0], batch_stats[1]
+
+
+def _cpu_kernels(x) -> bool:
+    """True when ``x`` is a non-empty float NumPy array and the compiled CPU kernels are on."""
+    return (
+        isinstance(x, np.ndarray)
+        and x.size > 0
+        and x.dtype in (np.float32, np.float64)
+        and _cpu.enabled()
+    )
+
+
+def _batchnorm_forward_cpu(x, gamma, beta, eps, axes, shape):
+    """:func:`batchnorm_forward` with batch statistics, by ``kernels/batchnorm_cpu.c``.
+
+    The same quantities; the sums are accumulated in double (rounding may differ from the
+    ``xp`` code in the last bits).
+    """
+    x = np.ascontiguousarray(x)
+    C = x.shape[1]
+    xc, y = np.empty_like(x), np.empty_like(x)
+    mu, v = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    _cpu.bn_stats(x, xc, mu, v)
+    inv_std = (1.0 / np.sqrt(v + eps)).astype(x.dtype, copy=False).reshape(shape)
+    scale = np.ascontiguousarray((gamma.reshape(shape) * inv_std).reshape(-1))
+    _cpu.bn_scale_shift(xc, y, scale, np.ascontiguousarray(beta))
+    return y, (xc, inv_std, gamma, axes, shape, True), mu, v
 
 
 def batchnorm_backward(dy, cache, need_param_grads=True):
@@ -605,6 +634,17 @@ def batchnorm_backward(dy, cache, need_param_grads=True):
     """
     xc, inv_std, gamma, axes, shape, batch = cache
     a = gamma.reshape(shape) * inv_std  # (1, C, 1, ...)
+    if (
+        batch and _cpu_kernels(dy) and dy.dtype == xc.dtype
+    ):  # the same formula in 2 passes, kernels/batchnorm_cpu.c
+        C = xc.shape[1]
+        dx = np.empty_like(xc)
+        sum_dy, sum_dy_xc = np.empty(C, dy.dtype), np.empty(C, dy.dtype)
+        vec = [np.ascontiguousarray(v.reshape(-1)) for v in (a, inv_std)]
+        _cpu.bn_backward(np.ascontiguousarray(dy), xc, dx, *vec, sum_dy, sum_dy_xc)
+        if not need_param_grads:
+            return dx, None, None
+        return dx, sum_dy_xc * inv_std.reshape(-1), sum_dy
     if batch:
         M = xc.size // xc.shape[1]
         sum_dy = _channel_sums(dy).reshape(shape)
