@@ -224,14 +224,16 @@ def _c_kernels() -> bool:
 
 
 def worth_it(x_shape, weight_shape) -> bool:
-    """The "auto" rule: enough pixels per input channel that the transforms pay for themselves.
+    """The "auto" rule: inputs of at least 8 x 8 pixels, and at least 2 pixels per input channel.
 
-    The transforms cost time in proportion to the activations, the saving in proportion to the
-    GEMMs; on the workloads of ``python -m abp_np.bench`` the layers with ``N H W >= 8 Cin``
-    gained (see BENCHMARKS.md), the others lost.
+    The transforms cost time in proportion to the activations and the transformed weights, the
+    saving is in proportion to the GEMMs. Measured per layer (BENCHMARKS.md): inputs of 4 x 4
+    (one 4 x 4 tile per example) gained nothing, and a layer with fewer pixels in the whole batch
+    than input channels (texture224's 512 -> 256 at 14 x 14, batch 1) lost, its transformed
+    weights being larger than its activations; the layers of 8 x 8 and more gained 10-30 %.
     """
     N, Cin, H, W = x_shape
-    return N * H * W >= 8 * Cin and weight_shape[1] >= 8
+    return H * W >= 64 and N * H * W >= 2 * Cin and weight_shape[1] >= 8
 
 
 def choose(x, weight, stride, padding, out_hw) -> Plan | None:
