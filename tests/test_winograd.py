@@ -1,0 +1,669 @@
+"""The Winograd path of the CPU transposed convolutions (``abp_np/winograd.py``) and its
+compiled data-movement kernels (``abp_np/_cpu.py``, ``kernels/winograd_cpu.c``).
+
+Where the expected values come from, never from abp_np itself:
+
+* the transposed convolution's output: the naive scatter loops of ``tests/oracles.py``
+  (``oracles.conv_transpose2d``); its input gradient: the adjoint, the naive direct
+  convolution ``oracles.conv2d``; its weight gradient and bias gradient: loops written here
+  from the definition (``dW[c, o, i, j] = sum x[n, c, ih, iw] dy[n, o, 2 ih + i - 2, ...]``);
+* the Winograd transforms: the correlation ``y[i] = sum_a d[i + a] g[a]`` by loops;
+* ``winograd.plan``: the rule its docstring states (stride 2, the phases of each axis start at
+  the same q0 with ``2 q0 = padding``, ``Q = out / 2`` outputs each, at most 3 taps, Q even;
+  m = 4 when both Q are multiples of 4, else 2), worked out by hand for each geometry;
+* the four rearrangements: loops over every index of the definitions written at the top of
+  ``kernels/winograd_cpu.c``, on integer-valued data so that every sum is exact;
+* the gradients, once more: central differences (:mod:`abp_np.gradcheck`).
+
+The compiled kernels and the NumPy data movement (``using_kernels(False)``) must agree bit
+for bit. Tests that need the compiled library skip, saying why, where it cannot be built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from abp_np import _cpu, winograd
+from abp_np.backend import using_kernels
+from abp_np.gradcheck import assert_gradients_close
+from abp_np.layers import ConvTranspose2d
+
+import oracles
+
+F64 = np.float64
+F32 = np.float32
+ROOT = Path(__file__).resolve().parent.parent
+HYPO = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+SIZES = st.sampled_from([2, 4, 6, 8])
+
+# The paper's layer: kernel 5, stride 2, padding 2, output_padding 1 (output = 2 x input).
+PAPER = {"kernel_size": 5, "stride": 2, "padding": 2, "output_padding": 1}
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def need_compiled():
+    """Skip the calling test where the compiled data-movement library is not available."""
+    if not _cpu.available():
+        pytest.skip(f"compiled CPU kernels not available: {_cpu.reason()}")
+
+
+def kernels(kind: str):
+    """``using_kernels(True)`` with the compiled library (skipping without it), or NumPy only."""
+    if kind == "compiled":
+        need_compiled()
+        return using_kernels(True)
+    return using_kernels(False)
+
+
+def make_layer(cin, cout, dtype=F64, seed=0, **geometry):
+    """A ConvTranspose2d with O(1) random weights and bias (the paper's geometry by default)."""
+    rng = np.random.default_rng(seed)
+    layer = ConvTranspose2d(cin, cout, **(geometry or PAPER), dtype=dtype, rng=rng)
+    for p in layer.params.values():
+        p[...] = rng.standard_normal(p.shape).astype(dtype)
+    return layer
+
+
+def took_winograd(layer) -> bool:
+    """True when the layer's last forward went through abp_np/winograd.py."""
+    head = layer._cache[0]
+    return isinstance(head, str) and head == "winograd"
+
+
+def run_layer(layer, x, dy):
+    """y, dx, dW, db of one forward and one full backward (copies)."""
+    y = layer.forward(x).copy()
+    dx = layer.backward(dy).copy()
+    return y, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()
+
+
+def weight_grad_loops(x, dy, kernel, stride, padding):
+    """dW[c, o, i, j] = sum over n, ih, iw of x[n, c, ih, iw] dy[n, o, oh, ow] for the
+    (oh, ow) = (s ih + i - p, s iw + j - p) inside dy (the same s and p on both axes)."""
+    N, Cin, H, W = x.shape
+    Cout, Hout, Wout = dy.shape[1:]
+    kh, kw = kernel
+    dW = np.zeros((Cin, Cout, kh, kw))
+    for i in range(kh):
+        for j in range(kw):
+            for ih in range(H):
+                oh = stride * ih + i - padding
+                if not 0 <= oh < Hout:
+                    continue
+                for iw in range(W):
+                    ow = stride * iw + j - padding
+                    if 0 <= ow < Wout:
+                        dW[:, :, i, j] += x[:, :, ih, iw].T @ dy[:, :, oh, ow]  # (Cin, Cout)
+    return dW
+
+
+def check_against_oracles(layer, x, rng):
+    """Forward, dx, dW and db of ``layer`` (float64) against the oracles; returns them."""
+    (s, _), (p, _) = layer.stride, layer.padding
+    w, b = layer.params["weight"], layer.params["bias"]
+    y_expected = oracles.conv_transpose2d(
+        x, w, b, layer.stride, layer.padding, layer.output_padding
+    )
+    dy = rng.standard_normal(y_expected.shape)
+    y, dx, dW, db = run_layer(layer, x, dy)
+    assert took_winograd(layer)
+    np.testing.assert_allclose(y, y_expected, rtol=1e-10, atol=1e-12)
+    dx_expected = oracles.conv2d(dy, w, layer.stride, layer.padding, x.shape[2:])
+    np.testing.assert_allclose(dx, dx_expected, rtol=1e-10, atol=1e-12)
+    dW_expected = weight_grad_loops(x, dy, layer.kernel_size, s, p)
+    np.testing.assert_allclose(dW, dW_expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-12)
+    return y, dx, dW, db
+
+
+# --- 1. the transforms ----------------------------------------------------------------------------
+
+
+def correlate1d(d, g):
+    """y[i] = sum_a d[i + a] g[a], the m = len(d) - 2 outputs."""
+    return np.array([sum(d[i + a] * g[a] for a in range(3)) for i in range(len(d) - 2)])
+
+
+def correlate2d(d, g):
+    """Y[u, v] = sum_(a, b) d[u + a, v + b] g[a, b] for a square tile d and a 3 x 3 filter g."""
+    m = d.shape[0] - 2
+    Y = np.zeros((m, m))
+    for u in range(m):
+        for v in range(m):
+            for a in range(3):
+                for b in range(3):
+                    Y[u, v] += d[u + a, v + b] * g[a, b]
+    return Y
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transforms_compute_the_1d_correlation(m):
+    """A^T [(G g) * (B^T d)] is the 3-tap correlation of a tile of m + 2 values."""
+    rng = np.random.default_rng(m)
+    BT, G, AT = (np.array(t[m], dtype=F64) for t in (winograd._BT, winograd._G, winograd._AT))
+    assert BT.shape == (m + 2, m + 2) and G.shape == (m + 2, 3) and AT.shape == (m, m + 2)
+    for _ in range(5):
+        d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+        np.testing.assert_allclose(
+            AT @ ((G @ g) * (BT @ d)), correlate1d(d, g), rtol=1e-12, atol=1e-13
+        )
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transforms_compute_the_2d_correlation(m):
+    """The Kronecker forms: AA [(GG g) * (BB d)] is the 3 x 3 correlation of an a x a tile."""
+    a = m + 2
+    BB, GG, AA = winograd.transforms(m)
+    assert BB.shape == (a * a, a * a) and GG.shape == (a * a, 9) and AA.shape == (m * m, a * a)
+    assert all(t.dtype == F64 for t in (BB, GG, AA))
+    assert all(t.dtype == F32 for t in winograd.transforms(m, F32))
+    rng = np.random.default_rng(10 + m)
+    for _ in range(5):
+        d, g = rng.standard_normal((a, a)), rng.standard_normal((3, 3))
+        got = (AA @ ((GG @ g.ravel()) * (BB @ d.ravel()))).reshape(m, m)
+        np.testing.assert_allclose(got, correlate2d(d, g), rtol=1e-12, atol=1e-12)
+
+
+# --- 2. which layers qualify ------------------------------------------------------------------------
+
+
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1, 6),
+    h=st.integers(1, 8).map(lambda k: 2 * k),
+    w=st.integers(1, 8).map(lambda k: 2 * k),
+)
+@HYPO
+def test_plan_for_the_papers_layers(n, c, h, w):
+    """Kernel 5, stride 2, padding 2, output 2H x 2W: m = 4 when H and W are multiples of 4."""
+    p = winograd.plan((n, c, h, w), (c, 3, 5, 5), (2, 2), (2, 2), (2 * h, 2 * w))
+    m = 4 if h % 4 == 0 and w % 4 == 0 else 2
+    # both phases of an axis start at q0 = padding / 2 = 1 and hold Q = H outputs
+    assert p == winograd.Plan(m, 2, (1, 1), (h, w))
+
+
+@pytest.mark.parametrize(
+    "why, x_shape, kernel, stride, padding, out_hw",
+    [
+        ("stride 1", (1, 2, 4, 4), 5, (1, 1), (2, 2), (4, 4)),
+        ("stride (2, 1)", (1, 2, 4, 4), 5, (2, 1), (2, 2), (8, 4)),
+        # kernel 3, padding 1, output_padding 1: phase 0 starts at q0 = 1, phase 1 at q0 = 0
+        ("kernel 3 padding 1", (1, 2, 4, 4), 3, (2, 2), (1, 1), (8, 8)),
+        # kernel 7, padding 3: q0 = 2 and 1
+        ("kernel 7 padding 3", (1, 2, 4, 4), 7, (2, 2), (3, 3), (8, 8)),
+        # kernel 5, padding 2, output_padding 0: output 2H - 1, phase 1 has H - 1 outputs
+        ("output 2H - 1", (1, 2, 4, 4), 5, (2, 2), (2, 2), (7, 7)),
+        ("odd H", (1, 2, 3, 4), 5, (2, 2), (2, 2), (6, 8)),
+        ("odd W", (1, 2, 4, 5), 5, (2, 2), (2, 2), (8, 10)),
+    ],
+)
+def test_plan_refuses_other_geometries(why, x_shape, kernel, stride, padding, out_hw):
+    """None for every geometry that breaks one of the rule's conditions."""
+    weight_shape = (x_shape[1], 3, kernel, kernel)
+    assert winograd.plan(x_shape, weight_shape, stride, padding, out_hw) is None, why
+
+
+# --- 3. the paper's layer against the oracles, both data movements ----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@given(
+    n=st.integers(1, 3),
+    cin=st.integers(1, 4),
+    cout=st.integers(1, 4),
+    h=SIZES,
+    w=SIZES,
+    seed=st.integers(0, 2**16),
+)
+@HYPO
+def test_layer_matches_oracles(kind, n, cin, cout, h, w, seed):
+    """Forward, dx, dW and db of the paper's layer under using("on") equal the oracles'."""
+    rng = np.random.default_rng(seed)
+    layer = make_layer(cin, cout, seed=seed)
+    x = rng.standard_normal((n, cin, h, w))
+    with kernels(kind), winograd.using("on"):
+        check_against_oracles(layer, x, rng)
+
+
+@given(
+    n=st.integers(1, 4),
+    cin=st.integers(1, 6),
+    cout=st.integers(1, 6),
+    h=SIZES,
+    w=SIZES,
+    dtype=st.sampled_from([F32, F64]),
+    seed=st.integers(0, 2**16),
+)
+@HYPO
+def test_compiled_and_numpy_data_movement_agree_bitwise(n, cin, cout, h, w, dtype, seed):
+    """The compiled kernels and the NumPy rearrangements give the same bits: y, dx, dW, db."""
+    need_compiled()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    dy = rng.standard_normal((n, cout, 2 * h, 2 * w)).astype(dtype)
+    results = []
+    for on in (True, False):
+        layer = make_layer(cin, cout, dtype=dtype, seed=seed)
+        with using_kernels(on), winograd.using("on"):
+            results.append(run_layer(layer, x, dy))
+        assert took_winograd(layer)
+    for compiled, numpy in zip(*results):
+        np.testing.assert_array_equal(compiled, numpy)
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@pytest.mark.parametrize(
+    "geometry, hw",
+    [
+        # kernel 6, padding 2, output_padding 0: output 2H, three taps per phase, q0 = 1
+        ({"kernel_size": 6, "stride": 2, "padding": 2, "output_padding": 0}, (4, 6)),
+        # kernel 4, padding 2, output_padding 0: output 2 (H - 1), two taps per phase
+        ({"kernel_size": 4, "stride": 2, "padding": 2, "output_padding": 0}, (5, 3)),
+        # kernel 3, padding 2, output_padding 1: output 2 (H - 1), two and one taps
+        ({"kernel_size": 3, "stride": 2, "padding": 2, "output_padding": 1}, (9, 5)),
+        # a non-square kernel: 5 rows (output 2H) and 6 columns (output 2W)
+        ({"kernel_size": (5, 6), "stride": 2, "padding": 2, "output_padding": (1, 0)}, (4, 6)),
+    ],
+)
+def test_other_geometries_the_rule_admits(kind, geometry, hw):
+    """Layers other than the paper's that satisfy the rule are computed correctly too."""
+    rng = np.random.default_rng(3)
+    layer = make_layer(3, 2, **geometry)
+    x = rng.standard_normal((2, 3, *hw))
+    with kernels(kind), winograd.using("on"):
+        check_against_oracles(layer, x, rng)
+
+
+# --- 4. the inferential pass ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@pytest.mark.parametrize("hw", [(4, 8), (6, 2)])
+def test_need_param_grads_false_gives_the_same_dx(kind, hw):
+    """backward(dy, need_param_grads=False): the same dx, bit for bit, and no gradient stored."""
+    rng = np.random.default_rng(4)
+    layer = make_layer(3, 5)
+    x = rng.standard_normal((3, 3, *hw))
+    dy = rng.standard_normal((3, 5, 2 * hw[0], 2 * hw[1]))
+    with kernels(kind), winograd.using("on"):
+        layer.forward(x)
+        assert took_winograd(layer)
+        dx_full = layer.backward(dy).copy()
+        layer.zero_grad()
+        dx = layer.backward(dy, need_param_grads=False)
+        # a non-contiguous dy (a layer above may hand one down) changes nothing either
+        dx_fortran = layer.backward(np.asfortranarray(dy), need_param_grads=False)
+    np.testing.assert_array_equal(dx, dx_full)
+    np.testing.assert_array_equal(dx_fortran, dx_full)
+    assert all(not g.any() for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+def test_non_contiguous_input_gives_the_same_results(kind):
+    """A Fortran-ordered or strided x and dy give the same y, dx and dW, bit for bit."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 8, 4))
+    dy = rng.standard_normal((2, 5, 16, 8))
+    wide = np.zeros((2, 3, 8, 8))
+    wide[..., ::2] = x
+    with kernels(kind), winograd.using("on"):
+        expected = run_layer(make_layer(3, 5), x, dy)
+        fortran = run_layer(make_layer(3, 5), np.asfortranarray(x), np.asfortranarray(dy))
+        strided = run_layer(make_layer(3, 5), wide[..., ::2], dy)
+    for got in (fortran, strided):
+        for a, b in zip(got[:3], expected[:3]):
+            np.testing.assert_array_equal(a, b)
+        # db is NumPy's own sum of dy, whose rounding depends on dy's memory order
+        np.testing.assert_allclose(got[3], expected[3], rtol=1e-12)
+
+
+# --- 5. blocks of examples --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@pytest.mark.parametrize("per_block", [1, 3])
+def test_blocks_of_examples_give_the_same_results(kind, per_block, monkeypatch):
+    """Cutting the batch into blocks of 1 or 3 examples changes neither y, dx, dW nor db."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 4, 6))
+    dy = rng.standard_normal((4, 4, 8, 12))
+    # m = 2 (Q = 4 x 6): 2 x 3 tiles of 4 x 4 per example, so the product M of one example
+    # holds 16 x (4 phases x 4 Cout) x 6 float64 numbers
+    m_bytes_per_example = 16 * 4 * 4 * 6 * 8
+    with kernels(kind), winograd.using("on"):
+        whole = run_layer(make_layer(3, 4), x, dy)
+        blocks = []
+        gather = winograd._gather_tiles
+        monkeypatch.setattr(
+            winograd, "_gather_tiles", lambda xb, t: blocks.append(len(xb)) or gather(xb, t)
+        )
+        monkeypatch.setattr(winograd, "BLOCK_BYTES", per_block * m_bytes_per_example)
+        layer = make_layer(3, 4)
+        split = run_layer(layer, x, dy)
+    assert took_winograd(layer)
+    # the forward pass gathers the tiles of each block, and so does dW in the backward pass
+    expected_blocks = [1, 1, 1, 1] if per_block == 1 else [3, 1]
+    assert blocks == 2 * expected_blocks
+    for a, b in zip(split, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+# --- 6. float32 -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@pytest.mark.parametrize("hw", [(8, 8), (6, 4)])
+def test_float32_is_close_to_the_float64_oracle(kind, hw):
+    """A float32 layer's output lies within 2e-5 max|y| of the float64 oracle, same weights."""
+    rng = np.random.default_rng(6)
+    layer = make_layer(6, 5, dtype=F32)
+    x = rng.standard_normal((2, 6, *hw)).astype(F32)
+    with kernels(kind), winograd.using("on"):
+        y = layer.forward(x)
+    assert took_winograd(layer) and y.dtype == F32
+    p = layer.params
+    y64 = oracles.conv_transpose2d(x, p["weight"], p["bias"], (2, 2), (2, 2), (1, 1))
+    assert np.abs(y - y64).max() <= 2e-5 * np.abs(y64).max()
+
+
+# --- 7. finite differences --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["compiled", "numpy"])
+@pytest.mark.parametrize("hw", [(4, 4), (2, 6)])
+def test_gradients_match_finite_differences(kind, hw):
+    """dx, dW and db agree with central differences of <forward(x), g> (float64)."""
+    rng = np.random.default_rng(7)
+    layer = make_layer(2, 3)
+    x = rng.standard_normal((2, 2, *hw))
+    with kernels(kind), winograd.using("on"):
+        assert_gradients_close(layer, x, rng=rng)
+        assert took_winograd(layer)
+
+
+# --- 8. when the path is taken ----------------------------------------------------------------------
+
+
+def test_auto_skips_small_layers():
+    """auto: a 2 x 2 input (one example, 4 channels) keeps the ordinary path."""
+    layer = make_layer(4, 8)
+    with winograd.using("auto"):
+        layer.forward(np.ones((1, 4, 2, 2)))
+    assert not took_winograd(layer)
+
+
+# The "auto" rule (winograd.worth_it): H W >= 64, N H W >= 2 Cin and Cout >= 8, and the
+# compiled kernels available and switched on.
+AUTO_CASES = [
+    ((1, 4, 8, 8), 8, True),
+    ((2, 4, 16, 4), 8, True),  # H W = 64, not square
+    ((1, 32, 8, 8), 8, True),  # N H W = 64 = 2 Cin
+    ((1, 33, 8, 8), 8, False),  # N H W = 64 < 2 Cin = 66
+    ((1, 4, 8, 8), 7, False),  # too few output channels
+    ((4, 4, 4, 4), 8, False),  # H W = 16 < 64, however large the batch
+    ((2, 4, 8, 6), 8, False),  # H W = 48 < 64
+]
+
+
+@pytest.mark.parametrize("x_shape, cout, takes_it", AUTO_CASES)
+def test_auto_rule(x_shape, cout, takes_it):
+    """auto takes the path exactly for the layers the rule names, and never without kernels."""
+    need_compiled()
+    layer = make_layer(x_shape[1], cout)
+    with winograd.using("auto"):
+        layer.forward(np.ones(x_shape))
+        assert took_winograd(layer) == takes_it
+        with using_kernels(False):  # auto needs the compiled kernels
+            layer.forward(np.ones(x_shape))
+            assert not took_winograd(layer)
+
+
+def test_off_and_on():
+    """off: no layer takes the path; on: every layer whose geometry fits, small ones too."""
+    big, small = np.ones((2, 4, 4, 4)), np.ones((1, 4, 2, 2))
+    for x in (big, small):
+        layer = make_layer(4, 8)
+        with winograd.using("off"):
+            layer.forward(x)
+        assert not took_winograd(layer)
+        with winograd.using("on"):
+            layer.forward(x)
+        assert took_winograd(layer)
+    layer = make_layer(4, 8, kernel_size=3, stride=2, padding=1, output_padding=1)
+    with winograd.using("on"):  # a geometry that does not fit
+        layer.forward(small)
+    assert not took_winograd(layer)
+
+
+def test_using_rejects_unknown_modes():
+    """using("bogus") raises ValueError and leaves the mode as it was."""
+    before = winograd.mode()
+    with pytest.raises(ValueError, match="bogus"), winograd.using("bogus"):
+        pass
+    assert winograd.mode() == before
+    with winograd.using("off"):
+        assert winograd.mode() == "off"
+    assert winograd.mode() == before
+
+
+# --- 9. the four rearrangements, element by element -------------------------------------------------
+
+
+def gather_loops(x, row0, col0, m, nt):
+    """d[i, j, c, p] = x[b, c, row0 + m ti + i, col0 + m tj + j] (0 outside x)."""
+    n, C, H, W = x.shape
+    th, tw = nt
+    d = np.zeros((m + 2, m + 2, C, n * th * tw), dtype=x.dtype)
+    for b in range(n):
+        for ti in range(th):
+            for tj in range(tw):
+                p = (b * th + ti) * tw + tj
+                for i in range(m + 2):
+                    for j in range(m + 2):
+                        h, w = row0 + m * ti + i, col0 + m * tj + j
+                        if 0 <= h < H and 0 <= w < W:
+                            d[i, j, :, p] = x[b, :, h, w]
+    return d
+
+
+def overlap_add_loops(dd, x_shape, row0, col0, m, nt):
+    """dx[b, c, h, w] = sum of dd[i, j, c, p] over the (i, j, p) that gather reads from (h, w)."""
+    n, C, H, W = x_shape
+    th, tw = nt
+    dx = np.zeros(x_shape, dtype=dd.dtype)
+    for b in range(n):
+        for ti in range(th):
+            for tj in range(tw):
+                p = (b * th + ti) * tw + tj
+                for i in range(m + 2):
+                    for j in range(m + 2):
+                        h, w = row0 + m * ti + i, col0 + m * tj + j
+                        if 0 <= h < H and 0 <= w < W:
+                            dx[b, :, h, w] += dd[i, j, :, p]
+    return dx
+
+
+def shuffle_loops(Y, n, m, nt, bias=None):
+    """y[b, o, 2 (m ti + i) + r, 2 (m tj + j) + r2] = Y[i, j, r, r2, o, p] (+ bias[o])."""
+    th, tw = nt
+    Cout = Y.shape[4]
+    y = np.zeros((n, Cout, 2 * m * th, 2 * m * tw), dtype=Y.dtype)
+    for b in range(n):
+        for ti in range(th):
+            for tj in range(tw):
+                p = (b * th + ti) * tw + tj
+                for i in range(m):
+                    for j in range(m):
+                        for r in range(2):
+                            for r2 in range(2):
+                                oh, ow = 2 * (m * ti + i) + r, 2 * (m * tj + j) + r2
+                                y[b, :, oh, ow] = Y[i, j, r, r2, :, p]
+                                if bias is not None:
+                                    y[b, :, oh, ow] += bias
+    return y
+
+
+# (x shape, row0, col0, m, tiles): the paper's tiling (row0 = col0 = -1, H = m th), and tilings
+# that start inside x, start two columns left of it, stop short of its end or run past it.
+TILINGS = [
+    ((2, 3, 4, 8), -1, -1, 4, (1, 2)),
+    ((2, 2, 6, 4), -1, -1, 2, (3, 2)),
+    ((1, 2, 5, 7), 0, -2, 2, (2, 3)),
+    ((3, 1, 9, 3), 1, -1, 4, (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("x_shape, row0, col0, m, nt", TILINGS)
+def test_compiled_rearrangements_match_their_definitions(dtype, x_shape, row0, col0, m, nt):
+    """_cpu's gather_tiles, overlap_add, shuffle and unshuffle, element for element.
+
+    Outputs start filled with NaN, so an element the C code forgets to write shows up.
+    """
+    need_compiled()
+    rng = np.random.default_rng(9)
+    n, C = x_shape[:2]
+    a, P, Cout = m + 2, n * nt[0] * nt[1], 3
+    y_shape = (n, Cout, 2 * m * nt[0], 2 * m * nt[1])
+
+    def ints(*shape):  # small integers: every sum below is exact in float32 and float64
+        return rng.integers(-8, 9, size=shape).astype(dtype)
+
+    x = ints(*x_shape)
+    d = np.full((a, a, C, P), np.nan, dtype)
+    _cpu.gather_tiles(x, d, row0, col0, m, nt)
+    np.testing.assert_array_equal(d, gather_loops(x, row0, col0, m, nt))
+
+    dd = ints(a, a, C, P)
+    dx = np.full(x_shape, np.nan, dtype)
+    _cpu.overlap_add(dd, dx, row0, col0, m, nt)
+    np.testing.assert_array_equal(dx, overlap_add_loops(dd, x_shape, row0, col0, m, nt))
+
+    Y, bias = ints(m, m, 2, 2, Cout, P), ints(Cout)
+    y = np.full(y_shape, np.nan, dtype)
+    _cpu.shuffle(Y, y, m, nt)
+    np.testing.assert_array_equal(y, shuffle_loops(Y, n, m, nt))
+    Y_back = np.full(Y.shape, np.nan, dtype)
+    _cpu.unshuffle(y, Y_back, m, nt)
+    np.testing.assert_array_equal(Y_back, Y)  # the inverse
+    y = np.full(y_shape, np.nan, dtype)
+    _cpu.shuffle(Y, y, m, nt, bias=bias)
+    np.testing.assert_array_equal(y, shuffle_loops(Y, n, m, nt, bias))
+
+
+def test_compiled_wrappers_reject_bad_arrays():
+    """Mixed dtypes, non-contiguous arrays, wrong shapes and integer arrays: ValueError."""
+    need_compiled()
+    x = np.zeros((1, 2, 4, 4), dtype=F32)
+    d = np.zeros((6, 6, 2, 1), dtype=F64)
+    with pytest.raises(ValueError, match="dtype"):
+        _cpu.gather_tiles(x, d, -1, -1, 4, (1, 1))
+    x64 = np.zeros((1, 2, 4, 8), dtype=F64)[..., ::2]  # a strided view
+    assert not x64.flags.c_contiguous
+    with pytest.raises(ValueError, match="contiguous"):
+        _cpu.gather_tiles(x64, d, -1, -1, 4, (1, 1))
+    with pytest.raises(ValueError, match="shape"):
+        _cpu.gather_tiles(np.zeros((1, 2, 4, 4)), np.zeros((6, 6, 2, 2)), -1, -1, 4, (1, 1))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _cpu.overlap_add(
+            np.zeros((6, 6, 2, 1), np.int64), np.zeros((1, 2, 4, 4), np.int64), -1, -1, 4, (1, 1)
+        )
+    Y, y = np.zeros((4, 4, 2, 2, 3, 1)), np.zeros((1, 3, 8, 8))
+    with pytest.raises(ValueError, match="do not match"):
+        _cpu.shuffle(Y, y[..., :6].copy(), 4, (1, 1))
+    with pytest.raises(ValueError, match="bias"):
+        _cpu.shuffle(Y, y, 4, (1, 1), bias=np.zeros(4))
+
+
+# --- 10. without the compiled library ---------------------------------------------------------------
+
+
+def run_python(code: str, **env_changes: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter (repository root, tests/ importable); its stdout lines."""
+    env = dict(os.environ, **env_changes)
+    paths = [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_turned_off_by_the_environment():
+    """ABP_CPU_KERNELS=0: not available, and reason() names the variable."""
+    available, reason = run_python(
+        """
+        from abp_np import _cpu
+        print(_cpu.available())
+        print(_cpu.reason())
+        """,
+        ABP_CPU_KERNELS="0",
+    )
+    assert available == "False"
+    assert "ABP_CPU_KERNELS" in reason
+
+
+def test_failed_build_falls_back_to_numpy(tmp_path):
+    """A compiler that fails: not available, reason() says so, and the layer is still right."""
+    lines = run_python(
+        """
+        import numpy as np
+        import oracles
+        from abp_np import _cpu, winograd
+        from abp_np.layers import ConvTranspose2d
+
+        print(_cpu.available())
+        print(_cpu.reason())
+        rng = np.random.default_rng(0)
+        layer = ConvTranspose2d(3, 4, 5, stride=2, padding=2, output_padding=1,
+                                dtype=np.float64, rng=rng)
+        layer.params["bias"][...] = rng.standard_normal(4)
+        x = rng.standard_normal((2, 3, 4, 6))
+        with winograd.using("on"):
+            y = layer.forward(x)
+        print(layer._cache[0])
+        w, b = layer.params["weight"], layer.params["bias"]
+        expected = oracles.conv_transpose2d(x, w, b, (2, 2), (2, 2), (1, 1))
+        print(np.allclose(y, expected, rtol=1e-10, atol=1e-12))
+        big = ConvTranspose2d(3, 8, 5, stride=2, padding=2, output_padding=1,
+                              dtype=np.float64, rng=rng)
+        x_big = np.ones((2, 3, 8, 8))
+        print(winograd.worth_it(x_big.shape, big.params["weight"].shape))
+        with winograd.using("auto"):
+            big.forward(x_big)
+        print(isinstance(big._cache[0], str))
+        """,
+        CC=shutil.which("false") or "/bin/false",  # a "compiler" that always fails
+        ABP_CACHE_DIR=str(tmp_path),
+        ABP_CPU_KERNELS="1",
+    )
+    available, reason, path, matches, worth_it, auto_took_it = lines
+    assert available == "False"
+    assert "failed to build" in reason
+    assert path == "winograd"  # "on" takes the path with the NumPy data movement
+    assert matches == "True"
+    assert worth_it == "True"  # a layer "auto" would pick with the compiled kernels,
+    assert auto_took_it == "False"  # but it needs them
+    assert list(tmp_path.iterdir()) == []  # no half-built library left behind
