@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _cpu, winograd
 from . import layers as L
 from .abp import ABP
 from .backend import resolve_device, to_numpy
@@ -488,6 +489,8 @@ def measure_memory(args: argparse.Namespace, which: str) -> float | None:
         str(args.seed),
         "--memory-probe",
         which,
+        "--winograd",
+        args.winograd,
     ]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
@@ -680,6 +683,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="show how the cost grows with batch, Langevin steps or pixels",
     )
+    p.add_argument(
+        "--winograd",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="CPU Winograd path of the transposed convolutions (abp_np.winograd.using)",
+    )
     p.add_argument("--memory-probe", choices=["abp", "torch"], default=None, help=argparse.SUPPRESS)
     return p
 
@@ -702,6 +711,11 @@ def _machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
+    with winograd.using(args.winograd):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.iterations < 1:
         raise SystemExit("--iterations must be >= 1")
     if args.batch is not None and args.batch < 1:
@@ -737,6 +751,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": args.device,
         "threads": args.threads,
         "blas_threads_set": blas_set,
+        "winograd": args.winograd,
+        "cpu_kernels": _cpu.available(),
         **_machine(),
     }
     if torch is not None:
@@ -747,6 +763,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.device}, {res['cpu']}, {args.threads} threads, numpy {np.__version__}"
         + (f", torch {torch.__version__}" if torch is not None else "")
     )
+    if args.device == "cpu":
+        kernels = "compiled" if _cpu.available() else f"not available ({_cpu.reason()})"
+        print(f"CPU kernels: {kernels}; Winograd path: {args.winograd}")
 
     if args.sweep:
         rows = sweep(args, torch)

@@ -590,7 +590,7 @@ def batchnorm_forward(x, gamma, beta, eps, axes, mean=None, var=None):
 def _cpu_kernels(x) -> bool:
     """True when ``x`` is a non-empty float NumPy array and the compiled CPU kernels are on."""
     return (
-        isinstance(x, np.ndarray)
+        get_array_module(x) is np
         and x.size > 0
         and x.dtype in (np.float32, np.float64)
         and _cpu.enabled()
