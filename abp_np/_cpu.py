@@ -6,7 +6,8 @@ only do as slow strided copies, and ``batchnorm_cpu.c`` batch normalisation in t
 memory where NumPy needs five or more. They are compiled once, on first use, with the system's
 C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
-sources and of the compiler command, so an edited source or another compiler builds anew. The
+sources and of the compiler command, so an edited source or another compiler builds anew; a
+folder that others may write to is not used (it could hand over someone else's library). The
 library is then loaded with :mod:`ctypes`.
 
 No compiler, a failed build, or ``ABP_CPU_KERNELS=0``: :func:`available` is False and
@@ -87,9 +88,14 @@ def _build() -> Any:
     key = digest.hexdigest()[:16]
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"abp_np-{os.getuid()}"):
         lib_path = folder / f"abp_np_cpu-{key}.so"
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            continue
+        if not _private(folder):
+            continue  # a folder others can write to could hand us their library: skip it
         if not lib_path.is_file():
             try:
-                folder.mkdir(parents=True, exist_ok=True)
                 # build under a temporary name, then rename: a reader never sees half a file
                 fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
                 os.close(fd)
@@ -118,7 +124,18 @@ def _build() -> Any:
             for name in ("bn_stats", "bn_scale_shift", "bn_backward"):
                 getattr(lib, f"{name}_{suffix}").restype = None
         return lib
-    raise RuntimeError("no writable cache folder for the compiled library (set ABP_CACHE_DIR)")
+    raise RuntimeError(
+        "no private, writable cache folder for the compiled library (set ABP_CACHE_DIR to one)"
+    )
+
+
+def _private(folder: Path) -> bool:
+    """True when ``folder`` belongs to this user and nobody else may write to it."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def _get() -> Any:

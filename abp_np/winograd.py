@@ -224,16 +224,18 @@ def _c_kernels() -> bool:
 
 
 def worth_it(x_shape, weight_shape) -> bool:
-    """The "auto" rule: inputs of at least 8 x 8 pixels, and at least 2 pixels per input channel.
+    """The "auto" rule: inputs of at least 8 x 8 pixels, and transformed weights U at most 8 x
+    the size of the input (``36 * 4 Cout * Cin <= 8 N Cin H W``, i.e. ``N H W >= 18 Cout``).
 
     The transforms cost time in proportion to the activations and the transformed weights, the
     saving is in proportion to the GEMMs. Measured per layer (BENCHMARKS.md): inputs of 4 x 4
-    (one 4 x 4 tile per example) gained nothing, and a layer with fewer pixels in the whole batch
-    than input channels (texture224's 512 -> 256 at 14 x 14, batch 1) lost, its transformed
-    weights being larger than its activations; the layers of 8 x 8 and more gained 10-30 %.
+    (one 4 x 4 tile per example) gained nothing; layers whose U dwarfs their input (the first
+    layers of the texture network at batch 1) lost time or raised the peak memory above that
+    of the direct path; the layers of 8 x 8 and more with a batch of images gained 10-30 %.
     """
     N, Cin, H, W = x_shape
-    return H * W >= 64 and N * H * W >= 2 * Cin and weight_shape[1] >= 8
+    Cout = weight_shape[1]
+    return H * W >= 64 and N * H * W >= 18 * Cout and Cout >= 8
 
 
 def choose(x, weight, stride, padding, out_hw) -> Plan | None:

@@ -408,16 +408,18 @@ def test_auto_skips_small_layers():
     assert not took_winograd(layer)
 
 
-# The "auto" rule (winograd.worth_it): H W >= 64, N H W >= 2 Cin and Cout >= 8, and the
-# compiled kernels available and switched on.
+# The "auto" rule (winograd.worth_it): H W >= 64, N H W >= 18 Cout (the transformed weights,
+# 144 Cout Cin values, at most 8 x the input's N Cin H W) and Cout >= 8, and the compiled
+# kernels available and switched on.
 AUTO_CASES = [
-    ((1, 4, 8, 8), 8, True),
-    ((2, 4, 16, 4), 8, True),  # H W = 64, not square
-    ((1, 32, 8, 8), 8, True),  # N H W = 64 = 2 Cin
-    ((1, 33, 8, 8), 8, False),  # N H W = 64 < 2 Cin = 66
-    ((1, 4, 8, 8), 7, False),  # too few output channels
-    ((4, 4, 4, 4), 8, False),  # H W = 16 < 64, however large the batch
-    ((2, 4, 8, 6), 8, False),  # H W = 48 < 64
+    ((3, 4, 8, 8), 8, True),  # N H W = 192 >= 18 Cout = 144
+    ((3, 4, 16, 4), 8, True),  # H W = 64, not square
+    ((9, 2, 8, 8), 32, True),  # N H W = 576 = 18 Cout
+    ((9, 2, 8, 8), 33, False),  # N H W = 576 < 18 Cout = 594
+    ((1, 4, 8, 8), 8, False),  # N H W = 64 < 144: U would dwarf the input
+    ((3, 4, 8, 8), 7, False),  # too few output channels
+    ((40, 4, 4, 4), 8, False),  # H W = 16 < 64, however large the batch
+    ((4, 4, 8, 6), 8, False),  # H W = 48 < 64
 ]
 
 
@@ -649,7 +651,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
         print(np.allclose(y, expected, rtol=1e-10, atol=1e-12))
         big = ConvTranspose2d(3, 8, 5, stride=2, padding=2, output_padding=1,
                               dtype=np.float64, rng=rng)
-        x_big = np.ones((2, 3, 8, 8))
+        x_big = np.ones((3, 3, 8, 8))
         print(winograd.worth_it(x_big.shape, big.params["weight"].shape))
         with winograd.using("auto"):
             big.forward(x_big)
