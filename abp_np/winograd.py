@@ -72,7 +72,17 @@ import numpy as np
 
 from . import _cpu
 
-__all__ = ["Plan", "backward", "choose", "forward", "mode", "plan", "transforms", "using", "worth_it"]
+__all__ = [
+    "Plan",
+    "backward",
+    "choose",
+    "forward",
+    "mode",
+    "plan",
+    "transforms",
+    "using",
+    "worth_it",
+]
 
 #: Target size of the largest per-block temporary; the batch is cut into blocks of examples.
 BLOCK_BYTES = 8 * 2**20
