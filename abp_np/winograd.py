@@ -65,6 +65,7 @@ near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GE
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -124,9 +125,18 @@ def transforms(m: int, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray,
     With ``a = m + 2``: ``BB = B^T (x) B^T`` (a^2, a^2) maps a tile d (a, a), flattened, to
     ``B^T d B``; ``GG = G (x) G`` (a^2, 9) maps a 3 x 3 filter to ``G g G^T``; ``AA = A^T (x) A^T``
     (m^2, a^2) maps the product back to the m x m outputs (``(x)``: Kronecker product).
+    Built once per (m, dtype) and returned read-only.
     """
+    return _transforms(int(m), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=8)
+def _transforms(m: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     BT, G, AT = (np.array(t[m], dtype=np.float64) for t in (_BT, _G, _AT))
-    return tuple(np.kron(t, t).astype(dtype) for t in (BT, G, AT))  # type: ignore[return-value]
+    out = tuple(np.kron(t, t).astype(dtype) for t in (BT, G, AT))
+    for a in out:
+        a.flags.writeable = False
+    return out  # type: ignore[return-value]
 
 
 class Plan(NamedTuple):
