@@ -86,7 +86,10 @@ def _build() -> Any:
     for src in srcs:
         digest.update(src.read_bytes())
     key = digest.hexdigest()[:16]
-    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"abp_np-{os.getuid()}"):
+    for folder in (
+        _cache_dir(),
+        Path(tempfile.gettempdir()) / f"abp_np-{getattr(os, 'getuid', lambda: 0)()}",
+    ):
         lib_path = folder / f"abp_np_cpu-{key}.so"
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -135,6 +138,8 @@ def _private(folder: Path) -> bool:
         st = folder.stat()
     except OSError:
         return False
+    if not hasattr(os, "getuid"):  # no POSIX owners (Windows): the user's own folder is used
+        return True
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
@@ -149,8 +154,12 @@ def _get() -> Any:
             else:
                 try:
                     _lib = _build()
-                except (RuntimeError, OSError) as exc:
-                    _reason = str(exc)
+                except Exception as exc:  # optional speed-up: any failure means "use NumPy"
+                    _reason = (
+                        f"{type(exc).__name__}: {exc}"
+                        if not isinstance(exc, RuntimeError)
+                        else str(exc)
+                    )
     return _lib
 
 

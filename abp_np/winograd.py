@@ -296,16 +296,11 @@ def _padded(x_shape, dtype, t: _Tiling):
     n, C, H, W = x_shape
     hp, wp = t.m * t.nt[0] + 2, t.m * t.nt[1] + 2
     xpad = np.zeros((n, C, hp, wp), dtype=dtype)
-    h0, h1 = max(0, t.row0), min(H, t.row0 + hp)
+    h0, h1 = max(0, t.row0), min(H, t.row0 + hp)  # rows of x inside x_pad
     w0, w1 = max(0, t.col0), min(W, t.col0 + wp)
-    return (
-        xpad,
-        (slice(h0 - t.row0, h1 - t.row0), slice(w0 - t.col0, w1 - t.col0)),
-        (
-            slice(h0, h1),
-            slice(w0, w1),
-        ),
-    )
+    inner = (slice(h0 - t.row0, h1 - t.row0), slice(w0 - t.col0, w1 - t.col0))
+    outer = (slice(h0, h1), slice(w0, w1))
+    return xpad, inner, outer
 
 
 def _gather_tiles(x, t: _Tiling):
