@@ -108,8 +108,10 @@ def _build() -> Any:
                 cmd = [cc, *_FLAGS, "-o", tmp, *map(str, srcs)]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
+                    err = done.stderr.strip()
                     raise RuntimeError(
-                        f"{cc} failed to build the CPU kernels: {done.stderr.strip()}"
+                        f"{cc} failed to build the CPU kernels (exit status "
+                        f"{done.returncode}){': ' + err if err else ''}"
                     )
                 os.replace(tmp, lib_path)
             finally:
