@@ -375,6 +375,11 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     where ``col2im`` is a CUDA kernel (and, with kernels turned off, the ``xp`` reference
     that kernel is tested against).
 
+    The larger layers of the paper's networks (kernel 5, stride 2, padding 2) take a third
+    route on the CPU, :mod:`abp_np.winograd`: the same function with 2.8 x fewer
+    multiplications (see :func:`abp_np.winograd.choose` for when). Its cache is marked
+    ``"winograd"`` and :func:`conv_transpose2d_backward` hands it back to that module.
+
     Parameters
     ----------
     x : array (N, Cin, H, W)
