@@ -87,3 +87,30 @@ def test_breakdown_and_sweep_tables(capsys):
 def test_pixel_sweep_needs_a_fully_convolutional_workload():
     with pytest.raises(ValueError, match="fully convolutional"):
         bench.main(["--workload", "small32", "--sweep", "pixels", "--iterations", "1"])
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_winograd_switch_is_applied_and_reported(mode, monkeypatch):
+    """--winograd reaches the layers (the Winograd path counted through winograd.forward)."""
+    from abp_np import winograd
+
+    calls = []
+    real = winograd.forward
+    monkeypatch.setattr(winograd, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = bench.main(
+        [
+            "--workload",
+            "small32",
+            "--iterations",
+            "1",
+            "--batch",
+            "4",
+            "--no-memory",
+            "--winograd",
+            mode,
+        ]
+    )
+    assert res["winograd"] == mode
+    assert isinstance(res["cpu_kernels"], bool)
+    assert (len(calls) > 0) == (mode == "on")
+    assert winograd.mode() == "auto"  # the switch does not outlive the run
