@@ -639,10 +639,10 @@ def batchnorm_backward(dy, cache, need_param_grads=True):
     """
     xc, inv_std, gamma, axes, shape, batch = cache
     a = gamma.reshape(shape) * inv_std  # (1, C, 1, ...)
-    if (
-        batch and _cpu_kernels(dy) and dy.dtype == xc.dtype
-    ):  # the same formula in 2 passes, kernels/batchnorm_cpu.c
+    if batch and _cpu_kernels(dy) and dy.dtype == xc.dtype:
+        # the same formula in 2 passes over memory, by kernels/batchnorm_cpu.c
         C = xc.shape[1]
+        xc = np.ascontiguousarray(xc)
         dx = np.empty_like(xc)
         sum_dy, sum_dy_xc = np.empty(C, dy.dtype), np.empty(C, dy.dtype)
         vec = [np.ascontiguousarray(v.reshape(-1)) for v in (a, inv_std)]
