@@ -196,24 +196,24 @@ def _ok(status: int) -> None:
         raise MemoryError("abp_np: the CPU kernels could not allocate their scratch tables")
 
 
+def _tile_call(name: str, src, dst, image, tiles, row0: int, col0: int, m: int, nt) -> None:
+    """Check an image (n, C, H, W) against its tiles (a, a, C, n th tw) and call ``name``."""
+    sfx = _check(name, src, dst)
+    n, C, H, W = image.shape
+    if tiles.shape != (m + 2, m + 2, C, n * nt[0] * nt[1]):
+        raise ValueError(f"_cpu.{name}: tiles of shape {tiles.shape} do not fit x {image.shape}")
+    fn = getattr(_get(), f"{name}_{sfx}")
+    _ok(fn(src.ctypes.data, dst.ctypes.data, n, C, H, W, row0, col0, m, *nt))
+
+
 def gather_tiles(x, d, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
     """d (a, a, C, n th tw) <- the (m + 2)^2 tiles of x (n, C, H, W) (see the C source)."""
-    sfx = _check("gather_tiles", x, d)
-    n, C, H, W = x.shape
-    if d.shape != (m + 2, m + 2, C, n * nt[0] * nt[1]):
-        raise ValueError(f"_cpu.gather_tiles: d has shape {d.shape}")
-    fn = getattr(_get(), f"gather_tiles_{sfx}")
-    _ok(fn(x.ctypes.data, d.ctypes.data, n, C, H, W, row0, col0, m, *nt))
+    _tile_call("gather_tiles", x, d, x, d, row0, col0, m, nt)
 
 
 def overlap_add(dd, dx, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
     """dx (n, C, H, W) <- the adjoint of :func:`gather_tiles` applied to dd (a, a, C, P)."""
-    sfx = _check("overlap_add", dd, dx)
-    n, C, H, W = dx.shape
-    if dd.shape != (m + 2, m + 2, C, n * nt[0] * nt[1]):
-        raise ValueError(f"_cpu.overlap_add: dd has shape {dd.shape}")
-    fn = getattr(_get(), f"overlap_add_{sfx}")
-    _ok(fn(dd.ctypes.data, dx.ctypes.data, n, C, H, W, row0, col0, m, *nt))
+    _tile_call("overlap_add", dd, dx, dx, dd, row0, col0, m, nt)
 
 
 def _shuffle(Y, y, bias, m: int, nt: tuple[int, int], forward: int) -> None:

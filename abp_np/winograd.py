@@ -239,10 +239,6 @@ def using(new_mode: str) -> Iterator[None]:
         _mode = previous
 
 
-def _c_kernels() -> bool:
-    return _cpu.enabled()
-
-
 def worth_it(x_shape, weight_shape) -> bool:
     """The "auto" rule: inputs of at least 8 x 8 pixels, and transformed weights U at most 8 x
     the size of the input (``36 * 4 Cout * Cin <= 8 N Cin H W``, i.e. ``N H W >= 18 Cout``).
@@ -262,7 +258,7 @@ def choose(x, weight, stride, padding, out_hw) -> Plan | None:
     """The plan to use for this call, or None for the ordinary path."""
     if _mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
         return None
-    if _mode == "auto" and not (_c_kernels() and worth_it(x.shape, weight.shape)):
+    if _mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape)):
         return None
     return plan(x.shape, weight.shape, stride, padding, out_hw)
 
@@ -309,7 +305,7 @@ def _gather_tiles(x, t: _Tiling):
     a = t.m + 2
     P = n * t.nt[0] * t.nt[1]
     d = np.empty((a, a, C, P), dtype=x.dtype)
-    if _c_kernels():
+    if _cpu.enabled():
         _cpu.gather_tiles(np.ascontiguousarray(x), d, t.row0, t.col0, t.m, t.nt)
         return d
     xpad, inner, outer = _padded(x.shape, x.dtype, t)
@@ -327,7 +323,7 @@ def _overlap_add(dd, out, t: _Tiling) -> None:
     tile's values added where the tile was read."""
     n, C, H, W = out.shape
     a = t.m + 2
-    if _c_kernels() and out.flags.c_contiguous:
+    if _cpu.enabled() and out.flags.c_contiguous:
         _cpu.overlap_add(dd, out, t.row0, t.col0, t.m, t.nt)
         return
     xpad, inner, outer = _padded(out.shape, dd.dtype, t)
@@ -344,7 +340,7 @@ def _shuffle(Y, y, t: _Tiling, bias=None) -> None:
     """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P), plus the bias when given:
     ``y[b, o, 2 (m ti + i) + r, 2 (m tj + j) + r'] = Y[i, j, r, r', o, (b, ti, tj)] + bias[o]``,
     each phase's pixels into place."""
-    if _c_kernels() and y.flags.c_contiguous:
+    if _cpu.enabled() and y.flags.c_contiguous:
         _cpu.shuffle(Y, y, t.m, t.nt, bias=None if bias is None else np.ascontiguousarray(bias))
         return
     n, Cout = y.shape[:2]
@@ -360,7 +356,7 @@ def _unshuffle(dy, t: _Tiling):
     n, Cout = dy.shape[:2]
     m, (th, tw) = t.m, t.nt
     dY = np.empty((m, m, 2, 2, Cout, n * th * tw), dtype=dy.dtype)
-    if _c_kernels():
+    if _cpu.enabled():
         _cpu.unshuffle(np.ascontiguousarray(dy), dY, m, t.nt)
         return dY
     dY.reshape(m, m, 2, 2, Cout, n, th, tw)[...] = dy.reshape(
