@@ -1,9 +1,10 @@
 """The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
-Two small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds four
-rearrangements of the Winograd transposed convolution (:mod:`abp_np.winograd`) that NumPy can
-only do as slow strided copies, and ``batchnorm_cpu.c`` batch normalisation in two passes over
-memory where NumPy needs five or more. They are compiled once, on first use, with the system's
+Two small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
+transforms of the Winograd transposed convolution (:mod:`abp_np.winograd`) fused with the
+rearrangements around them, which NumPy can only do as slow strided copies and small GEMMs, and
+``batchnorm_cpu.c`` batch normalisation in two or three passes over memory where NumPy needs
+five or more. They are compiled once, on first use, with the system's
 C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
 sources and of the compiler command, so an edited source or another compiler builds anew; a
@@ -38,10 +39,10 @@ __all__ = [
     "available",
     "enabled",
     "reason",
-    "gather_tiles",
-    "overlap_add",
-    "shuffle",
-    "unshuffle",
+    "winograd_input",
+    "winograd_input_adjoint",
+    "winograd_output",
+    "winograd_output_adjoint",
     "bn_stats",
     "bn_scale_shift",
     "bn_backward",
@@ -120,9 +121,10 @@ def _build() -> Any:
         lib = ctypes.CDLL(str(lib_path))
         i, p = ctypes.c_int, ctypes.c_void_p
         for suffix in _SUFFIX.values():
-            for name in ("gather_tiles", "overlap_add"):
+            for name in ("winograd_input", "winograd_input_adjoint"):
                 getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 9
-            getattr(lib, f"shuffle_{suffix}").argtypes = [p] * 3 + [i] * 6
+            getattr(lib, f"winograd_output_{suffix}").argtypes = [p] * 3 + [i] * 5
+            getattr(lib, f"winograd_output_adjoint_{suffix}").argtypes = [p] * 2 + [i] * 5
             getattr(lib, f"bn_stats_{suffix}").argtypes = [p] * 4 + [i] * 3
             getattr(lib, f"bn_scale_shift_{suffix}").argtypes = [p] * 4 + [i] * 3
             getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 3
@@ -193,49 +195,66 @@ def _check(name: str, *arrays: Any) -> str:
 
 def _ok(status: int) -> None:
     if status != 0:
-        raise MemoryError("abp_np: the CPU kernels could not allocate their scratch tables")
+        raise MemoryError("abp_np: the CPU kernels could not allocate their scratch memory")
 
 
-def _tile_call(name: str, src, dst, image, tiles, row0: int, col0: int, m: int, nt) -> None:
-    """Check an image (n, C, H, W) against its tiles (a, a, C, n th tw) and call ``name``."""
+def _input_call(name: str, src, dst, image, V, row0: int, col0: int, m: int, nt) -> None:
+    """Check an image (n, C, H, W) against its transformed tiles V (a a, C, n th tw); call."""
     sfx = _check(name, src, dst)
     n, C, H, W = image.shape
-    if tiles.shape != (m + 2, m + 2, C, n * nt[0] * nt[1]):
-        raise ValueError(f"_cpu.{name}: tiles of shape {tiles.shape} do not fit x {image.shape}")
+    if V.shape != ((m + 2) ** 2, C, n * nt[0] * nt[1]):
+        raise ValueError(f"_cpu.{name}: tiles of shape {V.shape} do not fit x {image.shape}")
     fn = getattr(_get(), f"{name}_{sfx}")
     _ok(fn(src.ctypes.data, dst.ctypes.data, n, C, H, W, row0, col0, m, *nt))
 
 
-def gather_tiles(x, d, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
-    """d (a, a, C, n th tw) <- the (m + 2)^2 tiles of x (n, C, H, W) (see the C source)."""
-    _tile_call("gather_tiles", x, d, x, d, row0, col0, m, nt)
+def winograd_input(x, V, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
+    """V (a a, C, n th tw) <- B^T d B for every a x a tile d of x (n, C, H, W), a = m + 2.
+
+    Tile (b, ti, tj) reads rows ``row0 + m ti + i`` and columns ``col0 + m tj + j`` of x (zeros
+    outside it); see ``kernels/winograd_cpu.c``.
+    """
+    _input_call("winograd_input", x, V, x, V, row0, col0, m, nt)
 
 
-def overlap_add(dd, dx, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
-    """dx (n, C, H, W) <- the adjoint of :func:`gather_tiles` applied to dd (a, a, C, P)."""
-    _tile_call("overlap_add", dd, dx, dx, dd, row0, col0, m, nt)
+def winograd_input_adjoint(dV, dx, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
+    """dx (n, C, H, W) <- the adjoint of :func:`winograd_input` applied to dV (a a, C, P)."""
+    _input_call("winograd_input_adjoint", dV, dx, dx, dV, row0, col0, m, nt)
 
 
-def _shuffle(Y, y, bias, m: int, nt: tuple[int, int], forward: int) -> None:
-    sfx = _check("shuffle", Y, y, *([] if bias is None else [bias]))
+def _output_check(name: str, M, y, bias, m: int, nt: tuple[int, int]) -> str:
+    sfx = _check(name, M, y, *([] if bias is None else [bias]))
     n, Cout = y.shape[:2]
-    if y.shape[2:] != (2 * m * nt[0], 2 * m * nt[1]) or Y.size != y.size:
-        raise ValueError(f"_cpu.shuffle: shapes {Y.shape} and {y.shape} do not match")
+    if y.shape[2:] != (2 * m * nt[0], 2 * m * nt[1]) or M.shape != (
+        (m + 2) ** 2,
+        4 * Cout,
+        n * nt[0] * nt[1],
+    ):
+        raise ValueError(f"_cpu.{name}: shapes {M.shape} and {y.shape} do not match")
     if bias is not None and bias.shape != (Cout,):
-        raise ValueError(f"_cpu.shuffle: bias has shape {bias.shape}, expected ({Cout},)")
-    fn = getattr(_get(), f"shuffle_{sfx}")
+        raise ValueError(f"_cpu.{name}: bias has shape {bias.shape}, expected ({Cout},)")
+    return sfx
+
+
+def winograd_output(M, y, m: int, nt: tuple[int, int], bias=None) -> None:
+    """y (n, Cout, 2 m th, 2 m tw) <- A^T M A of every tile and phase, shuffled, plus bias.
+
+    M is (a a, 4 Cout, n th tw), its rows ordered (phase r, phase r2, output channel); see
+    ``kernels/winograd_cpu.c``.
+    """
+    sfx = _output_check("winograd_output", M, y, bias, m, nt)
+    n, Cout = y.shape[:2]
+    fn = getattr(_get(), f"winograd_output_{sfx}")
     b = None if bias is None else bias.ctypes.data
-    _ok(fn(Y.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt, forward))
+    _ok(fn(M.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt))
 
 
-def shuffle(Y, y, m: int, nt: tuple[int, int], bias=None) -> None:
-    """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P) (+ bias): the pixel shuffle."""
-    _shuffle(Y, y, bias, m, nt, 1)
-
-
-def unshuffle(y, Y, m: int, nt: tuple[int, int]) -> None:
-    """Y (m, m, 2, 2, Cout, P) <- y: the inverse (and adjoint) of :func:`shuffle`."""
-    _shuffle(Y, y, None, m, nt, 0)
+def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
+    """dM (a a, 4 Cout, P) <- the adjoint of :func:`winograd_output` (no bias) applied to dy."""
+    sfx = _output_check("winograd_output_adjoint", dM, dy, None, m, nt)
+    n, Cout = dy.shape[:2]
+    fn = getattr(_get(), f"winograd_output_adjoint_{sfx}")
+    _ok(fn(dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt))
 
 
 # --- batch normalisation ----------------------------------------------------------------------

@@ -49,10 +49,12 @@ difference is at rounding level (tested). F(2 x 2, 3 x 3), whose constants are 0
 is about as accurate as the direct sum; it is used when the size is not a multiple of 4.
 
 Data movement: gathering the overlapping tiles, adding them back (overlap-add), the pixel
-shuffle and its inverse are strided rearrangements that NumPy does slowly (tiny inner loops).
-They run as compiled C (``kernels/winograd_cpu.c`` through :mod:`abp_np._cpu`) when a C
-compiler is at hand, and as the NumPy code below otherwise; the tests hold the two to the same
-results, bit for bit. The arithmetic is all BLAS GEMMs in either case.
+shuffle and its inverse are strided rearrangements that NumPy does slowly (tiny inner loops),
+and the transforms B, A are small GEMMs that read and write every tile once more. Where a C
+compiler is at hand, each rearrangement and the transform next to it run as one pass of compiled
+C (``kernels/winograd_cpu.c`` through :mod:`abp_np._cpu`), with the transforms' explicit
+formulas; otherwise, the NumPy code below. The two compute the same sums in a different order
+(tested to agree to rounding). The products by U are BLAS GEMMs in either case.
 
 When: by default (:func:`using`), only where it was measured to pay: the compiled kernels are
 available and the layer has many pixels per input channel (:func:`worth_it`). With the NumPy
@@ -263,7 +265,13 @@ def choose(x, weight, stride, padding, out_hw) -> Plan | None:
     return plan(x.shape, weight.shape, stride, padding, out_hw)
 
 
-# --- the four rearrangements: compiled kernels, or NumPy ----------------------------------------
+# --- the transforms and rearrangements: compiled kernels, or NumPy ------------------------------
+#
+# Four steps move data between the images and the transformed tiles: V = B^T d B of the input
+# tiles, its adjoint, Y = A^T M A with the pixel shuffle into y, and its adjoint. Each is one pass
+# of kernels/winograd_cpu.c when the compiled library is at hand; otherwise (and as the reference
+# the tests hold the C code to) a NumPy rearrangement and a small GEMM by the Kronecker-product
+# transforms of :func:`transforms`.
 
 
 class _Tiling(NamedTuple):
@@ -281,6 +289,53 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     per_example = (p.m + 2) ** 2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
     block = max(1, min(N, BLOCK_BYTES // per_example))
     return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
+
+
+def _input_transform(x, t: _Tiling):
+    """V (a^2, C, P) = B^T d B for every tile d of x (n, C, H, W), P = n th tw tiles."""
+    n, C = x.shape[:2]
+    BB = transforms(t.m, x.dtype)[0]
+    V = np.empty((BB.shape[0], C, n * t.nt[0] * t.nt[1]), dtype=x.dtype)
+    if _cpu.enabled():
+        _cpu.winograd_input(np.ascontiguousarray(x), V, t.row0, t.col0, t.m, t.nt)
+    else:
+        np.matmul(BB, _gather_tiles(x, t).reshape(BB.shape[0], -1), out=V.reshape(BB.shape[0], -1))
+    return V
+
+
+def _input_transform_adjoint(dV, out, t: _Tiling) -> None:
+    """out (n, C, H, W) <- the adjoint of :func:`_input_transform`: each tile's B dV B^T added
+    where the tile was read (the tiles overlap by two rows and columns)."""
+    if _cpu.enabled() and out.flags.c_contiguous:
+        _cpu.winograd_input_adjoint(dV, out, t.row0, t.col0, t.m, t.nt)
+        return
+    BB = transforms(t.m, dV.dtype)[0]
+    dd = BB.T @ dV.reshape(BB.shape[0], -1)  # B dV B^T: (a^2, C P)
+    _overlap_add(dd.reshape(t.m + 2, t.m + 2, *dV.shape[1:]), out, t)
+
+
+def _output_transform(M, y, t: _Tiling, bias=None) -> None:
+    """y (n, Cout, 2 m th, 2 m tw) <- A^T M A of every tile and phase, shuffled into place, plus
+    the bias when given; M is (a^2, 4 Cout, P)."""
+    if _cpu.enabled() and y.flags.c_contiguous:
+        b = None if bias is None else np.ascontiguousarray(bias)
+        _cpu.winograd_output(M, y, t.m, t.nt, bias=b)
+        return
+    AA = transforms(t.m, M.dtype)[2]
+    _shuffle(AA @ M.reshape(AA.shape[1], -1), y, t, bias)  # A^T M A: (m^2, 4 Cout P)
+
+
+def _output_transform_adjoint(dy, t: _Tiling):
+    """dM (a^2, 4 Cout, P) = A dY A^T, the adjoint of :func:`_output_transform` (bias aside)."""
+    n, Cout = dy.shape[:2]
+    AA = transforms(t.m, dy.dtype)[2]
+    P = n * t.nt[0] * t.nt[1]
+    if _cpu.enabled():
+        dM = np.empty((AA.shape[1], 4 * Cout, P), dtype=dy.dtype)
+        _cpu.winograd_output_adjoint(np.ascontiguousarray(dy), dM, t.m, t.nt)
+        return dM
+    dY = _unshuffle(dy, t)  # (m, m, 2, 2, Cout, P)
+    return (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(-1, 4 * Cout, P)
 
 
 def _padded(x_shape, dtype, t: _Tiling):
@@ -303,19 +358,13 @@ def _gather_tiles(x, t: _Tiling):
     """d (a, a, C, P): ``d[i, j, c, (b, ti, tj)] = x[b, c, row0 + m ti + i, col0 + m tj + j]``."""
     n, C = x.shape[:2]
     a = t.m + 2
-    P = n * t.nt[0] * t.nt[1]
-    d = np.empty((a, a, C, P), dtype=x.dtype)
-    if _cpu.enabled():
-        _cpu.gather_tiles(np.ascontiguousarray(x), d, t.row0, t.col0, t.m, t.nt)
-        return d
     xpad, inner, outer = _padded(x.shape, x.dtype, t)
     xpad[(..., *inner)] = x[(..., *outer)]
     sn, sc, sh, sw = xpad.strides
     tiles = np.lib.stride_tricks.as_strided(  # (a, a, C, n, th, tw), a view
         xpad, (a, a, C, n, *t.nt), (sh, sw, sc, sn, sh * t.m, sw * t.m), writeable=False
     )
-    d.reshape(a, a, C, n, *t.nt)[...] = tiles
-    return d
+    return np.ascontiguousarray(tiles).reshape(a, a, C, -1)
 
 
 def _overlap_add(dd, out, t: _Tiling) -> None:
@@ -323,9 +372,6 @@ def _overlap_add(dd, out, t: _Tiling) -> None:
     tile's values added where the tile was read."""
     n, C, H, W = out.shape
     a = t.m + 2
-    if _cpu.enabled() and out.flags.c_contiguous:
-        _cpu.overlap_add(dd, out, t.row0, t.col0, t.m, t.nt)
-        return
     xpad, inner, outer = _padded(out.shape, dd.dtype, t)
     dd6 = dd.reshape(a, a, C, n, *t.nt).transpose(0, 1, 3, 2, 4, 5)  # (a, a, n, C, th, tw)
     th, tw = t.nt
@@ -340,9 +386,6 @@ def _shuffle(Y, y, t: _Tiling, bias=None) -> None:
     """y (n, Cout, 2 m th, 2 m tw) <- Y (m, m, 2, 2, Cout, P), plus the bias when given:
     ``y[b, o, 2 (m ti + i) + r, 2 (m tj + j) + r'] = Y[i, j, r, r', o, (b, ti, tj)] + bias[o]``,
     each phase's pixels into place."""
-    if _cpu.enabled() and y.flags.c_contiguous:
-        _cpu.shuffle(Y, y, t.m, t.nt, bias=None if bias is None else np.ascontiguousarray(bias))
-        return
     n, Cout = y.shape[:2]
     m, (th, tw) = t.m, t.nt
     yv = y.reshape(n, Cout, th, m, 2, tw, m, 2)
@@ -356,9 +399,6 @@ def _unshuffle(dy, t: _Tiling):
     n, Cout = dy.shape[:2]
     m, (th, tw) = t.m, t.nt
     dY = np.empty((m, m, 2, 2, Cout, n * th * tw), dtype=dy.dtype)
-    if _cpu.enabled():
-        _cpu.unshuffle(np.ascontiguousarray(dy), dY, m, t.nt)
-        return dY
     dY.reshape(m, m, 2, 2, Cout, n, th, tw)[...] = dy.reshape(
         n, Cout, th, m, 2, tw, m, 2
     ).transpose(3, 6, 4, 7, 1, 0, 2, 5)
@@ -375,22 +415,18 @@ def forward(x, weight, p: Plan, bias=None):
     """
     N, Cin = x.shape[:2]
     Cout = weight.shape[1]
-    BB, GG, AA = transforms(p.m, x.dtype)
-    a2 = BB.shape[0]
+    GG = transforms(p.m, x.dtype)[1]
+    a2 = GG.shape[0]
     U = (GG @ _combined_kernel(weight, p.s)).reshape(a2, -1, Cin)  # G K G^T: (a^2, 4 Cout, Cin)
     t = _tiling(p, x.shape, Cout, x.dtype.itemsize)
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
     # Each temporary is released (del) once used: the peak stays at one block's worth.
     for n0 in range(0, N, t.block):
-        d = _gather_tiles(x[n0 : n0 + t.block], t)  # (a, a, Cin, P)
-        V = (BB @ d.reshape(a2, -1)).reshape(a2, Cin, -1)  # B^T d B for every tile
-        del d
+        V = _input_transform(x[n0 : n0 + t.block], t)  # B^T d B: (a^2, Cin, P)
         M = np.matmul(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
         del V
-        Y = AA @ M.reshape(a2, -1)  # A^T M A: (m^2, 4 Cout P)
+        _output_transform(M, y[n0 : n0 + t.block], t, bias)  # A^T M A, shuffled
         del M
-        _shuffle(Y, y[n0 : n0 + t.block], t, bias)
-        del Y
     return y, (x, U, p, weight.shape)
 
 
@@ -400,31 +436,24 @@ def backward(dy, ctx, need_param_grads: bool = True):
     Returns ``(dx, dW)``; dW is None when ``need_param_grads`` is False.
     """
     x, U, p, weight_shape = ctx
-    N, Cin = x.shape[:2]
     Cout = weight_shape[1]
-    BB, GG, AA = transforms(p.m, dy.dtype)
-    a2 = BB.shape[0]
+    GG = transforms(p.m, dy.dtype)[1]
     t = _tiling(p, x.shape, Cout, dy.dtype.itemsize)
     UT = U.transpose(0, 2, 1)  # (a^2, Cin, 4 Cout), a view
     dx = np.empty(x.shape, dtype=dy.dtype)
     dU = np.zeros_like(U) if need_param_grads else None
-    for n0 in range(0, N, t.block):
-        n1 = min(N, n0 + t.block)
-        dY = _unshuffle(dy[n0:n1], t)  # (m, m, 2, 2, Cout, P)
-        P = dY.shape[-1]
-        dM = (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(a2, -1, P)  # A dY A^T: (a^2, 4 Cout, P)
-        del dY
+    for n0 in range(0, x.shape[0], t.block):
+        n1 = min(x.shape[0], n0 + t.block)
+        dM = _output_transform_adjoint(dy[n0:n1], t)  # A dY A^T: (a^2, 4 Cout, P)
         dV = np.matmul(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
         if need_param_grads:  # the weight gradient's GEMMs: dU = dM V^T
-            V = (BB @ _gather_tiles(x[n0:n1], t).reshape(a2, -1)).reshape(a2, Cin, P)
+            V = _input_transform(x[n0:n1], t)
             dU += np.matmul(dM, V.transpose(0, 2, 1))
             del V
         del dM
-        dd = BB.T @ dV.reshape(a2, -1)  # B dV B^T: (a^2, Cin P)
+        _input_transform_adjoint(dV, dx[n0:n1], t)  # B dV B^T, added back where read
         del dV
-        _overlap_add(dd.reshape(p.m + 2, p.m + 2, Cin, P), dx[n0:n1], t)
-        del dd
     if not need_param_grads:
         return dx, None
-    dK = GG.T @ dU.reshape(a2, -1)  # G^T dU G: (9, 4 Cout Cin)
+    dK = GG.T @ dU.reshape(GG.shape[0], -1)  # G^T dU G: (9, 4 Cout Cin)
     return dx, _weight_grad(dK, p.s, weight_shape)

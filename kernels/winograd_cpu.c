@@ -1,143 +1,328 @@
-/* Data movement of the Winograd transposed convolution on the CPU (abp_np/winograd.py).
+/* Winograd transforms of the CPU transposed convolution (abp_np/winograd.py), fused with the
+ * data movement around them.
  *
- * Four rearrangements that NumPy can only do as strided copies with tiny inner loops. They
- * do no arithmetic except the additions of the overlap-add: every transform and every product
- * stays a BLAS GEMM in abp_np/winograd.py, whose NumPy code is the reference these functions
- * are tested against (tests/test_winograd.py), element for element.
+ * abp_np/winograd.py computes a stride-2, kernel-5 transposed convolution as ONE 3 x 3
+ * correlation with R = 4 Cout outputs, by Winograd's F(m x m, 3 x 3), m = 2 or 4, on tiles of
+ * a x a inputs, a = m + 2:
  *
- * Shapes, with a = m + 2 (tile size), s = 2 (stride), P = n th tw (tiles of a block of n
- * examples), p = (b th + ti) tw + tj:
- *   gather_tiles   x (n, C, H, W)                -> d (a, a, C, P)
- *       d[i, j, c, p] = x[b, c, row0 + m ti + i, col0 + m tj + j]   (0 outside x)
- *   overlap_add    dd (a, a, C, P)               -> dx (n, C, H, W)   (its adjoint)
- *       dx[b, c, h, w] = sum of dd[i, j, c, p] over the (i, j, p) that gather_tiles reads
- *       from (h, w)
- *   shuffle        Y (m, m, s, s, Cout, P)       -> y (n, Cout, s m th, s m tw)
- *       y[b, o, s (m ti + i) + r, s (m tj + j) + r2] = Y[i, j, r, r2, o, p] (+ bias[o])
- *   unshuffle      y                             -> Y   (its inverse and adjoint)
+ *     V = B^T d B  for every input tile d       (here: winograd_input)
+ *     M = U V      for each of the a a positions (BLAS GEMMs, in abp_np/winograd.py)
+ *     Y = A^T M A, shuffled into the output y    (here: winograd_output)
  *
- * Plain C99, one thread, compiled once by abp_np/_cpu.py with the system's C compiler and
+ * and its backward pass as the adjoint of each step (winograd_output_adjoint: dM = A dY A^T;
+ * winograd_input_adjoint: dd = B dV B^T, added back where each tile was read). The NumPy code in
+ * abp_np/winograd.py writes each transform as a small GEMM and each rearrangement as a strided
+ * copy; it is the reference these functions are tested against (tests/test_winograd.py). They
+ * compute the same sums in another order (the explicit formulas of the transforms below), so
+ * the two agree to rounding, not bit for bit.
+ *
+ * Shapes, for a block of n examples with th x tw tiles each, P = n th tw tiles, tile index
+ * p = (b th + ti) tw + tj; tile p reads x at rows row0 + m ti + i and columns col0 + m tj + j,
+ * i, j < a (zeros outside x); a tile's a a values are stored row (i, or xi) first:
+ *
+ *   winograd_input           x (n, C, H, W)         -> V (a a, C, P)
+ *   winograd_input_adjoint   dV (a a, C, P)         -> dx (n, C, H, W)
+ *   winograd_output          M (a a, 4 Cout, P)     -> y (n, Cout, 2 m th, 2 m tw)
+ *       y[b, o, 2 (m ti + i) + r, 2 (m tj + j) + r2] = (A^T M[:, (2 r + r2) Cout + o, p] A)[i, j]
+ *                                                      + bias[o]
+ *   winograd_output_adjoint  dy (n, Cout, 2 m th, 2 m tw) -> dM (a a, 4 Cout, P)
+ *
+ * GROUP tiles are transformed at once, as short vectors that the compiler vectorises; their
+ * values live in small local arrays. Plain C99, one thread, compiled once by abp_np/_cpu.py and
  * loaded through ctypes. Each function exists for float (suffix _f32) and double (_f64) and
- * returns 0, or 1 when it could not allocate its small scratch tables.
+ * returns 0, or 1 when it could not allocate its scratch memory.
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* One channel at a time, the n examples' planes are copied into (or accumulated in)
- * zero-bordered scratch planes `pad` of (m th + 2) x (m tw + 2): x_pad[v][w] = x[row0 + v][col0 + w].
- * Tile (ti, tj) reads x_pad[m ti + i][m tj + j]; `tab[k]`, k = ti tw + tj, is that offset for
- * i = j = 0. So each of the a^2 outputs of a channel is written as one run of n th tw values. */
-#define ABP_DEFINE(T, SUFFIX)                                                                   \
-    static void to_pad_##SUFFIX(const T *xp, T *pad, int H, int W, int row0, int col0, int hp,  \
-                                int wp) {                                                       \
-        memset(pad, 0, sizeof(T) * hp * wp);                                                    \
-        for (int v = 0; v < hp; ++v) {                                                          \
-            const int h = row0 + v;                                                             \
-            if (h < 0 || h >= H) continue;                                                      \
-            for (int w = 0; w < wp; ++w) {                                                      \
-                const int c = col0 + w;                                                         \
-                if (c >= 0 && c < W) pad[v * wp + w] = xp[h * W + c];                          \
-            }                                                                                   \
-        }                                                                                       \
-    }                                                                                           \
-                                                                                                \
-    int gather_tiles_##SUFFIX(const T *x, T *d, int n, int C, int H, int W, int row0, int col0, \
-                              int m, int th, int tw) {                                          \
-        const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                     \
-        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp; \
-        T *pad = (T *)malloc(sizeof(T) * pp * n); /* the n padded planes of one channel */      \
-        ptrdiff_t *tab = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * K);                            \
-        if (!pad || !tab) { free(pad); free(tab); return 1; }                                   \
-        for (int k = 0; k < K; ++k) tab[k] = (ptrdiff_t)m * (k / tw) * wp + m * (k % tw);       \
-        for (int c = 0; c < C; ++c) {                                                           \
-            for (int b = 0; b < n; ++b)                                                         \
-                to_pad_##SUFFIX(x + ((ptrdiff_t)b * C + c) * H * W, pad + b * pp, H, W, row0,   \
-                                col0, hp, wp);                                                  \
-            for (int i = 0; i < a; ++i)                                                         \
-                for (int j = 0; j < a; ++j) {                                                   \
-                    T *dst = d + (i * a + j) * plane + (ptrdiff_t)c * P; /* n K in a row */     \
-                    for (int b = 0; b < n; ++b, dst += K) {                                     \
-                        const T *src = pad + b * pp + i * wp + j;                               \
-                        for (int k = 0; k < K; ++k) dst[k] = src[tab[k]];                       \
-                    }                                                                           \
-                }                                                                               \
-        }                                                                                       \
-        free(pad);                                                                              \
-        free(tab);                                                                              \
-        return 0;                                                                               \
-    }                                                                                           \
-                                                                                                \
-    int overlap_add_##SUFFIX(const T *dd, T *dx, int n, int C, int H, int W, int row0,          \
-                             int col0, int m, int th, int tw) {                                 \
-        const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                     \
-        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp; \
-        T *pad = (T *)malloc(sizeof(T) * pp * n);                                               \
-        ptrdiff_t *tab = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * K);                            \
-        if (!pad || !tab) { free(pad); free(tab); return 1; }                                   \
-        for (int k = 0; k < K; ++k) tab[k] = (ptrdiff_t)m * (k / tw) * wp + m * (k % tw);       \
-        for (int c = 0; c < C; ++c) {                                                           \
-            memset(pad, 0, sizeof(T) * pp * n);                                                 \
-            for (int i = 0; i < a; ++i) /* the same order of additions as the NumPy code */     \
-                for (int j = 0; j < a; ++j) {                                                   \
-                    const T *src = dd + (i * a + j) * plane + (ptrdiff_t)c * P;                 \
-                    for (int b = 0; b < n; ++b, src += K) {                                     \
-                        T *dst = pad + b * pp + i * wp + j;                                     \
-                        for (int k = 0; k < K; ++k) dst[tab[k]] += src[k];                      \
-                    }                                                                           \
-                }                                                                               \
-            for (int b = 0; b < n; ++b) {                                                       \
-                T *xp = dx + ((ptrdiff_t)b * C + c) * H * W;                                    \
-                const T *pb = pad + b * pp;                                                     \
-                for (int h = 0; h < H; ++h)                                                     \
-                    for (int w = 0; w < W; ++w) {                                               \
-                        const int v = h - row0, u = w - col0;                                   \
-                        xp[h * W + w] = (v >= 0 && v < hp && u >= 0 && u < wp) ? pb[v * wp + u] \
-                                                                             : (T)0;            \
-                    }                                                                           \
-            }                                                                                   \
-        }                                                                                       \
-        free(pad);                                                                              \
-        free(tab);                                                                              \
-        return 0;                                                                               \
-    }                                                                                           \
-                                                                                                \
-    /* y[b, o, ho, wo] = Y[o P + b th tw + row[ho] + col[wo]] with ho = 2 (m ti + i) + r:       \
-     * row[ho] = ((i m) 4 + 2 r) Cout P + ti tw, and col[wo] = (4 j + r2) Cout P + tj.          \
-     * forward = 1: Y -> y (shuffle, adding bias[o] unless bias is NULL); forward = 0: y -> Y. */                       \
-    int shuffle_##SUFFIX(T *Y, T *y, const T *bias, int n, int Cout, int m, int th, int tw,     \
-                         int forward) {                                                         \
-        const int Ho = 2 * m * th, Wo = 2 * m * tw;                                             \
-        const ptrdiff_t P = (ptrdiff_t)n * th * tw, CP = (ptrdiff_t)Cout * P;                   \
-        ptrdiff_t *row = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (Ho + Wo));                    \
-        if (!row) return 1;                                                                     \
-        ptrdiff_t *col = row + Ho;                                                              \
-        for (int ho = 0; ho < Ho; ++ho) {                                                       \
-            const int r = ho % 2, q = ho / 2;                                                   \
-            row[ho] = ((ptrdiff_t)(q % m) * m * 4 + 2 * r) * CP + (ptrdiff_t)(q / m) * tw;      \
-        }                                                                                       \
-        for (int wo = 0; wo < Wo; ++wo) {                                                       \
-            const int r2 = wo % 2, q = wo / 2;                                                  \
-            col[wo] = ((ptrdiff_t)(q % m) * 4 + r2) * CP + q / m;                               \
-        }                                                                                       \
-        for (int b = 0; b < n; ++b)                                                             \
-            for (int o = 0; o < Cout; ++o) {                                                    \
-                T *yp = y + ((ptrdiff_t)b * Cout + o) * Ho * Wo;                                \
-                T *Yp = Y + (ptrdiff_t)o * P + (ptrdiff_t)b * th * tw;                          \
-                for (int ho = 0; ho < Ho; ++ho) {                                               \
-                    T *yr = yp + (ptrdiff_t)ho * Wo;                                            \
-                    T *Yr = Yp + row[ho];                                                       \
-                    if (forward && bias)                                                        \
-                        for (int wo = 0; wo < Wo; ++wo) yr[wo] = Yr[col[wo]] + bias[o];         \
-                    else if (forward)                                                           \
-                        for (int wo = 0; wo < Wo; ++wo) yr[wo] = Yr[col[wo]];                   \
-                    else                                                                        \
-                        for (int wo = 0; wo < Wo; ++wo) Yr[col[wo]] = yr[wo];                   \
-                }                                                                               \
-            }                                                                                   \
-        free(row);                                                                              \
-        return 0;                                                                               \
+#define GROUP 8 /* tiles per vector; 16 and 32 measured no faster */
+
+/* The one-dimensional transforms of F(2, 3) and F(4, 3) (Lavin & Gray, CVPR 2016), on GROUP
+ * tiles at once: element k of the input vector of tile g is in[k si + g], of its output
+ * out[k so + g]. bt = B^T (a -> a), b = B (a -> a), at = A^T (a -> m), a = A (m -> a).
+ *   F(2, 3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  A^T = [1 1 1 0; 0 1 -1 -1]
+ *   F(4, 3): B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+ *                   0 4 0 -5 0 1],  A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * (the matrices _BT and _AT of abp_np/winograd.py). */
+#define ABP_TRANSFORMS(T, S)                                                                       \
+    static inline void bt2_##S(const T *restrict d, ptrdiff_t si, T *restrict o, ptrdiff_t so) {   \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T d0 = d[g], d1 = d[si + g], d2 = d[2 * si + g], d3 = d[3 * si + g];             \
+            o[g] = d0 - d2;                                                                        \
+            o[so + g] = d1 + d2;                                                                   \
+            o[2 * so + g] = d2 - d1;                                                               \
+            o[3 * so + g] = d1 - d3;                                                               \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void b2_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {    \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T v0 = v[g], v1 = v[si + g], v2 = v[2 * si + g], v3 = v[3 * si + g];             \
+            o[g] = v0;                                                                             \
+            o[so + g] = v1 - v2 + v3;                                                              \
+            o[2 * so + g] = v1 + v2 - v0;                                                          \
+            o[3 * so + g] = -v3;                                                                   \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void at2_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {   \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T v0 = v[g], v1 = v[si + g], v2 = v[2 * si + g], v3 = v[3 * si + g];             \
+            o[g] = v0 + v1 + v2;                                                                   \
+            o[so + g] = v1 - v2 - v3;                                                              \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void a2_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {    \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T y0 = v[g], y1 = v[si + g];                                                     \
+            o[g] = y0;                                                                             \
+            o[so + g] = y0 + y1;                                                                   \
+            o[2 * so + g] = y0 - y1;                                                               \
+            o[3 * so + g] = -y1;                                                                   \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void bt4_##S(const T *restrict d, ptrdiff_t si, T *restrict o, ptrdiff_t so) {   \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T d0 = d[g], d1 = d[si + g], d2 = d[2 * si + g], d3 = d[3 * si + g],             \
+                    d4 = d[4 * si + g], d5 = d[5 * si + g];                                        \
+            const T p = d4 - 4 * d2, q = d3 - 4 * d1, u = d4 - d2, w = 2 * (d3 - d1);              \
+            o[g] = 4 * d0 - 5 * d2 + d4;                                                           \
+            o[so + g] = p + q;                                                                     \
+            o[2 * so + g] = p - q;                                                                 \
+            o[3 * so + g] = u + w;                                                                 \
+            o[4 * so + g] = u - w;                                                                 \
+            o[5 * so + g] = 4 * d1 - 5 * d3 + d5;                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void b4_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {    \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T v0 = v[g], v1 = v[si + g], v2 = v[2 * si + g], v3 = v[3 * si + g],             \
+                    v4 = v[4 * si + g], v5 = v[5 * si + g];                                        \
+            o[g] = 4 * v0;                                                                         \
+            o[so + g] = 4 * (v2 - v1) + 2 * (v4 - v3) + 4 * v5;                                    \
+            o[2 * so + g] = -5 * v0 - 4 * (v1 + v2) - (v3 + v4);                                   \
+            o[3 * so + g] = (v1 - v2) + 2 * (v3 - v4) - 5 * v5;                                    \
+            o[4 * so + g] = v0 + (v1 + v2) + (v3 + v4);                                            \
+            o[5 * so + g] = v5;                                                                    \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void at4_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {   \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T v0 = v[g], v1 = v[si + g], v2 = v[2 * si + g], v3 = v[3 * si + g],             \
+                    v4 = v[4 * si + g], v5 = v[5 * si + g];                                        \
+            const T s1 = v1 + v2, d1 = v1 - v2, s2 = v3 + v4, d2 = v3 - v4;                        \
+            o[g] = v0 + s1 + s2;                                                                   \
+            o[so + g] = d1 + 2 * d2;                                                               \
+            o[2 * so + g] = s1 + 4 * s2;                                                           \
+            o[3 * so + g] = d1 + 8 * d2 + v5;                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void a4_##S(const T *restrict v, ptrdiff_t si, T *restrict o, ptrdiff_t so) {    \
+        for (int g = 0; g < GROUP; ++g) {                                                          \
+            const T y0 = v[g], y1 = v[si + g], y2 = v[2 * si + g], y3 = v[3 * si + g];             \
+            const T e = y0 + y2, f = y1 + y3, e2 = y0 + 4 * y2, f2 = 2 * y1 + 8 * y3;              \
+            o[g] = y0;                                                                             \
+            o[so + g] = e + f;                                                                     \
+            o[2 * so + g] = e - f;                                                                 \
+            o[3 * so + g] = e2 + f2;                                                               \
+            o[4 * so + g] = e2 - f2;                                                               \
+            o[5 * so + g] = y3;                                                                    \
+        }                                                                                          \
+    }                                                                                              \
+    ABP_SEPARABLE(T, S, bt2, 4, 4)                                                                 \
+    ABP_SEPARABLE(T, S, b2, 4, 4)                                                                  \
+    ABP_SEPARABLE(T, S, at2, 4, 2)                                                                 \
+    ABP_SEPARABLE(T, S, a2, 2, 4)                                                                  \
+    ABP_SEPARABLE(T, S, bt4, 6, 6)                                                                 \
+    ABP_SEPARABLE(T, S, b4, 6, 6)                                                                  \
+    ABP_SEPARABLE(T, S, at4, 6, 4)                                                                 \
+    ABP_SEPARABLE(T, S, a4, 4, 6)
+
+/* The 2-D transform F t F^T of GROUP tiles t (NIN x NIN) by a 1-D transform F (NIN -> NOUT):
+ * first every column, into tmp (NOUT x NIN), then every row of tmp, into out (NOUT x NOUT).
+ * Fixed sizes, so that the compiler inlines F and unrolls both loops. */
+#define ABP_SEPARABLE(T, S, F, NIN, NOUT)                                                          \
+    static void F##_2d_##S(const T *in, T *tmp, T *out) {                                          \
+        for (int j = 0; j < NIN; ++j)                                                              \
+            F##_##S(in + j * GROUP, NIN * GROUP, tmp + j * GROUP, NIN * GROUP);                    \
+        for (int r = 0; r < NOUT; ++r)                                                             \
+            F##_##S(tmp + r * NIN * GROUP, GROUP, out + r * NOUT * GROUP, GROUP);                  \
     }
 
-ABP_DEFINE(float, f32)
-ABP_DEFINE(double, f64)
+/* The four functions. For the input side, `pad` holds one channel's n planes with a border of
+ * zeros, pad[v][w] standing for x[row0 + v][col0 + w], and off[p] is where tile p starts in it;
+ * for the output side, yoff[p] is where tile p's 2m x 2m block starts in y (channel 0). */
+#define ABP_TILES(T, S)                                                                            \
+    static void to_pad_##S(const T *xp, T *pad, int H, int W, int row0, int col0, int hp,          \
+                           int wp) {                                                               \
+        memset(pad, 0, sizeof(T) * hp * wp);                                                       \
+        for (int v = 0; v < hp; ++v) {                                                             \
+            const int h = row0 + v;                                                                \
+            if (h < 0 || h >= H) continue;                                                         \
+            for (int w = 0; w < wp; ++w) {                                                         \
+                const int c = col0 + w;                                                            \
+                if (c >= 0 && c < W) pad[v * wp + w] = xp[h * W + c];                              \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void from_pad_##S(const T *pad, T *xp, int H, int W, int row0, int col0, int hp,        \
+                             int wp) {                                                             \
+        for (int h = 0; h < H; ++h)                                                                \
+            for (int w = 0; w < W; ++w) {                                                          \
+                const int v = h - row0, u = w - col0;                                              \
+                xp[h * W + w] = (v >= 0 && v < hp && u >= 0 && u < wp) ? pad[v * wp + u] : (T)0;   \
+            }                                                                                      \
+    }                                                                                              \
+    static ptrdiff_t *pad_offsets_##S(ptrdiff_t P, int K, int m, int tw, ptrdiff_t pp, int wp) {   \
+        ptrdiff_t *off = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (P > 0 ? P : 1));                 \
+        if (off)                                                                                   \
+            for (ptrdiff_t p = 0; p < P; ++p)                                                      \
+                off[p] = (p / K) * pp + ((p % K) / tw) * (ptrdiff_t)m * wp + ((p % K) % tw) * m;   \
+        return off;                                                                                \
+    }                                                                                              \
+    static ptrdiff_t *y_offsets_##S(ptrdiff_t P, int K, int m, int tw, ptrdiff_t bstride,          \
+                                    int Wo) {                                                      \
+        ptrdiff_t *off = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (P > 0 ? P : 1));                 \
+        if (off)                                                                                   \
+            for (ptrdiff_t p = 0; p < P; ++p)                                                      \
+                off[p] = (p / K) * bstride + ((p % K) / tw) * (ptrdiff_t)2 * m * Wo +              \
+                         ((p % K) % tw) * 2 * m;                                                   \
+        return off;                                                                                \
+    }                                                                                              \
+                                                                                                   \
+    int winograd_input_##S(const T *x, T *V, int n, int C, int H, int W, int row0, int col0,       \
+                           int m, int th, int tw) {                                                \
+        const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                        \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp;   \
+        T *pad = (T *)malloc(sizeof(T) * (pp * n > 0 ? pp * n : 1));                               \
+        ptrdiff_t *off = pad_offsets_##S(P, K, m, tw, pp, wp);                                     \
+        if (!pad || !off) { free(pad); free(off); return 1; }                                      \
+        T d[36 * GROUP], tmp[36 * GROUP], v[36 * GROUP];                                           \
+        for (int c = 0; c < C; ++c) {                                                              \
+            for (int b = 0; b < n; ++b)                                                            \
+                to_pad_##S(x + ((ptrdiff_t)b * C + c) * H * W, pad + b * pp, H, W, row0, col0,     \
+                           hp, wp);                                                                \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(d, 0, sizeof d);                                            \
+                for (int g = 0; g < gg; ++g) { /* the tiles, d[i][j][g] */                         \
+                    const T *src = pad + off[p0 + g];                                              \
+                    for (int i = 0; i < a; ++i)                                                    \
+                        for (int j = 0; j < a; ++j) d[(i * a + j) * GROUP + g] = src[i * wp + j];  \
+                }                                                                                  \
+                if (m == 4) bt4_2d_##S(d, tmp, v); /* v = B^T d B */                               \
+                else bt2_2d_##S(d, tmp, v);                                                        \
+                for (int k = 0; k < a * a; ++k) {                                                  \
+                    T *dst = V + k * plane + c * P + p0;                                           \
+                    for (int g = 0; g < gg; ++g) dst[g] = v[k * GROUP + g];                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(pad);                                                                                 \
+        free(off);                                                                                 \
+        return 0;                                                                                  \
+    }                                                                                              \
+                                                                                                   \
+    int winograd_input_adjoint_##S(const T *dV, T *dx, int n, int C, int H, int W, int row0,       \
+                                   int col0, int m, int th, int tw) {                              \
+        const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                        \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp;   \
+        T *pad = (T *)malloc(sizeof(T) * (pp * n > 0 ? pp * n : 1));                               \
+        ptrdiff_t *off = pad_offsets_##S(P, K, m, tw, pp, wp);                                     \
+        if (!pad || !off) { free(pad); free(off); return 1; }                                      \
+        T v[36 * GROUP], tmp[36 * GROUP], dd[36 * GROUP];                                          \
+        for (int c = 0; c < C; ++c) {                                                              \
+            memset(pad, 0, sizeof(T) * pp * n);                                                    \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(v, 0, sizeof v);                                            \
+                for (int k = 0; k < a * a; ++k) {                                                  \
+                    const T *src = dV + k * plane + c * P + p0;                                    \
+                    for (int g = 0; g < gg; ++g) v[k * GROUP + g] = src[g];                        \
+                }                                                                                  \
+                if (m == 4) b4_2d_##S(v, tmp, dd); /* dd = B v B^T */                              \
+                else b2_2d_##S(v, tmp, dd);                                                        \
+                for (int g = 0; g < gg; ++g) { /* added where the tile was read */                 \
+                    T *dst = pad + off[p0 + g];                                                    \
+                    for (int i = 0; i < a; ++i)                                                    \
+                        for (int j = 0; j < a; ++j)                                        \
+                            dst[i * wp + j] += dd[(i * a + j) * GROUP + g];                \
+                }                                                                                  \
+            }                                                                                      \
+            for (int b = 0; b < n; ++b)                                                            \
+                from_pad_##S(pad + b * pp, dx + ((ptrdiff_t)b * C + c) * H * W, H, W, row0,        \
+                             col0, hp, wp);                                                        \
+        }                                                                                          \
+        free(pad);                                                                                 \
+        free(off);                                                                                 \
+        return 0;                                                                                  \
+    }                                                                                              \
+                                                                                                   \
+    int winograd_output_##S(const T *M, T *y, const T *bias, int n, int Cout, int m, int th,       \
+                            int tw) {                                                              \
+        const int a = m + 2, K = th * tw, Wo = 2 * m * tw;                                         \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)4 * Cout * P;                     \
+        const ptrdiff_t HW = (ptrdiff_t)2 * m * th * Wo;                                           \
+        ptrdiff_t *yoff = y_offsets_##S(P, K, m, tw, Cout * HW, Wo);                               \
+        if (!yoff) return 1;                                                                       \
+        T mv[36 * GROUP], tmp[36 * GROUP], yv[16 * GROUP];                                         \
+        for (int o = 0; o < Cout; ++o) {                                                           \
+            const T bo = bias ? bias[o] : (T)0;                                                    \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(mv, 0, sizeof mv);                                          \
+                for (int rr = 0; rr < 4; ++rr) { /* the four phases (r, r2) */                     \
+                    const int r = rr >> 1, r2 = rr & 1;                                            \
+                    const T *src = M + ((ptrdiff_t)rr * Cout + o) * P + p0;                        \
+                    for (int k = 0; k < a * a; ++k)                                                \
+                        for (int g = 0; g < gg; ++g) mv[k * GROUP + g] = src[k * plane + g];       \
+                    if (m == 4) at4_2d_##S(mv, tmp, yv); /* yv = A^T mv A */                       \
+                    else at2_2d_##S(mv, tmp, yv);                                                  \
+                    for (int g = 0; g < gg; ++g) {                                                 \
+                        T *dst = y + yoff[p0 + g] + o * HW + r * Wo + r2;                          \
+                        for (int i = 0; i < m; ++i)                                                \
+                            for (int j = 0; j < m; ++j)                                            \
+                                dst[2 * i * Wo + 2 * j] = yv[(i * m + j) * GROUP + g] + bo;        \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(yoff);                                                                                \
+        return 0;                                                                                  \
+    }                                                                                              \
+                                                                                                   \
+    int winograd_output_adjoint_##S(const T *dy, T *dM, int n, int Cout, int m, int th,            \
+                                    int tw) {                                                      \
+        const int a = m + 2, K = th * tw, Wo = 2 * m * tw;                                         \
+        const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)4 * Cout * P;                     \
+        const ptrdiff_t HW = (ptrdiff_t)2 * m * th * Wo;                                           \
+        ptrdiff_t *yoff = y_offsets_##S(P, K, m, tw, Cout * HW, Wo);                               \
+        if (!yoff) return 1;                                                                       \
+        T yv[16 * GROUP], tmp[36 * GROUP], mv[36 * GROUP];                                         \
+        for (int o = 0; o < Cout; ++o) {                                                           \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(yv, 0, sizeof yv);                                          \
+                for (int rr = 0; rr < 4; ++rr) {                                                   \
+                    const int r = rr >> 1, r2 = rr & 1;                                            \
+                    for (int g = 0; g < gg; ++g) {                                                 \
+                        const T *src = dy + yoff[p0 + g] + o * HW + r * Wo + r2;                   \
+                        for (int i = 0; i < m; ++i)                                                \
+                            for (int j = 0; j < m; ++j)                                            \
+                                yv[(i * m + j) * GROUP + g] = src[2 * i * Wo + 2 * j];             \
+                    }                                                                              \
+                    if (m == 4) a4_2d_##S(yv, tmp, mv); /* mv = A yv A^T */                        \
+                    else a2_2d_##S(yv, tmp, mv);                                                   \
+                    T *dst = dM + ((ptrdiff_t)rr * Cout + o) * P + p0;                             \
+                    for (int k = 0; k < a * a; ++k)                                                \
+                        for (int g = 0; g < gg; ++g) dst[k * plane + g] = mv[k * GROUP + g];       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(yoff);                                                                                \
+        return 0;                                                                                  \
+    }
+
+ABP_TRANSFORMS(float, f32)
+ABP_TRANSFORMS(double, f64)
+ABP_TILES(float, f32)
+ABP_TILES(double, f64)
