@@ -152,25 +152,51 @@
  * zeros, pad[v][w] standing for x[row0 + v][col0 + w], and off[p] is where tile p starts in it;
  * for the output side, yoff[p] is where tile p's 2m x 2m block starts in y (channel 0). */
 #define ABP_TILES(T, S)                                                                            \
+    /* Columns [w0, w1) of a pad row are x's columns col0 + w0 .. col0 + w1 - 1; the rest   \
+     * of the row lies outside x. */                                                               \
     static void to_pad_##S(const T *xp, T *pad, int H, int W, int row0, int col0, int hp,          \
                            int wp) {                                                               \
+        const int w0 = col0 < 0 ? -col0 : 0, w1 = W - col0 < wp ? W - col0 : wp;                   \
         memset(pad, 0, sizeof(T) * hp * wp);                                                       \
         for (int v = 0; v < hp; ++v) {                                                             \
             const int h = row0 + v;                                                                \
-            if (h < 0 || h >= H) continue;                                                         \
-            for (int w = 0; w < wp; ++w) {                                                         \
-                const int c = col0 + w;                                                            \
-                if (c >= 0 && c < W) pad[v * wp + w] = xp[h * W + c];                              \
-            }                                                                                      \
+            if (h >= 0 && h < H && w1 > w0)                                                        \
+                memcpy(pad + v * wp + w0, xp + h * W + col0 + w0, sizeof(T) * (w1 - w0));          \
         }                                                                                          \
     }                                                                                              \
     static void from_pad_##S(const T *pad, T *xp, int H, int W, int row0, int col0, int hp,        \
                              int wp) {                                                             \
-        for (int h = 0; h < H; ++h)                                                                \
-            for (int w = 0; w < W; ++w) {                                                          \
-                const int v = h - row0, u = w - col0;                                              \
-                xp[h * W + w] = (v >= 0 && v < hp && u >= 0 && u < wp) ? pad[v * wp + u] : (T)0;   \
+        const int w0 = col0 < 0 ? -col0 : 0, w1 = W - col0 < wp ? W - col0 : wp;                   \
+        for (int h = 0; h < H; ++h) {                                                              \
+            const int v = h - row0;                                                                \
+            T *row = xp + h * W;                                                                   \
+            if (v < 0 || v >= hp || w1 <= w0) {                                                    \
+                memset(row, 0, sizeof(T) * W);                                                     \
+                continue;                                                                          \
             }                                                                                      \
+            /* x columns [0, col0 + w0) and [col0 + w1, W) lie outside the pad: zero */            \
+            memset(row, 0, sizeof(T) * (col0 + w0));                                               \
+            memcpy(row + col0 + w0, pad + v * wp + w0, sizeof(T) * (w1 - w0));                     \
+            memset(row + col0 + w1, 0, sizeof(T) * (W - col0 - w1));                               \
+        }                                                                                          \
+    }                                                                                              \
+    /* GROUP tiles of A x A values from the pad (gather) and back into it (scatter-add); fixed A,  \
+     * so that the compiler unrolls the loops. */                                                  \
+    static inline void gather_##S(const T *pad, const ptrdiff_t *off, int gg, int wp, int A,       \
+                                  T *d) {                                                          \
+        for (int g = 0; g < gg; ++g) {                                                             \
+            const T *src = pad + off[g];                                                           \
+            for (int i = 0; i < A; ++i)                                                            \
+                for (int j = 0; j < A; ++j) d[(i * A + j) * GROUP + g] = src[i * wp + j];          \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void scatter_add_##S(const T *dd, const ptrdiff_t *off, int gg, int wp, int A,   \
+                                       T *pad) {                                                   \
+        for (int g = 0; g < gg; ++g) {                                                             \
+            T *dst = pad + off[g];                                                                 \
+            for (int i = 0; i < A; ++i)                                                            \
+                for (int j = 0; j < A; ++j) dst[i * wp + j] += dd[(i * A + j) * GROUP + g];        \
+        }                                                                                          \
     }                                                                                              \
     static ptrdiff_t *pad_offsets_##S(ptrdiff_t P, int K, int m, int tw, ptrdiff_t pp, int wp) {   \
         ptrdiff_t *off = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (P > 0 ? P : 1));                 \
@@ -189,6 +215,25 @@
         return off;                                                                                \
     }                                                                                              \
                                                                                                    \
+    /* One phase of GROUP tiles' m x m output blocks, into y (every other row and column from      \
+     * dst = the phase's first pixel) and out of dy; fixed m, so that the loops unroll. */         \
+    static inline void put_phase_##S(const T *yv, const ptrdiff_t *yoff, ptrdiff_t shift, int gg,  \
+                                     int Wo, int m, T bo, T *y) {                                  \
+        for (int g = 0; g < gg; ++g) {                                                             \
+            T *dst = y + yoff[g] + shift;                                                          \
+            for (int i = 0; i < m; ++i)                                                            \
+                for (int j = 0; j < m; ++j)                                                        \
+                    dst[2 * i * Wo + 2 * j] = yv[(i * m + j) * GROUP + g] + bo;                    \
+        }                                                                                          \
+    }                                                                                              \
+    static inline void get_phase_##S(const T *dy, const ptrdiff_t *yoff, ptrdiff_t shift, int gg,  \
+                                     int Wo, int m, T *yv) {                                       \
+        for (int g = 0; g < gg; ++g) {                                                             \
+            const T *src = dy + yoff[g] + shift;                                                   \
+            for (int i = 0; i < m; ++i)                                                            \
+                for (int j = 0; j < m; ++j) yv[(i * m + j) * GROUP + g] = src[2 * i * Wo + 2 * j]; \
+        }                                                                                          \
+    }                                                                                              \
     int winograd_input_##S(const T *x, T *V, int n, int C, int H, int W, int row0, int col0,       \
                            int m, int th, int tw) {                                                \
         const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                        \
@@ -204,11 +249,8 @@
             for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
                 const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
                 if (gg < GROUP) memset(d, 0, sizeof d);                                            \
-                for (int g = 0; g < gg; ++g) { /* the tiles, d[i][j][g] */                         \
-                    const T *src = pad + off[p0 + g];                                              \
-                    for (int i = 0; i < a; ++i)                                                    \
-                        for (int j = 0; j < a; ++j) d[(i * a + j) * GROUP + g] = src[i * wp + j];  \
-                }                                                                                  \
+                if (m == 4) gather_##S(pad, off + p0, gg, wp, 6, d); /* the tiles, d[i][j][g] */   \
+                else gather_##S(pad, off + p0, gg, wp, 4, d);                                      \
                 if (m == 4) bt4_2d_##S(d, tmp, v); /* v = B^T d B */                               \
                 else bt2_2d_##S(d, tmp, v);                                                        \
                 for (int k = 0; k < a * a; ++k) {                                                  \
@@ -241,12 +283,8 @@
                 }                                                                                  \
                 if (m == 4) b4_2d_##S(v, tmp, dd); /* dd = B v B^T */                              \
                 else b2_2d_##S(v, tmp, dd);                                                        \
-                for (int g = 0; g < gg; ++g) { /* added where the tile was read */                 \
-                    T *dst = pad + off[p0 + g];                                                    \
-                    for (int i = 0; i < a; ++i)                                                    \
-                        for (int j = 0; j < a; ++j)                                        \
-                            dst[i * wp + j] += dd[(i * a + j) * GROUP + g];                \
-                }                                                                                  \
+                if (m == 4) scatter_add_##S(dd, off + p0, gg, wp, 6, pad); /* where it was read */ \
+                else scatter_add_##S(dd, off + p0, gg, wp, 4, pad);                                \
             }                                                                                      \
             for (int b = 0; b < n; ++b)                                                            \
                 from_pad_##S(pad + b * pp, dx + ((ptrdiff_t)b * C + c) * H * W, H, W, row0,        \
@@ -277,12 +315,9 @@
                         for (int g = 0; g < gg; ++g) mv[k * GROUP + g] = src[k * plane + g];       \
                     if (m == 4) at4_2d_##S(mv, tmp, yv); /* yv = A^T mv A */                       \
                     else at2_2d_##S(mv, tmp, yv);                                                  \
-                    for (int g = 0; g < gg; ++g) {                                                 \
-                        T *dst = y + yoff[p0 + g] + o * HW + r * Wo + r2;                          \
-                        for (int i = 0; i < m; ++i)                                                \
-                            for (int j = 0; j < m; ++j)                                            \
-                                dst[2 * i * Wo + 2 * j] = yv[(i * m + j) * GROUP + g] + bo;        \
-                    }                                                                              \
+                    const ptrdiff_t shift = o * HW + r * Wo + r2;                                  \
+                    if (m == 4) put_phase_##S(yv, yoff + p0, shift, gg, Wo, 4, bo, y);             \
+                    else put_phase_##S(yv, yoff + p0, shift, gg, Wo, 2, bo, y);                    \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -304,12 +339,9 @@
                 if (gg < GROUP) memset(yv, 0, sizeof yv);                                          \
                 for (int rr = 0; rr < 4; ++rr) {                                                   \
                     const int r = rr >> 1, r2 = rr & 1;                                            \
-                    for (int g = 0; g < gg; ++g) {                                                 \
-                        const T *src = dy + yoff[p0 + g] + o * HW + r * Wo + r2;                   \
-                        for (int i = 0; i < m; ++i)                                                \
-                            for (int j = 0; j < m; ++j)                                            \
-                                yv[(i * m + j) * GROUP + g] = src[2 * i * Wo + 2 * j];             \
-                    }                                                                              \
+                    const ptrdiff_t shift = o * HW + r * Wo + r2;                                  \
+                    if (m == 4) get_phase_##S(dy, yoff + p0, shift, gg, Wo, 4, yv);                \
+                    else get_phase_##S(dy, yoff + p0, shift, gg, Wo, 2, yv);                       \
                     if (m == 4) a4_2d_##S(yv, tmp, mv); /* mv = A yv A^T */                        \
                     else a2_2d_##S(yv, tmp, mv);                                                   \
                     T *dst = dM + ((ptrdiff_t)rr * Cout + o) * P + p0;                             \
