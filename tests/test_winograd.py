@@ -538,22 +538,14 @@ TILINGS = [
 
 
 def unshuffle_loops(y, m, nt):
-    """The inverse of :func:`shuffle_loops` (no bias): Y[i, j, r, r2, o, p] from y."""
+    """The inverse of :func:`shuffle_loops` (no bias): the permutation it applies, undone."""
     n, Cout = y.shape[:2]
-    th, tw = nt
-    Y = np.zeros((m, m, 2, 2, Cout, n * th * tw), dtype=y.dtype)
-    for b in range(n):
-        for ti in range(th):
-            for tj in range(tw):
-                p = (b * th + ti) * tw + tj
-                for i in range(m):
-                    for j in range(m):
-                        for r in range(2):
-                            for r2 in range(2):
-                                Y[i, j, r, r2, :, p] = y[
-                                    b, :, 2 * (m * ti + i) + r, 2 * (m * tj + j) + r2
-                                ]
-    return Y
+    shape = (m, m, 2, 2, Cout, n * nt[0] * nt[1])
+    # shuffle the positions 0, 1, 2, ... of Y: y.flat[k] came from Y.flat[source.flat[k]]
+    source = shuffle_loops(np.arange(y.size, dtype=F64).reshape(shape), n, m, nt)
+    Y = np.empty(y.size, dtype=y.dtype)
+    Y[source.ravel().astype(np.int64)] = y.ravel()
+    return Y.reshape(shape)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
