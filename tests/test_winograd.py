@@ -491,20 +491,16 @@ def gather_loops(x, row0, col0, m, nt):
 
 
 def overlap_add_loops(dd, x_shape, row0, col0, m, nt):
-    """dx[b, c, h, w] = sum of dd[i, j, c, p] over the (i, j, p) that gather reads from (h, w)."""
-    n, C, H, W = x_shape
-    th, tw = nt
-    dx = np.zeros(x_shape, dtype=dd.dtype)
-    for b in range(n):
-        for ti in range(th):
-            for tj in range(tw):
-                p = (b * th + ti) * tw + tj
-                for i in range(m + 2):
-                    for j in range(m + 2):
-                        h, w = row0 + m * ti + i, col0 + m * tj + j
-                        if 0 <= h < H and 0 <= w < W:
-                            dx[b, :, h, w] += dd[i, j, :, p]
-    return dx
+    """dx[b, c, h, w] = sum of dd[i, j, c, p] over the (i, j, p) that gather reads from (h, w):
+    the transpose of :func:`gather_loops`, found by gathering the positions 1, 2, ... of x."""
+    # d.flat[k] came from x.flat[source.flat[k] - 1], or from outside x where source is 0
+    source = gather_loops(
+        np.arange(1, np.prod(x_shape) + 1, dtype=F64).reshape(x_shape), row0, col0, m, nt
+    )
+    inside = source.ravel() > 0
+    dx = np.zeros(int(np.prod(x_shape)), dtype=dd.dtype)
+    np.add.at(dx, source.ravel()[inside].astype(np.int64) - 1, dd.ravel()[inside])
+    return dx.reshape(x_shape)
 
 
 def shuffle_loops(Y, n, m, nt, bias=None):
