@@ -376,7 +376,8 @@ class ABP:
                 )
             noise_arrays = self._on_device(noise_arrays, "noise_arrays")
             noise = True
-        return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
+        with self.generator.fixed_weights():  # W fixed: layers may reuse what they derive from it
+            return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
 
     def _langevin(self, z, y, obs, steps, delta, noise, rng, noise_arrays):
         """The loop of :meth:`langevin`, on validated arguments."""

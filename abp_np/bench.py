@@ -525,8 +525,11 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
     Each layer is timed on its own, on the activations of one forward pass of the whole
-    network, with a random upstream gradient, best of ``args.repeats`` calls. The
-    weight-gradient time is the full backward time minus the input-only one.
+    network, with a random upstream gradient, best of ``args.repeats`` calls. ``fwd`` and
+    ``dx`` are timed twice: as in the Langevin loop (inside ``Generator.fixed_weights()``,
+    where a layer may reuse what it derives from the weights) and as in the learning step
+    (``learn_fwd``, ``learn_dx``). The weight-gradient time is the learning step's full
+    backward time minus its input-only one.
     """
     g, batch, lat = setup(args)
     abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
@@ -540,13 +543,22 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
         h = layer.forward(x)
         dy = xp.asarray(rng.standard_normal(h.shape).astype(g.dtype))
         row: dict[str, Any] = {"layer": f"{i}: {layer!r}"}
-        row["fwd"] = _best_time(lambda layer=layer, x=x: layer.forward(x), sync, args.repeats)
-        layer.forward(x)
-        row["dx"] = _best_time(
-            lambda layer=layer, dy=dy: layer.backward(dy, False), sync, args.repeats
-        )
-        full = _best_time(lambda layer=layer, dy=dy: layer.backward(dy, True), sync, args.repeats)
-        row["dW"] = max(full - row["dx"], 0.0) if layer.params else 0.0
+
+        def fwd(layer: L.Layer = layer, x: Any = x) -> Any:
+            return layer.forward(x)
+
+        def bwd(full: bool, layer: L.Layer = layer, dy: Any = dy) -> Callable[[], Any]:
+            return lambda: layer.backward(dy, full)
+
+        with g.fixed_weights():  # as in the Langevin loop
+            row["fwd"] = _best_time(fwd, sync, args.repeats)
+            fwd()
+            row["dx"] = _best_time(bwd(False), sync, args.repeats)
+        row["learn_fwd"] = _best_time(fwd, sync, args.repeats)
+        fwd()
+        row["learn_dx"] = _best_time(bwd(False), sync, args.repeats)
+        full = _best_time(bwd(True), sync, args.repeats)
+        row["dW"] = max(full - row["learn_dx"], 0.0) if layer.params else 0.0
         if tmods is not None:
             row.update(_torch_layer_times(torch, tmods[i], x, dy, args))
         rows.append(row)
@@ -582,7 +594,8 @@ def _torch_layer_times(torch: Any, m: Any, x: Any, dy: Any, args: argparse.Names
 def format_breakdown(rows: list[dict[str, Any]], steps: int) -> str:
     has_torch = "torch_fwd" in rows[0]
     width = max(len(r["layer"]) for r in rows)
-    cols = ["fwd", "dx", "dW"] + (["torch_fwd", "torch_dx", "torch_dW"] if has_torch else [])
+    cols = ["fwd", "dx", "learn_fwd", "learn_dx", "dW"]
+    cols += ["torch_fwd", "torch_dx", "torch_dW"] if has_torch else []
     head = f"{'layer':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)
     lines = ["milliseconds per call (best of --repeats)", head, "-" * len(head)]
     for r in rows:
@@ -590,12 +603,12 @@ def format_breakdown(rows: list[dict[str, Any]], steps: int) -> str:
     tot = {c: sum(r[c] for r in rows) for c in cols}
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{tot[c] * 1e3:9.2f}" for c in cols))
 
-    def per_iter(p: str) -> float:  # steps x (fwd + dx) + fwd + dx + dW
-        return (steps + 1) * (tot[p + "fwd"] + tot[p + "dx"]) + tot[p + "dW"]
-
-    line = f"implied seconds per iteration (layers only): abp_np {per_iter(''):.3f}"
+    # steps x (fwd + dx) in the Langevin loop, then the learning step's fwd + dx + dW
+    ours = steps * (tot["fwd"] + tot["dx"]) + tot["learn_fwd"] + tot["learn_dx"] + tot["dW"]
+    line = f"implied seconds per iteration (layers only): abp_np {ours:.3f}"
     if has_torch:
-        line += f", torch {per_iter('torch_'):.3f}, ratio {per_iter('') / per_iter('torch_'):.2f}"
+        theirs = (steps + 1) * (tot["torch_fwd"] + tot["torch_dx"]) + tot["torch_dW"]
+        line += f", torch {theirs:.3f}, ratio {ours / theirs:.2f}"
     lines.append(line)
     return "\n".join(lines)
 

@@ -356,7 +356,9 @@ def _conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_h
     return y
 
 
-def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, output_padding: Pair):
+def conv_transpose2d_forward(
+    x, weight, bias, stride: Pair, padding: Pair, output_padding: Pair, derived=None
+):
     """Transposed 2-D convolution ("deconvolution"), PyTorch's ``conv_transpose2d``.
 
     A transposed convolution is the data-gradient of a convolution: every input pixel
@@ -386,6 +388,11 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     weight : array (Cin, Cout, kh, kw)
     bias : array (Cout,) or None
     stride, padding, output_padding : (int, int)
+    derived : dict, optional
+        Given while the weights stay fixed over many calls (the Langevin loop; see
+        :meth:`abp_np.generator.Generator.fixed_weights`): the Winograd path keeps its
+        transformed weights there and reuses them, and takes layers it would otherwise leave
+        (:func:`abp_np.winograd.worth_it`). The result is the same either way.
 
     Returns
     -------
@@ -397,9 +404,10 @@ def conv_transpose2d_forward(x, weight, bias, stride: Pair, padding: Pair, outpu
     _, Cout, kh, kw = weight.shape
     Hout = conv_transpose_output_size(H, kh, stride[0], padding[0], output_padding[0])
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
-    wplan = winograd.choose(x, weight, stride, padding, (Hout, Wout)) if xp is np else None
+    reuse = derived is not None
+    wplan = winograd.choose(x, weight, stride, padding, (Hout, Wout), reuse) if xp is np else None
     if wplan is not None:  # the CPU speed path for the paper's layers: abp_np/winograd.py
-        y, ctx = winograd.forward(x, weight, wplan, bias)
+        y, ctx = winograd.forward(x, weight, wplan, bias, derived)
         return y, ("winograd", ctx, bias is not None)
     cache = (x, weight, bias is not None, stride, padding)
     # Phase form where it moves less data: the column buffer (Cout kh kw, N H W) is larger

@@ -13,6 +13,7 @@ Both calls run the very same code; the flag only skips the weight-gradient GEMMs
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ class Generator:
             )
         self.dtype = dtypes.pop()
         self.latent_shape = tuple(int(s) for s in latent_shape)
+        self._fixed = False  # inside fixed_weights()
 
     # -- f and its one backward pass ----------------------------------------------------------------
     def forward(self, z: Any) -> Any:
@@ -93,6 +95,35 @@ class Generator:
         for layer in reversed(self.layers):
             dy = layer.backward(dy, need_param_grads)
         return dy
+
+    @contextlib.contextmanager
+    def fixed_weights(self) -> Iterator[Generator]:
+        """A block of passes with W unchanged: layers may keep what they derive from W.
+
+        The inferential back-propagation (Langevin dynamics on Z, equation (5)) runs many
+        forward and backward passes with the same W. Inside this block a layer may compute a
+        quantity that depends on W alone once and reuse it in every pass: the Winograd
+        path's transformed weights ``U = G K G^T`` (:mod:`abp_np.winograd`) are computed once
+        per block instead of once per forward pass, and layers whose U would be too costly
+        to recompute every pass take that path only here. :meth:`ABP.langevin
+        <abp_np.abp.ABP.langevin>` runs its loop inside this block.
+
+        Leaving the block drops what was kept. Inside it, change the weights only through
+        :meth:`load_state_dict` (which drops it as well): a weight changed in place some
+        other way would leave a layer computing with the old one. Blocks may be nested.
+        """
+        if self._fixed:  # nested: the outer block keeps and drops
+            yield self
+            return
+        self._fixed = True
+        for layer in self.layers:
+            layer._derived = {}
+        try:
+            yield self
+        finally:
+            self._fixed = False
+            for layer in self.layers:
+                layer._derived = None
 
     # -- parameters ---------------------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Any, Any, Layer]]:
@@ -147,6 +178,8 @@ class Generator:
                 )
             xp = get_array_module(d[k])
             d[k][...] = xp.asarray(v, dtype=d[k].dtype)
+        for layer in self.layers:
+            layer._forget_derived()
 
     # -- modes and devices ----------------------------------------------------------------------
     def train(self, mode: bool = True) -> Generator:

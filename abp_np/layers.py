@@ -59,12 +59,16 @@ class Layer:
         self.training = True
         self._cache: Any = None
         self._out_shape: tuple[int, ...] | None = None  # shape of the last forward's output
+        # Quantities derived from the weights and kept between calls while they are fixed
+        # (a dict inside Generator.fixed_weights(), else None): see ConvTranspose2d.
+        self._derived: dict[str, Any] | None = None
 
     # -- the contract -----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
         """Compute the layer's output; keep what the backward pass needs."""
         self._check_input(x)
         self._out_shape = None  # a forward that fails leaves nothing to back-propagate
+        self._cache = None  # the last pass's saved values go before this pass makes its own
         y = self._forward(x)
         self._out_shape = tuple(y.shape)
         return y
@@ -111,6 +115,7 @@ class Layer:
                 d[k] = to_device(d[k], device)
         self._cache = None
         self._out_shape = None
+        self._forget_derived()
         return self
 
     def zero_grad(self) -> None:
@@ -120,7 +125,13 @@ class Layer:
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
 
+    def _forget_derived(self) -> None:
+        """Drop what was derived from the weights (they changed); keep deriving if fixed."""
+        if self._derived is not None:
+            self._derived.clear()
+
     def _set_param(self, name: str, value: Any) -> None:
+        self._forget_derived()
         self.params[name] = value
         xp = get_array_module(value)
         self.grads[name] = xp.zeros_like(value)
@@ -318,6 +329,7 @@ class ConvTranspose2d(Layer):
             self.stride,
             self.padding,
             self.output_padding,
+            derived=self._derived,
         )
         return y
 

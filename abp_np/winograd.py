@@ -173,7 +173,9 @@ def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
             return None
         q0s.append(q0)
         Qs.append(Q)
-    m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 else 2
+    # F(4x4): fewer multiplications per output; F(2x2) for a 4 x 4 input, which F(4x4) would
+    # cover with one tile: as fast there, with 16 / 36 of the transformed weights U.
+    m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 and min(Qs) >= 8 else 2
     return Plan(m, sh, (q0s[0], q0s[1]), (Qs[0], Qs[1]))
 
 
@@ -241,26 +243,41 @@ def using(new_mode: str) -> Iterator[None]:
         _mode = previous
 
 
-def worth_it(x_shape, weight_shape) -> bool:
+def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
     """The "auto" rule: inputs of at least 8 x 8 pixels, and transformed weights U at most 8 x
     the size of the input (``36 * 4 Cout * Cin <= 8 N Cin H W``, i.e. ``N H W >= 18 Cout``).
 
     The transforms cost time in proportion to the activations and the transformed weights, the
     saving is in proportion to the GEMMs. Measured per layer (BENCHMARKS.md): inputs of 4 x 4
-    (one 4 x 4 tile per example) gained nothing; layers whose U dwarfs their input (the first
-    layers of the texture network at batch 1) lost time or raised the peak memory above that
-    of the direct path; the layers of 8 x 8 and more with a batch of images gained 10-30 %.
+    gained nothing when U was computed for each pass; layers whose U dwarfs their input (the
+    first layers of the texture network at batch 1) lost time or raised the peak memory above
+    that of the direct path; the layers of 8 x 8 and more with a batch of images gained 10-30 %.
+
+    With ``reuse`` (the weights stay fixed over many passes, which share one U: the Langevin
+    loop, :meth:`abp_np.generator.Generator.fixed_weights`) U's cost is paid once, and the rule
+    widens to inputs of at least 4 x 4 with ``N H W >= 4 Cout`` (a kept U of F(2x2), 64 Cout Cin
+    values, at most 16 x the input). That adds faces64's 512 -> 256 layer at 4 x 4 and
+    texture224's 256 -> 128 at 28 x 28; taking every layer that fits as well (texture224's
+    512 -> 256 at 14 x 14, U 84 x its input) raised texture224's peak memory by 30 MiB and
+    gained no time.
     """
     N, Cin, H, W = x_shape
     Cout = weight_shape[1]
-    return H * W >= 64 and N * H * W >= 18 * Cout and Cout >= 8
+    if Cout < 8:
+        return False
+    if reuse and H * W >= 16 and N * H * W >= 4 * Cout:
+        return True
+    return H * W >= 64 and N * H * W >= 18 * Cout
 
 
-def choose(x, weight, stride, padding, out_hw) -> Plan | None:
-    """The plan to use for this call, or None for the ordinary path."""
+def choose(x, weight, stride, padding, out_hw, reuse: bool = False) -> Plan | None:
+    """The plan to use for this call, or None for the ordinary path.
+
+    ``reuse``: the weights stay fixed over many calls, which reuse the transformed weights.
+    """
     if _mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
         return None
-    if _mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape)):
+    if _mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape, reuse)):
         return None
     return plan(x.shape, weight.shape, stride, padding, out_hw)
 
@@ -408,16 +425,33 @@ def _unshuffle(dy, t: _Tiling):
 # --- forward and backward -------------------------------------------------------------------------
 
 
-def forward(x, weight, p: Plan, bias=None):
+def transformed_weights(weight, p: Plan, derived=None):
+    """U = G K G^T (a^2, 4 Cout, Cin): the weights in the Winograd domain.
+
+    ``derived``: a dict in which U is kept while the weights stay fixed (see
+    :meth:`abp_np.generator.Generator.fixed_weights`); it is reused as long as the layer's
+    weight is the same array object and the tile size is the same.
+    """
+    key = f"winograd U, m={p.m}"
+    if derived is not None and key in derived and derived[key][0] is weight:
+        return derived[key][1]
+    GG = transforms(p.m, weight.dtype)[1]
+    U = (GG @ _combined_kernel(weight, p.s)).reshape(GG.shape[0], -1, weight.shape[0])
+    if derived is not None:
+        derived[key] = (weight, U)
+    return U
+
+
+def forward(x, weight, p: Plan, bias=None, derived=None):
     """y (N, Cout, 2 Q, 2 Q') = the transposed convolution of x by weight, plus the bias.
 
-    Returns ``(y, ctx)``; ``ctx`` is what :func:`backward` needs (x and the transformed weights).
+    ``derived``: where the transformed weights are kept between calls (see
+    :func:`transformed_weights`). Returns ``(y, ctx)``; ``ctx`` is what :func:`backward` needs
+    (x and the transformed weights).
     """
-    N, Cin = x.shape[:2]
+    N = x.shape[0]
     Cout = weight.shape[1]
-    GG = transforms(p.m, x.dtype)[1]
-    a2 = GG.shape[0]
-    U = (GG @ _combined_kernel(weight, p.s)).reshape(a2, -1, Cin)  # G K G^T: (a^2, 4 Cout, Cin)
+    U = transformed_weights(weight, p, derived)  # G K G^T: (a^2, 4 Cout, Cin)
     t = _tiling(p, x.shape, Cout, x.dtype.itemsize)
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
     # Each temporary is released (del) once used: the peak stays at one block's worth.

@@ -80,7 +80,8 @@ def test_sound_flop_count_uses_the_1d_geometry():
 def test_breakdown_and_sweep_tables(capsys):
     res = bench.main(["--workload", "small32", "--batch", "2", "--breakdown", "--repeats", "1"])
     assert len(res["breakdown"]) == 12
-    assert all(r["fwd"] > 0 for r in res["breakdown"])
+    assert all(r["fwd"] > 0 and r["learn_fwd"] > 0 for r in res["breakdown"])
+    assert all(r["learn_dx"] >= 0 and r["dW"] >= 0 for r in res["breakdown"])
     assert "implied seconds per iteration" in capsys.readouterr().out
 
 

@@ -221,6 +221,33 @@ def test_backward_after_a_failed_forward_or_a_move_raises():
         layer.backward(np.ones((2, 3, 2, 2), np.float32))
 
 
+def test_forward_lets_go_of_the_last_pass_before_computing():
+    """The values saved by the previous forward are released before the next forward
+    computes its own (the peak memory holds one set, not two), for every layer."""
+    import gc
+    import weakref
+
+    class Saved:  # a weak-referenceable stand-in for a layer's saved values
+        pass
+
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 4)).astype(np.float32)
+    for layer in (ConvTranspose2d(4, 3, 5, 2, 2, 1), BatchNorm2d(4), ReLU(), Tanh()):
+        layer.forward(x)
+        layer._cache = old = Saved()
+        seen: list[bool] = []
+        inner, ref = layer._forward, weakref.ref(old)
+
+        def spy(x, inner=inner, ref=ref, seen=seen):
+            gc.collect()
+            seen.append(ref() is None)
+            return inner(x)
+
+        layer._forward = spy
+        del old
+        layer.forward(x)
+        assert seen == [True], layer
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 

@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from abp_np import _cpu, winograd
 from abp_np.backend import using_kernels
+from abp_np.generator import Generator
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import ConvTranspose2d
 
@@ -192,11 +193,15 @@ def test_transforms_compute_the_2d_correlation(m):
     h=st.integers(1, 8).map(lambda k: 2 * k),
     w=st.integers(1, 8).map(lambda k: 2 * k),
 )
+@example(n=1, c=1, h=4, w=4)
+@example(n=1, c=1, h=8, w=4)
+@example(n=1, c=1, h=8, w=16)
 @HYPO
 def test_plan_for_the_papers_layers(n, c, h, w):
-    """Kernel 5, stride 2, padding 2, output 2H x 2W: m = 4 when H and W are multiples of 4."""
+    """Kernel 5, stride 2, padding 2, output 2H x 2W: m = 4 when H and W are multiples of 4 and
+    at least 8 (a 4 x 4 input takes F(2x2): one F(4x4) tile would cover it whole)."""
     p = winograd.plan((n, c, h, w), (c, 3, 5, 5), (2, 2), (2, 2), (2 * h, 2 * w))
-    m = 4 if h % 4 == 0 and w % 4 == 0 else 2
+    m = 4 if h % 4 == 0 and w % 4 == 0 and min(h, w) >= 8 else 2
     # both phases of an axis start at q0 = padding / 2 = 1 and hold Q = H outputs
     assert p == winograd.Plan(m, 2, (1, 1), (h, w))
 
@@ -457,6 +462,128 @@ def test_off_and_on():
     with winograd.using("on"):  # a geometry that does not fit
         layer.forward(small)
     assert not took_winograd(layer)
+
+
+# With the weights fixed over many passes (Generator.fixed_weights(), the Langevin loop) the
+# rule widens: H W >= 16 and N H W >= 4 Cout (and Cout >= 8), or the rule above.
+REUSE_CASES = [
+    ((64, 8, 4, 4), 16, True),  # faces64's 512 -> 256 layer in small: H W = 16, N H W = 1024
+    ((2, 4, 4, 4), 8, True),  # N H W = 32 = 4 Cout
+    ((1, 4, 4, 4), 8, False),  # N H W = 16 < 32
+    ((1, 4, 8, 8), 8, True),  # N H W = 64 >= 32 (not without reuse: 64 < 18 Cout)
+    ((1, 4, 8, 8), 17, False),  # N H W = 64 < 68
+    ((40, 4, 4, 2), 8, False),  # H W = 8 < 16
+    ((3, 4, 8, 8), 7, False),  # too few output channels
+    ((3, 4, 8, 8), 8, True),  # taken without reuse as well
+]
+
+
+@pytest.mark.parametrize("x_shape, cout, takes_it", REUSE_CASES)
+def test_auto_rule_with_fixed_weights(x_shape, cout, takes_it):
+    """Inside fixed_weights() auto takes the wider rule; outside, the ordinary one."""
+    need_compiled()
+    layer = make_layer(x_shape[1], cout)
+    g = Generator([layer], x_shape[1:])
+    x = np.ones(x_shape)
+    with winograd.using("auto"):
+        with g.fixed_weights():
+            g.forward(x)
+            assert took_winograd(layer) == takes_it
+        g.forward(x)
+        assert took_winograd(layer) == winograd.worth_it(x_shape, (x_shape[1], cout, 5, 5))
+    assert winograd.worth_it(x_shape, (x_shape[1], cout, 5, 5), reuse=True) == takes_it
+
+
+def count_transforms(monkeypatch):
+    """A list that grows by one each time the weights are transformed (U = G K G^T)."""
+    calls = []
+    real = winograd._combined_kernel
+    monkeypatch.setattr(winograd, "_combined_kernel", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_fixed_weights_transform_once_and_change_nothing(monkeypatch):
+    """Inside fixed_weights() U is computed once for many passes; outputs and gradients are
+    the same bits as outside; leaving the block drops U, and a new block computes it anew."""
+    layer = make_layer(3, 8)
+    g = Generator([layer], (3, 8, 8))
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((2, 3, 8, 8)) for _ in range(3)]
+    dy = rng.standard_normal((2, 8, 16, 16))
+    with winograd.using("on"):
+        outside = [(g.forward(x).copy(), g.backward(dy, False).copy()) for x in xs]
+        calls = count_transforms(monkeypatch)
+        with g.fixed_weights():
+            inside = [(g.forward(x).copy(), g.backward(dy, False).copy()) for x in xs]
+            assert len(calls) == 1
+        assert layer._derived is None
+        with g.fixed_weights():
+            g.forward(xs[0])
+        assert len(calls) == 2
+    for (y0, dx0), (y1, dx1) in zip(outside, inside, strict=True):
+        np.testing.assert_array_equal(y0, y1)
+        np.testing.assert_array_equal(dx0, dx1)
+
+
+def test_fixed_weights_follow_new_weights(monkeypatch):
+    """New weights inside a block are used: through load_state_dict (in place) or a new array."""
+    layer = make_layer(3, 8)
+    g = Generator([layer], (3, 8, 8))
+    other = Generator([make_layer(3, 8, seed=5)], (3, 8, 8))
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
+    with winograd.using("on"):
+        want = other.forward(x).copy()
+        with g.fixed_weights():
+            g.forward(x)
+            g.load_state_dict(other.state_dict())  # copies into the same arrays
+            np.testing.assert_array_equal(g.forward(x), want)
+        fresh = make_layer(3, 8, seed=7)
+        want = fresh.forward(x).copy()
+        with g.fixed_weights():
+            g.forward(x)
+            layer.params["weight"] = fresh.params["weight"].copy()  # a new array object
+            layer.params["bias"] = fresh.params["bias"].copy()
+            np.testing.assert_array_equal(g.forward(x), want)
+
+
+def test_fixed_weights_nest(monkeypatch):
+    """An inner block leaves what the outer one keeps."""
+    layer = make_layer(3, 8)
+    g = Generator([layer], (3, 8, 8))
+    x = np.ones((2, 3, 8, 8))
+    with winograd.using("on"):
+        calls = count_transforms(monkeypatch)
+        with g.fixed_weights():
+            g.forward(x)
+            with g.fixed_weights():
+                g.forward(x)
+            assert layer._derived is not None
+            g.forward(x)
+        assert len(calls) == 1
+        assert layer._derived is None
+
+
+def test_langevin_reuses_the_transformed_weights(monkeypatch):
+    """ABP.langevin runs its loop with the weights fixed: U once for all its steps, and the
+    same chain as the same loop written out with U computed in every pass."""
+    from abp_np.abp import ABP
+
+    layer = make_layer(3, 8)
+    g = Generator([layer], (3, 8, 8))
+    abp = ABP(g, sigma=0.3, langevin_steps=4, step_size=0.1, noise=False)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((2, 3, 8, 8))
+    y = rng.standard_normal((2, 8, 16, 16))
+    with winograd.using("on"):
+        calls = count_transforms(monkeypatch)
+        got = abp.langevin(z, y)
+        assert len(calls) == 1
+        want = z.copy()
+        for _ in range(4):  # (5) without noise, each pass computing U anew
+            dz = g.backward((y - g.forward(want)) / 0.3**2, need_param_grads=False)
+            want += 0.5 * 0.1**2 * (dz - want)
+        assert len(calls) == 5
+    np.testing.assert_array_equal(got, want)
 
 
 def test_using_rejects_unknown_modes():
