@@ -334,7 +334,9 @@ class ABP:
 
         ``dz_data - z`` is dL/dZ (3): the data term from one backward pass and the
         N(0, I) prior's ``-z``. Weight gradients are not computed. Nothing is copied off the
-        device inside the loop.
+        device inside the loop. W is fixed throughout, so the loop runs inside
+        :meth:`Generator.fixed_weights <abp_np.generator.Generator.fixed_weights>`: what
+        the layers derive from W (the Winograd path's transformed weights) is computed once.
 
         Parameters
         ----------

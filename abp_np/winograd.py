@@ -28,8 +28,8 @@ The idea in three steps
 
        M[xi, nu] = U[xi, nu] @ V[xi, nu]        (R, Cin) @ (Cin, tiles)
 
-   with ``U = G K G^T`` (the weights, transformed once per call) and ``V = B^T d B`` (the
-   input tiles). F(4 x 4, 3 x 3) does 36 multiply-adds per 16 outputs where the direct sum does
+   with ``U = G K G^T`` (the weights, transformed: see :func:`transformed_weights`) and
+   ``V = B^T d B`` (the input tiles). F(4 x 4, 3 x 3) does 36 multiply-adds per 16 outputs where the direct sum does
    144 (and the phase form's own count, 25 of the 36 taps being non-zero, is 100): 2.8 x fewer.
    The transforms B, G and A hold only small constants: additions, done here as small GEMMs.
 
@@ -60,6 +60,13 @@ When: by default (:func:`using`), only where it was measured to pay: the compile
 available and the layer has many pixels per input channel (:func:`worth_it`). With the NumPy
 data movement the rearrangements cost about as much as the multiplications saved.
 
+Transformed weights: U depends on W alone. A forward pass computes it, and its backward reuses
+it. The inferential back-propagation runs many passes with W fixed (the Langevin loop of
+equation (5)); there, inside :meth:`Generator.fixed_weights
+<abp_np.generator.Generator.fixed_weights>`, U is computed once for all of them, and layers
+whose U costs too much to compute every pass (a 4 x 4 input with many channels) take this path
+as well.
+
 Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
 near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run.
 """
@@ -82,6 +89,7 @@ __all__ = [
     "forward",
     "mode",
     "plan",
+    "transformed_weights",
     "transforms",
     "using",
     "worth_it",
