@@ -41,6 +41,7 @@ and a descent step on J is an ascent step on L (see :mod:`abp_np.optim`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -378,7 +379,8 @@ class ABP:
                 )
             noise_arrays = self._on_device(noise_arrays, "noise_arrays")
             noise = True
-        with self.generator.fixed_weights():  # W fixed: layers may reuse what they derive from it
+        fixed = getattr(self.generator, "fixed_weights", contextlib.nullcontext)
+        with fixed():  # W fixed: layers may reuse what they derive from it
             return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
 
     def _langevin(self, z, y, obs, steps, delta, noise, rng, noise_arrays):

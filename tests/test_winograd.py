@@ -586,6 +586,28 @@ def test_langevin_reuses_the_transformed_weights(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+def test_langevin_with_a_generator_that_has_no_fixed_weights():
+    """A generator-like object without fixed_weights() still runs (nothing is kept)."""
+    from abp_np.abp import ABP
+
+    class Plain:  # forward / backward / latent_shape, as ABP asks, and nothing more
+        def __init__(self, g):
+            self.g, self.latent_shape, self.dtype = g, g.latent_shape, g.dtype
+
+        def __getattr__(self, name):
+            if name == "fixed_weights":
+                raise AttributeError(name)
+            return getattr(self.g, name)
+
+    g = Generator([make_layer(3, 8)], (3, 8, 8))
+    rng = np.random.default_rng(4)
+    z, y = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 8, 16, 16))
+    with winograd.using("on"):
+        want = ABP(g, sigma=0.3, langevin_steps=2, step_size=0.1, noise=False).langevin(z, y)
+        got = ABP(Plain(g), sigma=0.3, langevin_steps=2, step_size=0.1, noise=False).langevin(z, y)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_using_rejects_unknown_modes():
     """using("bogus") raises ValueError and leaves the mode as it was."""
     before = winograd.mode()
