@@ -29,8 +29,9 @@ The idea in three steps
        M[xi, nu] = U[xi, nu] @ V[xi, nu]        (R, Cin) @ (Cin, tiles)
 
    with ``U = G K G^T`` (the weights, transformed: see :func:`transformed_weights`) and
-   ``V = B^T d B`` (the input tiles). F(4 x 4, 3 x 3) does 36 multiply-adds per 16 outputs where the direct sum does
-   144 (and the phase form's own count, 25 of the 36 taps being non-zero, is 100): 2.8 x fewer.
+   ``V = B^T d B`` (the input tiles). F(4 x 4, 3 x 3) does 36 multiply-adds per 16 outputs
+   where the direct sum does 144 (and the phase form's own count, 25 of the 36 taps being
+   non-zero, is 100): 2.8 x fewer.
    The transforms B, G and A hold only small constants: additions, done here as small GEMMs.
 
 3. **The backward pass is the adjoint of each step, in reverse order.** The forward is a chain
