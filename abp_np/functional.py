@@ -124,7 +124,7 @@ def conv_transpose_output_size(size: int, k: int, s: int, p: int, op: int) -> in
     return (size - 1) * s - 2 * p + k + op
 
 
-def col2im(cols, out_shape, stride: Pair, padding: Pair):
+def col2im(cols, out_shape, stride: Pair, padding: Pair, out=None):
     """Scatter-add columns into an image: the adjoint of :func:`im2col`.
 
     Parameters
@@ -133,6 +133,8 @@ def col2im(cols, out_shape, stride: Pair, padding: Pair):
         ``cols[c, i, j, n, ih, iw]`` is the contribution of input pixel (ih, iw) through
         kernel tap (i, j) to output pixel (ih * sh + i - ph, iw * sw + j - pw).
     out_shape : (N, C, Hout, Wout)
+    out : array (N, C, Hout, Wout), optional
+        Where to write y (every element is written); a fresh array when not given.
 
     Returns
     -------
@@ -151,7 +153,8 @@ def col2im(cols, out_shape, stride: Pair, padding: Pair):
     sh, sw = stride
     ph, pw = padding
     Hout, Wout = out_shape[2], out_shape[3]
-    y = xp.zeros((N, C, Hout, Wout), dtype=cols.dtype)
+    y = xp.empty((N, C, Hout, Wout), dtype=cols.dtype) if out is None else out
+    y.fill(0)  # pixels that no tap reaches stay zero
     for r, q0, Q, T in _phases(kh, sh, ph, Hout):
         for r2, q02, Q2, T2 in _phases(kw, sw, pw, Wout):
             acc = xp.zeros((C, N, Q, Q2), dtype=cols.dtype)  # the phase's outputs
@@ -415,6 +418,9 @@ def conv_transpose2d_forward(
     # form copies into its GEMM layout while the column form's GEMM reads them in place.
     if xp is np and Cout * kh * kw > 2 * Cin and N * H * W > Cin:
         return _conv_transpose2d_phases(x, weight, bias, stride, padding, (Hout, Wout)), cache
+    if xp is np:
+        y = _conv_transpose2d_columns(x, weight, bias, stride, padding, (Hout, Wout))
+        return y, cache
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
     # (Cout kh kw, N H W), one GEMM for the whole batch
@@ -428,6 +434,34 @@ def conv_transpose2d_forward(
         if bias is not None:
             y += bias.reshape(1, Cout, 1, 1)
     return y, cache
+
+
+def _conv_transpose2d_columns(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
+    """The column form on the CPU, a block of examples at a time.
+
+    The same two lines as in :func:`conv_transpose2d_forward`, per block of ``nb`` examples:
+    ``cols = W^T x_n`` for each example n of the block (a GEMM (Cout kh kw, Cin) @ (Cin, H W)
+    that reads x_n in place, where the whole-batch GEMM needs x transposed to (Cin, N H W),
+    a copy), then ``col2im`` of the block into its rows of y. The column buffer of a block
+    (:data:`_BLOCK_BYTES`) is reused: built whole, it would be 12.5 x the output of an RGB
+    layer and, with the copy of x, the largest temporary of a Langevin step.
+    """
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
+    K = Cout * kh * kw
+    wT = weight.reshape(Cin, K).T  # (Cout kh kw, Cin), a view
+    nb = max(1, min(N, _BLOCK_BYTES // (K * H * W * x.itemsize)))
+    y = np.empty((N, Cout, *out_hw), dtype=x.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        cols = _workspace(np, "cols", (n1 - n0, K, H * W), x.dtype)
+        np.matmul(wT, x[n0:n1].reshape(n1 - n0, Cin, H * W), out=cols)
+        # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
+        c6 = cols.reshape(n1 - n0, Cout, kh, kw, H, W).transpose(1, 2, 3, 0, 4, 5)
+        col2im(c6, (n1 - n0, Cout, *out_hw), stride, padding, out=y[n0:n1])
+    if bias is not None:
+        y += bias.reshape(1, Cout, 1, 1)
+    return y
 
 
 def conv_transpose2d_backward(dy, cache, need_param_grads=True):
@@ -502,7 +536,7 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
             h1 = min(H, h0 + hb)
             P = (h1 - h0) * (n1 - n0) * W
             mem = (h1 - h0, n1 - n0) if rows_first else (n1 - n0, h1 - h0)
-            dcols = _workspace(xp, "backward.cols", (Cout, kh, kw, *mem, W), dy.dtype)
+            dcols = _workspace(xp, "cols", (Cout, kh, kw, *mem, W), dy.dtype)
             # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
             cols = dcols.transpose(0, 1, 2, 4, 3, 5) if rows_first else dcols  # (.., nb, hb, W)

@@ -492,6 +492,25 @@ def test_wide_doubling_layer_matches_naive_loops_on_both_sides_of_the_form_switc
     assert_gradients_close(layer, xp.asarray(x), rng=rng)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+def test_column_form_in_blocks_of_examples_matches_naive_loops(monkeypatch, dtype):
+    """An RGB output layer takes the column form on the CPU, a block of examples at a time:
+    with blocks of 2 examples (the last one short), the output and the gradients must be
+    those of the oracle and of the finite differences."""
+    import abp_np.functional as F
+
+    rng = np.random.default_rng(3)
+    layer = randomize(ConvTranspose2d(4, 3, 5, 2, 2, 1, dtype=dtype), rng)
+    x = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
+    per_example = 3 * 5 * 5 * 3 * 3 * np.dtype(dtype).itemsize  # Cout kh kw H W values
+    monkeypatch.setattr(F, "_BLOCK_BYTES", 2 * per_example)
+    y = layer.forward(x)
+    tol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(y, expected_output(layer, x), rtol=tol["rtol"], atol=tol["atol"])
+    if dtype == F64:
+        assert_gradients_close(layer, x, rng=rng)
+
+
 @HYPO
 @given(geom=deconv_geometry(1), dtype=st.sampled_from([np.float32, F64]), bias=st.booleans())
 def test_conv_transpose1d_forward_matches_naive_loops(xp, geom, dtype, bias):
