@@ -543,11 +543,16 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
             _im2col_into(cols, dy[n0:n1], stride, (ph - sh * h0, padding[1]))
             # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
-            dx_block = _workspace(xp, "backward.dx", (Cin, P), dy.dtype)
-            xp.matmul(w2d, dcols2d, out=dx_block)
-            # (Cin, *mem, W) -> its block of dx, (nb, Cin, hb, W)
-            order = (2, 0, 1, 3) if rows_first else (1, 0, 2, 3)
-            dx[n0:n1, :, h0:h1] = dx_block.reshape(Cin, *mem, W).transpose(order)
+            if rows_first:  # (Cin, hb, nb, W) -> its block of dx, (nb, Cin, hb, W)
+                dx_block = _workspace(xp, "backward.dx", (Cin, P), dy.dtype)
+                xp.matmul(w2d, dcols2d, out=dx_block)
+                dx_block = dx_block.reshape(Cin, *mem, W)
+                dx[n0:n1, :, h0:h1] = dx_block.transpose(2, 0, 1, 3)
+            else:  # one GEMM per example, (Cin, K) @ (K, hb W), written into dx in place
+                dc = dcols.reshape(K, n1 - n0, (h1 - h0) * W).transpose(1, 0, 2)
+                # a view of dx: a block of several examples holds all their rows (nb > 1 => hb = H)
+                out = dx[n0:n1, :, h0:h1].reshape(n1 - n0, Cin, (h1 - h0) * W)
+                xp.matmul(w2d, dc, out=out)
             if need_param_grads:
                 # (nb, Cin, hb, W) -> (Cin, P), columns in dcols' order
                 order = (1, 2, 0, 3) if rows_first else (1, 0, 2, 3)
@@ -721,9 +726,10 @@ def relu_forward(x):
     return y, y
 
 
-def relu_backward(dy, y):
-    """dx = dy where y > 0, else 0."""
-    return dy * (y > 0)
+def relu_backward(dy, y, out=None):
+    """dx = dy where y > 0, else 0 (into ``out`` when given; it may be dy itself)."""
+    xp = get_array_module(dy)
+    return xp.multiply(dy, y > 0, out=out)
 
 
 def leaky_relu_forward(x, slope):
@@ -733,11 +739,12 @@ def leaky_relu_forward(x, slope):
     return y, (y, slope)
 
 
-def leaky_relu_backward(dy, cache):
-    """dx = dy if y > 0 else slope dy."""
+def leaky_relu_backward(dy, cache, out=None):
+    """dx = dy if y > 0 else slope dy (into ``out`` when given; it may be dy itself)."""
     xp = get_array_module(dy)
     y, slope = cache
-    return xp.where(y > 0, dy, dy * dy.dtype.type(slope))
+    one, s = dy.dtype.type(1), dy.dtype.type(slope)
+    return xp.multiply(dy, xp.where(y > 0, one, s), out=out)
 
 
 def tanh_forward(x):
@@ -747,6 +754,9 @@ def tanh_forward(x):
     return y, y
 
 
-def tanh_backward(dy, y):
-    """dx = dy (1 - y^2)."""
-    return dy * (1 - y * y)
+def tanh_backward(dy, y, out=None):
+    """dx = dy (1 - y^2) (into ``out`` when given; it may be dy itself)."""
+    xp = get_array_module(dy)
+    d = y * y
+    xp.subtract(1, d, out=d)  # 1 - y^2
+    return xp.multiply(dy, d, out=out)

@@ -91,9 +91,20 @@ class Generator:
         Returns
         -------
         dz : array (N, *latent_shape)
+
+        The pass is used up: each layer lets go of what its forward pass saved as soon as its
+        own backward has run (:meth:`Layer.release <abp_np.layers.Layer.release>`), and the
+        gradients between layers, made here, may be overwritten by the next layer down
+        (``overwrite_dy``); ``dy`` itself is left as it is. Run :meth:`forward` again before
+        another backward pass.
         """
+        xp = get_array_module(dy)
+        given = dy
         for layer in reversed(self.layers):
-            dy = layer.backward(dy, need_param_grads)
+            # a gradient made by the layer above is ours to overwrite; the caller's dy is not
+            mine = dy is not given and not xp.may_share_memory(dy, given)
+            dy = layer.backward(dy, need_param_grads, overwrite_dy=mine)
+            layer.release()  # the layers below need nothing this one saved
         return dy
 
     @contextlib.contextmanager

@@ -5,7 +5,8 @@ Every layer has
 * ``params`` and ``grads``: dicts with the same keys (``weight``, ``bias``), arrays
   updated in place by the optimisers;
 * ``forward(x) -> y``, which checks its input and overwrites the layer's one cache;
-* ``backward(dy, need_param_grads=True) -> dx``, which fills ``grads`` only when asked.
+* ``backward(dy, need_param_grads=True) -> dx``, which fills ``grads`` only when asked;
+* ``release()``, which lets go of the cache once no backward pass will need it.
 
 Names, shapes and semantics follow PyTorch (``nn.Linear``, ``nn.ConvTranspose2d``,
 ``nn.BatchNorm2d`` ...), so that a model can be checked against or ported from it.
@@ -73,11 +74,14 @@ class Layer:
         self._out_shape = tuple(y.shape)
         return y
 
-    def backward(self, dy: Any, need_param_grads: bool = True) -> Any:
+    def backward(self, dy: Any, need_param_grads: bool = True, overwrite_dy: bool = False) -> Any:
         """Return dL/dx given dL/dy; fill ``grads`` only when ``need_param_grads``.
 
         ``dy`` must have the shape of the output of the last :meth:`forward`; this is
-        checked before any computation.
+        checked before any computation. ``overwrite_dy``: the caller has no further use for
+        ``dy``, so a layer whose dx has dy's shape may compute it in dy's memory (as SciPy's
+        ``overwrite_a``); :meth:`Generator.backward <abp_np.generator.Generator.backward>`
+        says so for the gradients it made itself, which saves an array per activation layer.
         """
         if self._cache is None or self._out_shape is None:
             raise RuntimeError(
@@ -91,7 +95,17 @@ class Layer:
                 f"{self}: dy has shape {tuple(dy.shape)}, expected {self._out_shape} (the shape "
                 "of the output of the last forward)"
             )
-        return self._backward(dy, need_param_grads)
+        return self._backward(dy, need_param_grads, overwrite_dy)
+
+    def release(self) -> None:
+        """Let go of what the last forward pass saved (a new forward is needed to back-propagate).
+
+        :meth:`Generator.backward <abp_np.generator.Generator.backward>` calls it on each
+        layer once that layer's backward has run, so that the saved activations of the layers
+        above are freed while the layers below are still working.
+        """
+        self._cache = None
+        self._out_shape = None
 
     __call__ = forward
 
@@ -173,8 +187,8 @@ class Layer:
     def _forward(self, x: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _backward(self, dy: Any, need_param_grads: bool) -> Any:  # pragma: no cover
-        raise NotImplementedError
+    def _backward(self, dy: Any, need_param_grads: bool, overwrite_dy: bool) -> Any:
+        raise NotImplementedError  # pragma: no cover
 
     def _store_grads(self, **grads: Any) -> None:
         """Write parameter gradients into ``self.grads`` in place (``None`` entries skipped).
@@ -239,7 +253,7 @@ class Linear(Layer):
         y, self._cache = F.linear_forward(x, self.params["weight"], self.params.get("bias"))
         return y
 
-    def _backward(self, dy, need_param_grads):
+    def _backward(self, dy, need_param_grads, overwrite_dy):
         dx, dW, db = F.linear_backward(dy, self._cache, need_param_grads)
         if need_param_grads:
             self._store_grads(weight=dW, bias=db)
@@ -333,7 +347,7 @@ class ConvTranspose2d(Layer):
         )
         return y
 
-    def _backward(self, dy, need_param_grads):
+    def _backward(self, dy, need_param_grads, overwrite_dy):
         dx, dW, db = F.conv_transpose2d_backward(dy, self._cache, need_param_grads)
         if need_param_grads:
             self._store_grads(weight=dW, bias=db)
@@ -414,7 +428,7 @@ class ConvTranspose1d(ConvTranspose2d):
         )
         return y[:, :, 0, :]
 
-    def _backward(self, dy, need_param_grads):
+    def _backward(self, dy, need_param_grads, overwrite_dy):
         dx, dW, db = F.conv_transpose2d_backward(dy[:, :, None, :], self._cache, need_param_grads)
         if need_param_grads:
             self._store_grads(weight=dW, bias=db)
@@ -515,7 +529,7 @@ class _BatchNorm(Layer):
             )
         return y
 
-    def _backward(self, dy, need_param_grads):
+    def _backward(self, dy, need_param_grads, overwrite_dy):
         dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads)
         if need_param_grads and self.affine:
             self._store_grads(weight=dgamma, bias=dbeta)
@@ -543,8 +557,8 @@ class ReLU(Layer):
         y, self._cache = F.relu_forward(x)
         return y
 
-    def _backward(self, dy, need_param_grads):
-        return F.relu_backward(dy, self._cache)
+    def _backward(self, dy, need_param_grads, overwrite_dy):
+        return F.relu_backward(dy, self._cache, out=dy if overwrite_dy else None)
 
 
 class LeakyReLU(Layer):
@@ -563,8 +577,8 @@ class LeakyReLU(Layer):
         y, self._cache = F.leaky_relu_forward(x, self.negative_slope)
         return y
 
-    def _backward(self, dy, need_param_grads):
-        return F.leaky_relu_backward(dy, self._cache)
+    def _backward(self, dy, need_param_grads, overwrite_dy):
+        return F.leaky_relu_backward(dy, self._cache, out=dy if overwrite_dy else None)
 
 
 class Tanh(Layer):
@@ -574,8 +588,8 @@ class Tanh(Layer):
         y, self._cache = F.tanh_forward(x)
         return y
 
-    def _backward(self, dy, need_param_grads):
-        return F.tanh_backward(dy, self._cache)
+    def _backward(self, dy, need_param_grads, overwrite_dy):
+        return F.tanh_backward(dy, self._cache, out=dy if overwrite_dy else None)
 
 
 class Reshape(Layer):
@@ -604,5 +618,5 @@ class Reshape(Layer):
         self._cache = x.shape
         return x.reshape(x.shape[0], *self.shape)
 
-    def _backward(self, dy, need_param_grads):
+    def _backward(self, dy, need_param_grads, overwrite_dy):
         return dy.reshape(self._cache)

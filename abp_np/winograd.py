@@ -182,9 +182,10 @@ def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
             return None
         q0s.append(q0)
         Qs.append(Q)
-    # F(4x4): fewer multiplications per output; F(2x2) for a 4 x 4 input, which F(4x4) would
-    # cover with one tile: as fast there, with 16 / 36 of the transformed weights U.
-    m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 and min(Qs) >= 8 else 2
+    # F(4x4) wherever it fits: 2.25 multiplications per output where F(2x2) needs 4. On a 4 x 4
+    # input (faces64's 512 -> 256 layer) one tile covers it, and its U holds 36 / 16 as many
+    # values as F(2x2)'s: 75 MB there, 1.7 x faster in the GEMMs (BENCHMARKS.md).
+    m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 else 2
     return Plan(m, sh, (q0s[0], q0s[1]), (Qs[0], Qs[1]))
 
 
@@ -264,8 +265,8 @@ def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
 
     With ``reuse`` (the weights stay fixed over many passes, which share one U: the Langevin
     loop, :meth:`abp_np.generator.Generator.fixed_weights`) U's cost is paid once, and the rule
-    widens to inputs of at least 4 x 4 with ``N H W >= 4 Cout`` (a kept U of F(2x2), 64 Cout Cin
-    values, at most 16 x the input). That adds faces64's 512 -> 256 layer at 4 x 4 and
+    widens to inputs of at least 4 x 4 with ``N H W >= 4 Cout`` (a kept U of F(4x4), 144 Cout
+    Cin values, at most 36 x the input). That adds faces64's 512 -> 256 layer at 4 x 4 and
     texture224's 256 -> 128 at 28 x 28; taking every layer that fits as well (texture224's
     512 -> 256 at 14 x 14, U 84 x its input) raised texture224's peak memory by 30 MiB and
     gained no time.

@@ -22,7 +22,7 @@ from abp_np.generator import (
     texture_generator,
 )
 from abp_np.gradcheck import check_layer
-from abp_np.layers import ConvTranspose1d, Linear, ReLU, Tanh
+from abp_np.layers import ConvTranspose1d, Linear, ReLU, Reshape, Tanh
 
 import oracles
 
@@ -121,6 +121,68 @@ def test_dz_is_identical_with_and_without_param_grads(name, dtype, xp):
     np.testing.assert_array_equal(to_numpy(dz_infer), to_numpy(dz_learn))
     for n, _p, grad, _layer in g.named_parameters():
         np.testing.assert_array_equal(to_numpy(grad), sentinels[n])
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_backward_uses_up_the_pass_and_leaves_the_callers_dy_alone(name, xp):
+    """Generator.backward lets every layer go of its saved values (a second backward needs a
+    new forward), may overwrite the gradients it makes between layers, and never the dy it
+    was given: the result equals the layer-by-layer chain with nothing overwritten."""
+    g = small(name).to("cpu" if xp is np else "gpu")
+    rng = np.random.default_rng(5)
+    z = xp.asarray(latent(g, 2, rng, F64))
+    dy = xp.asarray(rng.standard_normal(g.forward(z).shape))
+    expected = dy
+    for layer in reversed(g.layers):  # the chain by hand, every dy kept
+        expected = layer.backward(expected, need_param_grads=False)
+    g.forward(z)
+    before = to_numpy(dy).copy()
+    dz = g.backward(dy, need_param_grads=False)
+    np.testing.assert_array_equal(to_numpy(dz), to_numpy(expected))
+    np.testing.assert_array_equal(to_numpy(dy), before)
+    for layer in g.layers:
+        with pytest.raises(RuntimeError, match="before forward"):
+            layer.backward(dy, need_param_grads=False)
+
+
+@pytest.mark.parametrize("top", [ReLU, Tanh])
+def test_a_view_of_the_callers_dy_is_not_overwritten_either(top):
+    """A Reshape on top hands the layer below a view of the caller's dy: that layer must not
+    take it as its own to overwrite."""
+    rng = np.random.default_rng(6)
+    lin = Linear(3, 8, dtype=F64, rng=rng)
+    g = Generator([lin, top(dtype=F64), Reshape((2, 4), dtype=F64)], latent_shape=(3,))
+    z = rng.standard_normal((5, 3))
+    dy = rng.standard_normal(g.forward(z).shape)
+    before = dy.copy()
+    g.backward(dy)
+    np.testing.assert_array_equal(dy, before)
+
+
+def test_backward_frees_each_layers_saved_values_as_it_goes_down():
+    """When a layer's backward runs, the activations saved by the layers above it are gone."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(7)
+    g = small("object-bn-relu")
+    y = g.forward(rng.standard_normal((2, 3)))
+    top = g.layers[-1]  # Tanh: saves its output
+    dy = rng.standard_normal(y.shape)
+    del y  # the caller's reference to the output, which Tanh saved
+    ref = weakref.ref(top._cache)
+    seen = []
+    bottom = g.layers[0]
+    inner = bottom._backward
+
+    def spy(*args, inner=inner):
+        gc.collect()
+        seen.append(ref() is None)
+        return inner(*args)
+
+    bottom._backward = spy
+    g.backward(dy)
+    assert seen == [True]
 
 
 @pytest.mark.parametrize("name, n", [("object-bn-leaky", 2), ("texture", 2), ("sound", 2)])

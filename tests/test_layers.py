@@ -492,6 +492,29 @@ def test_wide_doubling_layer_matches_naive_loops_on_both_sides_of_the_form_switc
     assert_gradients_close(layer, xp.asarray(x), rng=rng)
 
 
+@pytest.mark.parametrize("cin, cout", [(13, 1), (2, 3)], ids=["narrow", "wide"])
+@pytest.mark.parametrize("block", ["rows", "examples"])
+def test_backward_in_blocks_of_rows_or_examples_matches_the_oracle(monkeypatch, cin, cout, block):
+    """The CPU backward builds its columns a block at a time: a few rows of one example, or a few
+    examples. dx must be the oracle's adjoint convolution of dy, and dW pass the gradient check,
+    for a layer whose dx is written in place (narrow: Cout kh kw <= 2 Cin) and one whose dx goes
+    through a buffer (wide)."""
+    import abp_np.functional as F
+
+    rng = np.random.default_rng(4)
+    layer = randomize(ConvTranspose2d(cin, cout, 5, 2, 2, 1, dtype=F64), rng)
+    x = rng.standard_normal((3, cin, 5, 4))
+    per_row = cout * 25 * 4 * 8  # K W values of float64: one row of one example's columns
+    monkeypatch.setattr(F, "_BLOCK_BYTES", 2 * per_row if block == "rows" else 2 * 5 * per_row)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    w = layer.params["weight"]
+    expected = oracles.conv2d(dy, w, (2, 2), (2, 2), (5, 4))
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+    assert_gradients_close(layer, x, rng=rng)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, F64])
 def test_column_form_in_blocks_of_examples_matches_naive_loops(monkeypatch, dtype):
     """An RGB output layer takes the column form on the CPU, a block of examples at a time:
@@ -743,6 +766,25 @@ def test_tanh_backward_is_one_minus_y_squared():
     layer.forward(x)
     expected = g * (1 - np.tanh(x) ** 2)
     np.testing.assert_allclose(layer.backward(g), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("layer", [ReLU(dtype=F64), LeakyReLU(0.2, dtype=F64), Tanh(dtype=F64)])
+def test_overwrite_dy_computes_the_same_dx_in_dys_memory(xp, layer):
+    """``overwrite_dy=True`` reuses dy's memory for dx; the values are those of the oracle."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 5))
+    x[0, :2] = 0.0  # the kink too
+    g = rng.standard_normal((3, 5))
+    on(layer, xp).forward(xp.asarray(x))
+    dy = xp.asarray(g.copy())
+    dx = layer.backward(dy, overwrite_dy=True)
+    assert dx is dy
+    y = oracles.layer_forward(layer, x)
+    if isinstance(layer, Tanh):
+        expected = g * (1 - y**2)
+    else:
+        expected = np.where(y > 0, g, g * getattr(layer, "negative_slope", 0.0))
+    np.testing.assert_allclose(to_numpy(dx), expected, rtol=1e-14)
 
 
 @HYPO

@@ -198,10 +198,10 @@ def test_transforms_compute_the_2d_correlation(m):
 @example(n=1, c=1, h=8, w=16)
 @HYPO
 def test_plan_for_the_papers_layers(n, c, h, w):
-    """Kernel 5, stride 2, padding 2, output 2H x 2W: m = 4 when H and W are multiples of 4 and
-    at least 8 (a 4 x 4 input takes F(2x2): one F(4x4) tile would cover it whole)."""
+    """Kernel 5, stride 2, padding 2, output 2H x 2W: m = 4 when H and W are multiples of 4
+    (a 4 x 4 input included: one F(4x4) tile per phase covers it), else m = 2."""
     p = winograd.plan((n, c, h, w), (c, 3, 5, 5), (2, 2), (2, 2), (2 * h, 2 * w))
-    m = 4 if h % 4 == 0 and w % 4 == 0 and min(h, w) >= 8 else 2
+    m = 4 if h % 4 == 0 and w % 4 == 0 else 2
     # both phases of an axis start at q0 = padding / 2 = 1 and hold Q = H outputs
     assert p == winograd.Plan(m, 2, (1, 1), (h, w))
 
