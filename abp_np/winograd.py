@@ -69,7 +69,8 @@ whose U costs too much to compute every pass (a 4 x 4 input with many channels) 
 as well.
 
 Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
-near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run.
+near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run. A batch
+whose M is at most 1.5 x that is kept whole: every block reads all of U once.
 """
 
 from __future__ import annotations
@@ -315,6 +316,12 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     # M (a^2, 4 Cout, P) is the largest temporary; cut the batch so that it stays near BLOCK_BYTES
     per_example = (p.m + 2) ** 2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
     block = max(1, min(N, BLOCK_BYTES // per_example))
+    # Each block's GEMMs read all of U once. For a wide layer on few tiles that read is most of
+    # their time (faces64's 512 -> 256 layer: U is 75 MB, M of the whole batch 9.4 MB; in the
+    # Langevin loop its GEMMs took 25 ms in blocks of 56 + 8 examples, 20 ms in one block), so
+    # the batch stays whole when its M is at most 1.5 x the target.
+    if N * per_example <= 1.5 * BLOCK_BYTES:
+        block = N
     return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
 
 
