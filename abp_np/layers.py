@@ -81,7 +81,8 @@ class Layer:
         checked before any computation. ``overwrite_dy``: the caller has no further use for
         ``dy``, so a layer whose dx has dy's shape may compute it in dy's memory (as SciPy's
         ``overwrite_a``); :meth:`Generator.backward <abp_np.generator.Generator.backward>`
-        says so for the gradients it made itself, which saves an array per activation layer.
+        says so for the gradients it made itself, which saves an array per activation layer
+        (and per batch norm on the compiled CPU path).
         """
         if self._cache is None or self._out_shape is None:
             raise RuntimeError(
@@ -530,7 +531,7 @@ class _BatchNorm(Layer):
         return y
 
     def _backward(self, dy, need_param_grads, overwrite_dy):
-        dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads)
+        dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads, overwrite_dy)
         if need_param_grads and self.affine:
             self._store_grads(weight=dgamma, bias=dbeta)
         return dx
