@@ -666,7 +666,7 @@ def _batchnorm_forward_cpu(x, gamma, beta, eps, axes, shape):
     return y, (xc, inv_std, gamma, axes, shape, True), mu, v
 
 
-def batchnorm_backward(dy, cache, need_param_grads=True, overwrite_dy=False):
+def batchnorm_backward(dy, cache, need_param_grads=True):
     """Gradients of :func:`batchnorm_forward`.
 
     With batch statistics over M = N H W values per channel, every output depends on
@@ -683,10 +683,6 @@ def batchnorm_backward(dy, cache, need_param_grads=True, overwrite_dy=False):
     sum(dy xhat) = inv_std sum(dy xc) and, per channel, ``a = gamma inv_std``::
 
         dx = a (dy - sum(dy) / M - xc inv_std sum(dy xhat) / M)
-
-    ``overwrite_dy``: the caller has no further use for ``dy``, so dx may be written into it
-    (as the compiled CPU path does: the sums are taken before any dx is written, and each dx
-    value then needs only its own dy value). Elsewhere dx is a new array.
     """
     xc, inv_std, gamma, axes, shape, batch = cache
     a = gamma.reshape(shape) * inv_std  # (1, C, 1, ...)
@@ -694,8 +690,7 @@ def batchnorm_backward(dy, cache, need_param_grads=True, overwrite_dy=False):
         # the same formula in 2 passes over memory, by kernels/batchnorm_cpu.c
         C = xc.shape[1]
         xc = np.ascontiguousarray(xc)
-        in_place = overwrite_dy and dy.flags.c_contiguous and dy.shape == xc.shape
-        dx = dy if in_place else np.empty_like(xc)
+        dx = np.empty_like(xc)
         sum_dy, sum_dy_xc = np.empty(C, dy.dtype), np.empty(C, dy.dtype)
         vec = [np.ascontiguousarray(v.reshape(-1)) for v in (a, inv_std)]
         _cpu.bn_backward(np.ascontiguousarray(dy), xc, dx, *vec, sum_dy, sum_dy_xc)

@@ -81,8 +81,7 @@ class Layer:
         checked before any computation. ``overwrite_dy``: the caller has no further use for
         ``dy``, so a layer whose dx has dy's shape may compute it in dy's memory (as SciPy's
         ``overwrite_a``); :meth:`Generator.backward <abp_np.generator.Generator.backward>`
-        says so for the gradients it made itself, which saves an array per activation layer
-        (and per batch norm on the compiled CPU path).
+        says so for the gradients it made itself, which saves an array per activation layer.
         """
         if self._cache is None or self._out_shape is None:
             raise RuntimeError(
@@ -531,7 +530,7 @@ class _BatchNorm(Layer):
         return y
 
     def _backward(self, dy, need_param_grads, overwrite_dy):
-        dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads, overwrite_dy)
+        dx, dgamma, dbeta = F.batchnorm_backward(dy, self._cache, need_param_grads)
         if need_param_grads and self.affine:
             self._store_grads(weight=dgamma, bias=dbeta)
         return dx
