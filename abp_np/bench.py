@@ -521,6 +521,69 @@ def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) ->
     return min(ts)
 
 
+def gemm_profile(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Time every GEMM of the CPU Winograd path inside real ABP iterations, by shape.
+
+    ``--breakdown`` repeats each layer's call on the same data; inside an iteration the GEMMs
+    meet colder caches and the blocks of examples the batch is cut into. Here one warm-up
+    and ``args.iterations`` iterations run with :func:`abp_np.winograd._gemms` timed per call;
+    each row is one pair of operand shapes (a^2, rows, inner) @ (a^2, inner, columns): its
+    number of calls, median and fastest milliseconds, and GFLOP/s at the median.
+    """
+    if args.device != "cpu":
+        raise SystemExit("--gemms times the CPU Winograd path: use it with --device cpu")
+    g, batch, lat = setup(args)
+    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    abp.timed()  # warm-up, not recorded
+    times: dict[tuple, list[float]] = {}
+    inner = winograd._gemms
+
+    def timed(a: Any, b: Any) -> Any:
+        t0 = time.perf_counter()
+        out = inner(a, b)
+        times.setdefault((a.shape, b.shape), []).append(time.perf_counter() - t0)
+        return out
+
+    winograd._gemms = timed
+    try:
+        for _ in range(args.iterations):
+            abp.timed()
+    finally:
+        winograd._gemms = inner
+    rows = []
+    for (sa, sb), ts in times.items():
+        med = statistics.median(ts)
+        flop = 2 * sa[0] * sa[1] * sa[2] * sb[2]
+        rows.append(
+            {
+                "a": list(sa),
+                "b": list(sb),
+                "calls": len(ts),
+                "ms_median": 1e3 * med,
+                "ms_min": 1e3 * min(ts),
+                "gflops_median": flop / med / 1e9,
+            }
+        )
+    return rows
+
+
+def format_gemms(rows: list[dict[str, Any]], ceiling: float) -> str:
+    lines = [
+        f"GEMMs of the Winograd path inside whole iterations (float32 GEMM ceiling "
+        f"{ceiling:.1f} GFLOP/s)",
+        f"{'a (positions, rows, inner)':>28} {'b (positions, inner, cols)':>28} "
+        f"{'calls':>6} {'ms median':>10} {'ms min':>8} {'GFLOP/s':>8}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{str(tuple(r['a'])):>28} {str(tuple(r['b'])):>28} {r['calls']:>6} "
+            f"{r['ms_median']:>10.2f} {r['ms_min']:>8.2f} {r['gflops_median']:>8.0f}"
+        )
+    if not rows:
+        lines.append("(no layer took the Winograd path; see --winograd)")
+    return "\n".join(lines)
+
+
 def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
@@ -691,6 +754,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--breakdown", action="store_true", help="per-layer time table")
     p.add_argument("--repeats", type=int, default=5, help="repeats per layer in --breakdown")
     p.add_argument(
+        "--gemms",
+        action="store_true",
+        help="time each GEMM of the CPU Winograd path inside whole iterations, by shape",
+    )
+    p.add_argument(
         "--sweep",
         choices=["batch", "steps", "pixels"],
         default=None,
@@ -788,6 +856,11 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         rows = breakdown(args, torch)
         print(format_breakdown(rows, STEPS))
         res["breakdown"] = rows
+    elif args.gemms:
+        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
+        rows = gemm_profile(args)
+        print(format_gemms(rows, res["gemm_ceiling_gflops"]))
+        res["gemms"] = rows
     else:
         res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
         res.update(measure(args, torch))

@@ -442,6 +442,15 @@ def _unshuffle(dy, t: _Tiling):
 # --- forward and backward -------------------------------------------------------------------------
 
 
+def _gemms(a, b):
+    """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS).
+
+    A function of its own so that ``python -m abp_np.bench --gemms`` can time each call inside
+    real iterations.
+    """
+    return np.matmul(a, b)
+
+
 def transformed_weights(weight, p: Plan, derived=None):
     """U = G K G^T (a^2, 4 Cout, Cin): the weights in the Winograd domain.
 
@@ -474,7 +483,7 @@ def forward(x, weight, p: Plan, bias=None, derived=None):
     # Each temporary is released (del) once used: the peak stays at one block's worth.
     for n0 in range(0, N, t.block):
         V = _input_transform(x[n0 : n0 + t.block], t)  # B^T d B: (a^2, Cin, P)
-        M = np.matmul(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
+        M = _gemms(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
         del V
         _output_transform(M, y[n0 : n0 + t.block], t, bias)  # A^T M A, shuffled
         del M
@@ -496,10 +505,10 @@ def backward(dy, ctx, need_param_grads: bool = True):
     for n0 in range(0, x.shape[0], t.block):
         n1 = min(x.shape[0], n0 + t.block)
         dM = _output_transform_adjoint(dy[n0:n1], t)  # A dY A^T: (a^2, 4 Cout, P)
-        dV = np.matmul(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
+        dV = _gemms(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
         if need_param_grads:  # the weight gradient's GEMMs: dU = dM V^T
             V = _input_transform(x[n0:n1], t)
-            dU += np.matmul(dM, V.transpose(0, 2, 1))
+            dU += _gemms(dM, V.transpose(0, 2, 1))
             del V
         del dM
         _input_transform_adjoint(dV, dx[n0:n1], t)  # B dV B^T, added back where read

@@ -115,3 +115,34 @@ def test_winograd_switch_is_applied_and_reported(mode, monkeypatch):
     assert isinstance(res["cpu_kernels"], bool)
     assert (len(calls) > 0) == (mode == "on")
     assert winograd.mode() == "auto"  # the switch does not outlive the run
+
+
+def test_gemm_profile_times_every_winograd_gemm_of_an_iteration(capsys):
+    """--gemms: one row per pair of operand shapes, each a product of matching shapes; per
+    Winograd layer and iteration 10 Langevin steps + 1 learning step give 11 forward GEMM
+    calls, 11 input-gradient calls and 1 weight-gradient call. The timer is removed after."""
+    from abp_np import winograd
+
+    inner = winograd._gemms
+    args = "--workload small32 --batch 4 --iterations 2 --gemms --winograd on"
+    res = bench.main(args.split())
+    assert winograd._gemms is inner
+    rows = res["gemms"]
+    assert rows
+    for r in rows:
+        a, b = r["a"], r["b"]
+        assert a[0] == b[0] and a[0] in (16, 36)  # one product per position of F(2x2) or F(4x4)
+        assert a[2] == b[1]
+        assert r["ms_median"] >= r["ms_min"] > 0 and r["gflops_median"] > 0
+    calls = sorted(r["calls"] for r in rows)
+    layers = calls.count(2)  # each layer's weight-gradient GEMMs: once per iteration
+    assert layers >= 1
+    assert sum(calls) == 2 * 23 * layers
+    assert "GEMMs of the Winograd path" in capsys.readouterr().out
+
+
+def test_gemm_profile_is_for_the_cpu_path():
+    with pytest.raises(SystemExit, match="--device cpu"):
+        bench.gemm_profile(
+            bench._parser().parse_args(["--gemms", "--device", "gpu", "--iterations", "1"])
+        )
