@@ -521,65 +521,93 @@ def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) ->
     return min(ts)
 
 
-def gemm_profile(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Time every GEMM of the CPU Winograd path inside real ABP iterations, by shape.
+#: The steps of the CPU Winograd path that ``--winograd-steps`` times, by their names in
+#: :mod:`abp_np.winograd`, and what the table calls them.
+WINOGRAD_STEPS = {
+    "_input_transform": "input transform",
+    "_gemms": "GEMMs by U",
+    "_output_transform": "output transform",
+    "_output_transform_adjoint": "output adjoint",
+    "_input_transform_adjoint": "input adjoint",
+}
 
-    ``--breakdown`` repeats each layer's call on the same data; inside an iteration the GEMMs
-    meet colder caches and the blocks of examples the batch is cut into. Here one warm-up
-    and ``args.iterations`` iterations run with :func:`abp_np.winograd._gemms` timed per call;
-    each row is one pair of operand shapes (a^2, rows, inner) @ (a^2, inner, columns): its
-    number of calls, median and fastest milliseconds, and GFLOP/s at the median.
+
+def winograd_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Time each step of the CPU Winograd path inside real ABP iterations, by shape.
+
+    ``--breakdown`` repeats each layer's call on the same data; inside an iteration the steps
+    meet colder caches and the blocks of examples the batch is cut into. Here one warm-up and
+    ``args.iterations`` iterations run with the functions of :data:`WINOGRAD_STEPS` timed per
+    call. Each row is one step and one set of operand shapes (for the GEMMs by U,
+    (a^2, rows, inner) @ (a^2, inner, columns)): its number of calls, median and fastest
+    milliseconds, and, for the GEMMs, GFLOP/s at the median.
     """
     if args.device != "cpu":
-        raise SystemExit("--gemms times the CPU Winograd path: use it with --device cpu")
+        raise SystemExit("--winograd-steps times the CPU Winograd path: use it with --device cpu")
     g, batch, lat = setup(args)
     abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
     abp.timed()  # warm-up, not recorded
     times: dict[tuple, list[float]] = {}
-    inner = winograd._gemms
+    inner = {name: getattr(winograd, name) for name in WINOGRAD_STEPS}
 
-    def timed(a: Any, b: Any) -> Any:
-        t0 = time.perf_counter()
-        out = inner(a, b)
-        times.setdefault((a.shape, b.shape), []).append(time.perf_counter() - t0)
-        return out
+    def timer(name: str) -> Callable[..., Any]:
+        fn = inner[name]
 
-    winograd._gemms = timed
+        def timed(a: Any, *rest: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(a, *rest, **kw)
+            shapes = (a.shape, rest[0].shape) if name == "_gemms" else (a.shape,)
+            times.setdefault((name, shapes), []).append(time.perf_counter() - t0)
+            return out
+
+        return timed
+
     try:
+        for name in WINOGRAD_STEPS:
+            setattr(winograd, name, timer(name))
         for _ in range(args.iterations):
             abp.timed()
     finally:
-        winograd._gemms = inner
+        for name, fn in inner.items():
+            setattr(winograd, name, fn)
     rows = []
-    for (sa, sb), ts in times.items():
+    for (name, shapes), ts in times.items():
         med = statistics.median(ts)
-        flop = 2 * sa[0] * sa[1] * sa[2] * sb[2]
-        rows.append(
-            {
-                "a": list(sa),
-                "b": list(sb),
-                "calls": len(ts),
-                "ms_median": 1e3 * med,
-                "ms_min": 1e3 * min(ts),
-                "gflops_median": flop / med / 1e9,
-            }
-        )
+        row = {
+            "step": WINOGRAD_STEPS[name],
+            "shapes": [list(sh) for sh in shapes],
+            "calls": len(ts),
+            "ms_median": 1e3 * med,
+            "ms_min": 1e3 * min(ts),
+            "ms_per_iteration": 1e3 * sum(ts) / args.iterations,
+        }
+        if name == "_gemms":
+            (k, m, n), p = shapes[0], shapes[1][2]
+            row["gflops_median"] = 2 * k * m * n * p / med / 1e9
+        rows.append(row)
     return rows
 
 
-def format_gemms(rows: list[dict[str, Any]], ceiling: float) -> str:
+def format_winograd_steps(rows: list[dict[str, Any]], ceiling: float) -> str:
     lines = [
-        f"GEMMs of the Winograd path inside whole iterations (float32 GEMM ceiling "
+        "steps of the Winograd path inside whole iterations (float32 GEMM ceiling "
         f"{ceiling:.1f} GFLOP/s)",
-        f"{'a (positions, rows, inner)':>28} {'b (positions, inner, cols)':>28} "
-        f"{'calls':>6} {'ms median':>10} {'ms min':>8} {'GFLOP/s':>8}",
+        f"{'step':<17} {'shapes':<34} {'calls':>6} {'ms median':>10} {'ms min':>8} "
+        f"{'ms/iter':>8} {'GFLOP/s':>8}",
     ]
     for r in rows:
+        shapes = " @ ".join(str(tuple(sh)) for sh in r["shapes"])
+        gflops = f"{r['gflops_median']:>8.0f}" if "gflops_median" in r else ""
         lines.append(
-            f"{str(tuple(r['a'])):>28} {str(tuple(r['b'])):>28} {r['calls']:>6} "
-            f"{r['ms_median']:>10.2f} {r['ms_min']:>8.2f} {r['gflops_median']:>8.0f}"
+            f"{r['step']:<17} {shapes:<34} {r['calls']:>6} {r['ms_median']:>10.2f} "
+            f"{r['ms_min']:>8.2f} {r['ms_per_iteration']:>8.1f} {gflops}".rstrip()
         )
-    if not rows:
+    if rows:
+        per_step: dict[str, float] = {}
+        for r in rows:
+            per_step[r["step"]] = per_step.get(r["step"], 0.0) + r["ms_per_iteration"]
+        lines.append("ms per iteration: " + ", ".join(f"{k} {v:.0f}" for k, v in per_step.items()))
+    else:
         lines.append("(no layer took the Winograd path; see --winograd)")
     return "\n".join(lines)
 
@@ -754,9 +782,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--breakdown", action="store_true", help="per-layer time table")
     p.add_argument("--repeats", type=int, default=5, help="repeats per layer in --breakdown")
     p.add_argument(
-        "--gemms",
+        "--winograd-steps",
         action="store_true",
-        help="time each GEMM of the CPU Winograd path inside whole iterations, by shape",
+        help="time each step of the CPU Winograd path inside whole iterations, by shape",
     )
     p.add_argument(
         "--sweep",
@@ -856,11 +884,11 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         rows = breakdown(args, torch)
         print(format_breakdown(rows, STEPS))
         res["breakdown"] = rows
-    elif args.gemms:
+    elif args.winograd_steps:
         res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
-        rows = gemm_profile(args)
-        print(format_gemms(rows, res["gemm_ceiling_gflops"]))
-        res["gemms"] = rows
+        rows = winograd_steps(args)
+        print(format_winograd_steps(rows, res["gemm_ceiling_gflops"]))
+        res["winograd_steps"] = rows
     else:
         res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
         res.update(measure(args, torch))

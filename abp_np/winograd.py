@@ -445,8 +445,8 @@ def _unshuffle(dy, t: _Tiling):
 def _gemms(a, b):
     """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS).
 
-    A function of its own so that ``python -m abp_np.bench --gemms`` can time each call inside
-    real iterations.
+    A function of its own, like each transform step, so that
+    ``python -m abp_np.bench --winograd-steps`` can time each call inside real iterations.
     """
     return np.matmul(a, b)
 

@@ -117,32 +117,41 @@ def test_winograd_switch_is_applied_and_reported(mode, monkeypatch):
     assert winograd.mode() == "auto"  # the switch does not outlive the run
 
 
-def test_gemm_profile_times_every_winograd_gemm_of_an_iteration(capsys):
-    """--gemms: one row per pair of operand shapes, each a product of matching shapes; per
-    Winograd layer and iteration 10 Langevin steps + 1 learning step give 11 forward GEMM
-    calls, 11 input-gradient calls and 1 weight-gradient call. The timer is removed after."""
+def test_winograd_steps_times_every_step_of_an_iteration(capsys):
+    """--winograd-steps: one row per step and operand shapes. Per Winograd layer and iteration,
+    10 Langevin steps + 1 learning step give 11 forward passes (an input transform, GEMMs by U,
+    an output transform each: one block of 4 examples) and 11 input gradients (output adjoint,
+    GEMMs, input adjoint), and the learning step's weight gradient transforms the input again
+    and runs its own GEMMs. The timers are removed after."""
     from abp_np import winograd
 
-    inner = winograd._gemms
-    args = "--workload small32 --batch 4 --iterations 2 --gemms --winograd on"
+    before = {name: getattr(winograd, name) for name in bench.WINOGRAD_STEPS}
+    args = "--workload small32 --batch 4 --iterations 2 --winograd-steps --winograd on"
     res = bench.main(args.split())
-    assert winograd._gemms is inner
-    rows = res["gemms"]
-    assert rows
+    assert all(getattr(winograd, name) is fn for name, fn in before.items())
+    rows = res["winograd_steps"]
+    calls: dict[str, int] = {}
     for r in rows:
-        a, b = r["a"], r["b"]
-        assert a[0] == b[0] and a[0] in (16, 36)  # one product per position of F(2x2) or F(4x4)
-        assert a[2] == b[1]
-        assert r["ms_median"] >= r["ms_min"] > 0 and r["gflops_median"] > 0
-    calls = sorted(r["calls"] for r in rows)
-    layers = calls.count(2)  # each layer's weight-gradient GEMMs: once per iteration
+        calls[r["step"]] = calls.get(r["step"], 0) + r["calls"]
+        assert r["ms_median"] >= r["ms_min"] > 0
+        if r["step"] == "GEMMs by U":
+            a, b = r["shapes"]
+            assert a[0] == b[0] and a[0] in (16, 36)  # one product per position
+            assert a[2] == b[1] and r["gflops_median"] > 0
+    layers = calls["output transform"] // (2 * 11)
     assert layers >= 1
-    assert sum(calls) == 2 * 23 * layers
-    assert "GEMMs of the Winograd path" in capsys.readouterr().out
+    assert calls == {
+        "input transform": 2 * 12 * layers,  # 11 forward passes + the weight gradient
+        "GEMMs by U": 2 * 23 * layers,  # 11 forward, 11 input gradient, 1 weight gradient
+        "output transform": 2 * 11 * layers,
+        "output adjoint": 2 * 11 * layers,
+        "input adjoint": 2 * 11 * layers,
+    }
+    assert "ms per iteration" in capsys.readouterr().out
 
 
-def test_gemm_profile_is_for_the_cpu_path():
+def test_winograd_steps_is_for_the_cpu_path():
     with pytest.raises(SystemExit, match="--device cpu"):
-        bench.gemm_profile(
-            bench._parser().parse_args(["--gemms", "--device", "gpu", "--iterations", "1"])
+        bench.winograd_steps(
+            bench._parser().parse_args(["--winograd-steps", "--device", "gpu", "--iterations", "1"])
         )
