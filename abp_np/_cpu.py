@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib.resources
 import os
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import kernels_enabled
+from .backend import kernel_folder, kernels_enabled
 
 __all__ = [
     "available",
@@ -58,13 +57,10 @@ _reason: str | None = None  # why the library is not available, once tried
 
 
 def _source_paths() -> list[Path]:
-    try:
-        folder = Path(str(importlib.resources.files("abp_np.kernels")))
-        if (folder / _SOURCE_FILES[0]).is_file():
-            return [folder / f for f in _SOURCE_FILES]
-    except ModuleNotFoundError:
-        pass
-    return [Path(__file__).resolve().parent.parent / "kernels" / f for f in _SOURCE_FILES]
+    folder = kernel_folder(_SOURCE_FILES[0])
+    if folder is None:  # _build says which file is missing
+        folder = Path(__file__).resolve().parent.parent / "kernels"
+    return [folder / f for f in _SOURCE_FILES]
 
 
 def _cache_dir() -> Path:

@@ -22,12 +22,13 @@ This module imports without CuPy; CuPy is imported inside the functions that nee
 
 from __future__ import annotations
 
-import importlib.resources
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .backend import kernel_folder
 
 __all__ = [
     "ACTIVATIONS",
@@ -63,24 +64,18 @@ _module: Any = None
 
 
 def kernel_dir() -> Path:
-    """The folder holding ``deconv.cu`` and ``host_shim.h``.
-
-    The installed package ``abp_np.kernels`` when there is one (a wheel ships the ``.cu``
-    files as package data), else ``<repo>/kernels`` next to this source tree.
+    """The folder holding ``deconv.cu`` and ``host_shim.h``: ``abp_np/kernels`` in an installed
+    wheel (package data), ``<repo>/kernels`` in a source tree (see
+    :func:`abp_np.backend.kernel_folder`).
     """
-    try:
-        installed = importlib.resources.files("abp_np.kernels")
-    except ModuleNotFoundError:
-        installed = None
-    if installed is not None and installed.joinpath(_SOURCE_FILE).is_file():
-        return Path(str(installed))
-    source_tree = Path(__file__).resolve().parent.parent / "kernels"
-    if (source_tree / _SOURCE_FILE).is_file():
-        return source_tree
-    raise FileNotFoundError(
-        f"cannot find {_SOURCE_FILE}: neither the package abp_np.kernels nor {source_tree} "
-        "holds it; reinstall abp_np"
-    )
+    folder = kernel_folder(_SOURCE_FILE)
+    if folder is None:
+        source_tree = Path(__file__).resolve().parent.parent / "kernels"
+        raise FileNotFoundError(
+            f"cannot find {_SOURCE_FILE}: neither the package abp_np.kernels nor {source_tree} "
+            "holds it; reinstall abp_np"
+        )
+    return folder
 
 
 def kernel_source() -> str:

@@ -15,7 +15,9 @@ generators: abp_np has no hidden global random state.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "DeviceOutOfMemoryError",
     "is_device_out_of_memory",
+    "kernel_folder",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -226,3 +229,26 @@ def out_of_memory_error(
     return DeviceOutOfMemoryError(
         f"{owner}: the GPU ran out of memory with {int(batch)} examples at once ({detail}); {advice}"
     )
+
+
+def kernel_folder(source: str) -> Path | None:
+    """The folder of the kernel sources (``kernels/*.cu``, ``*.c``) that belong with this copy
+    of abp_np: ``abp_np/kernels`` in an installed wheel, ``kernels/`` beside the package in a
+    source tree; ``source`` is a file it must hold. None when neither has it.
+
+    Found from where this file is. The package ``abp_np.kernels`` is asked only last (an
+    unusual loader): an editable install maps that name to its own checkout even while
+    another copy of abp_np is the one imported (an older commit unpacked for a side-by-side
+    benchmark), whose Python code would then drive the checkout's kernels.
+    """
+    here = Path(__file__).resolve().parent
+    for folder in (here / "kernels", here.parent / "kernels"):
+        if (folder / source).is_file():
+            return folder
+    try:
+        installed = importlib.resources.files("abp_np.kernels")
+    except ModuleNotFoundError:
+        return None
+    if installed.joinpath(source).is_file():
+        return Path(str(installed))
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from importlib import resources
@@ -51,3 +52,29 @@ def test_tests_run_against_the_installed_wheel():
     where = Path(abp_np.__file__).resolve()
     assert where.parent != REPO / "abp_np", f"abp_np imported from the source tree: {where}"
     assert "site-packages" in where.parts, f"abp_np not imported from an installation: {where}"
+
+
+@pytest.mark.parametrize("layout", ["source tree", "wheel"])
+def test_a_copy_of_the_package_compiles_its_own_kernel_sources(tmp_path, layout):
+    """A copy of abp_np imported from another folder (an older commit unpacked for a
+    side-by-side benchmark) takes the kernel sources beside it, in the source tree's layout
+    (kernels/ next to abp_np/) or the wheel's (abp_np/kernels/), and not those of the
+    installed abp_np, whose C functions may take other arguments."""
+    copy = tmp_path / "copy"
+    package = Path(abp_np.__file__).resolve().parent
+    shutil.copytree(package, copy / "abp_np", ignore=shutil.ignore_patterns("kernels"))
+    kernels = copy / "kernels" if layout == "source tree" else copy / "abp_np" / "kernels"
+    shutil.copytree(REPO / "kernels", kernels, dirs_exist_ok=True)
+    code = (
+        "from abp_np import _cpu, _cuda\n"
+        "print(_cpu._source_paths()[0].parent)\n"
+        "print(_cuda.kernel_dir())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(copy))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    cpu_dir, cuda_dir = (Path(line).resolve() for line in out.stdout.split())
+    assert cpu_dir == kernels.resolve()
+    assert cuda_dir == kernels.resolve()
