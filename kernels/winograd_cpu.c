@@ -28,9 +28,7 @@
  *   winograd_output_adjoint  dy (n, Cout, 2 m th, 2 m tw) -> dM (a a, 4 Cout, P)
  *
  * GROUP tiles are transformed at once, as short vectors that the compiler vectorises; their
- * values live in small local arrays. The output side sweeps the tiles once per phase, so that
- * the a a rows of M (or dM) of one phase are the only runs in flight (all four phases per
- * group of tiles made 4 a a: the output adjoint took 5-11 % longer that way). Plain C99, one thread, compiled once by abp_np/_cpu.py and
+ * values live in small local arrays. Plain C99, one thread, compiled once by abp_np/_cpu.py and
  * loaded through ctypes. Each function exists for float (suffix _f32) and double (_f64) and
  * returns 0, or 1 when it could not allocate its scratch memory.
  */
@@ -307,17 +305,17 @@
         T mv[36 * GROUP], tmp[36 * GROUP], yv[16 * GROUP];                                         \
         for (int o = 0; o < Cout; ++o) {                                                           \
             const T bo = bias ? bias[o] : (T)0;                                                    \
-            for (int rr = 0; rr < 4; ++rr) { /* phases (r, r2): a sweep over the tiles each */     \
-                const int r = rr >> 1, r2 = rr & 1;                                                \
-                const ptrdiff_t shift = o * HW + r * Wo + r2;                                      \
-                for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                      \
-                    const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                         \
-                    if (gg < GROUP) memset(mv, 0, sizeof mv);                                      \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(mv, 0, sizeof mv);                                          \
+                for (int rr = 0; rr < 4; ++rr) { /* the four phases (r, r2) */                     \
+                    const int r = rr >> 1, r2 = rr & 1;                                            \
                     const T *src = M + ((ptrdiff_t)rr * Cout + o) * P + p0;                        \
                     for (int k = 0; k < a * a; ++k)                                                \
                         for (int g = 0; g < gg; ++g) mv[k * GROUP + g] = src[k * plane + g];       \
                     if (m == 4) at4_2d_##S(mv, tmp, yv); /* yv = A^T mv A */                       \
                     else at2_2d_##S(mv, tmp, yv);                                                  \
+                    const ptrdiff_t shift = o * HW + r * Wo + r2;                                  \
                     if (m == 4) put_phase_##S(yv, yoff + p0, shift, gg, Wo, 4, bo, y);             \
                     else put_phase_##S(yv, yoff + p0, shift, gg, Wo, 2, bo, y);                    \
                 }                                                                                  \
@@ -336,12 +334,12 @@
         if (!yoff) return 1;                                                                       \
         T yv[16 * GROUP], tmp[36 * GROUP], mv[36 * GROUP];                                         \
         for (int o = 0; o < Cout; ++o) {                                                           \
-            for (int rr = 0; rr < 4; ++rr) { /* a sweep per phase: a a rows of dM written */       \
-                const int r = rr >> 1, r2 = rr & 1;                                                \
-                const ptrdiff_t shift = o * HW + r * Wo + r2;                                      \
-                for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                      \
-                    const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                         \
-                    if (gg < GROUP) memset(yv, 0, sizeof yv);                                      \
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
+                const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
+                if (gg < GROUP) memset(yv, 0, sizeof yv);                                          \
+                for (int rr = 0; rr < 4; ++rr) {                                                   \
+                    const int r = rr >> 1, r2 = rr & 1;                                            \
+                    const ptrdiff_t shift = o * HW + r * Wo + r2;                                  \
                     if (m == 4) get_phase_##S(dy, yoff + p0, shift, gg, Wo, 4, yv);                \
                     else get_phase_##S(dy, yoff + p0, shift, gg, Wo, 2, yv);                       \
                     if (m == 4) a4_2d_##S(yv, tmp, mv); /* mv = A yv A^T */                        \
