@@ -180,6 +180,15 @@
             memset(row + col0 + w1, 0, sizeof(T) * (W - col0 - w1));                               \
         }                                                                                          \
     }                                                                                              \
+    /* gg <= GROUP values from src to dst. A whole group is copied with a fixed count, which the   \
+     * compiler turns into a few vector moves; a copy loop of unknown count it turns into a call   \
+     * to memcpy, which for 8 values cost more than the transforms around it. */                   \
+    static inline void copy_##S(T *restrict dst, const T *restrict src, int gg) {                  \
+        if (gg == GROUP)                                                                           \
+            for (int g = 0; g < GROUP; ++g) dst[g] = src[g];                                       \
+        else                                                                                       \
+            for (int g = 0; g < gg; ++g) dst[g] = src[g];                                          \
+    }                                                                                              \
     /* GROUP tiles of A x A values from the pad (gather) and back into it (scatter-add); fixed A,  \
      * so that the compiler unrolls the loops. */                                                  \
     static inline void gather_##S(const T *pad, const ptrdiff_t *off, int gg, int wp, int A,       \
@@ -255,7 +264,7 @@
                 else bt2_2d_##S(d, tmp, v);                                                        \
                 for (int k = 0; k < a * a; ++k) {                                                  \
                     T *dst = V + k * plane + c * P + p0;                                           \
-                    for (int g = 0; g < gg; ++g) dst[g] = v[k * GROUP + g];                        \
+                    copy_##S(dst, v + k * GROUP, gg);                                              \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -279,7 +288,7 @@
                 if (gg < GROUP) memset(v, 0, sizeof v);                                            \
                 for (int k = 0; k < a * a; ++k) {                                                  \
                     const T *src = dV + k * plane + c * P + p0;                                    \
-                    for (int g = 0; g < gg; ++g) v[k * GROUP + g] = src[g];                        \
+                    copy_##S(v + k * GROUP, src, gg);                                              \
                 }                                                                                  \
                 if (m == 4) b4_2d_##S(v, tmp, dd); /* dd = B v B^T */                              \
                 else b2_2d_##S(v, tmp, dd);                                                        \
@@ -312,7 +321,7 @@
                     const int r = rr >> 1, r2 = rr & 1;                                            \
                     const T *src = M + ((ptrdiff_t)rr * Cout + o) * P + p0;                        \
                     for (int k = 0; k < a * a; ++k)                                                \
-                        for (int g = 0; g < gg; ++g) mv[k * GROUP + g] = src[k * plane + g];       \
+                        copy_##S(mv + k * GROUP, src + k * plane, gg);                             \
                     if (m == 4) at4_2d_##S(mv, tmp, yv); /* yv = A^T mv A */                       \
                     else at2_2d_##S(mv, tmp, yv);                                                  \
                     const ptrdiff_t shift = o * HW + r * Wo + r2;                                  \
@@ -346,7 +355,7 @@
                     else a2_2d_##S(yv, tmp, mv);                                                   \
                     T *dst = dM + ((ptrdiff_t)rr * Cout + o) * P + p0;                             \
                     for (int k = 0; k < a * a; ++k)                                                \
-                        for (int g = 0; g < gg; ++g) dst[k * plane + g] = mv[k * GROUP + g];       \
+                        copy_##S(dst + k * plane, mv + k * GROUP, gg);                             \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
