@@ -130,6 +130,11 @@ class ABP:
         Or the generator itself. It shuffles the data, draws the initial Z and, on the
         CPU, the Langevin noise. On the GPU the noise comes from a CuPy generator seeded
         from it. No hidden global random state is used.
+    cuda_graph : bool
+        GPU only: run the Langevin loop as one captured CUDA graph
+        (:mod:`abp_np.cuda_graph`), replayed at every call, instead of launching its kernels
+        one by one from Python. The same arithmetic; it pays where launches dominate (small
+        networks and batches). Off by default. Ignored on the CPU.
 
     Attributes
     ----------
@@ -153,6 +158,7 @@ class ABP:
         lr_decay: float = 1.0,
         seed: int | None = None,
         rng: Any = None,
+        cuda_graph: bool = False,
     ) -> None:
         if not hasattr(generator, "backward") or not hasattr(generator, "latent_shape"):
             raise ValueError(f"ABP: generator must be an abp_np Generator, got {type(generator)}")
@@ -176,6 +182,8 @@ class ABP:
         self.observation = observation if observation is not None else Complete()
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self._device_rng: Any = None  # CuPy generator for the GPU's Langevin noise
+        self.cuda_graph = bool(cuda_graph)
+        self._graphs: dict[tuple, Any] = {}  # graph_key -> LangevinGraph, latest last
         self.Z: Any = None
         self.iteration = 0
         self.last_checkpoint: str | None = None
@@ -386,12 +394,13 @@ class ABP:
     def _langevin(self, z, y, obs, steps, delta, noise, rng, noise_arrays):
         """The loop of :meth:`langevin`, on validated arguments."""
         xp = get_array_module(z)
-        z = xp.array(z, copy=True, order="C")
         if noise and noise_arrays is None:
             rng = rng if rng is not None else self.noise_rng()
         kernel = _langevin_kernel() if (xp is not np and kernels_enabled()) else None
+        if self.cuda_graph and xp is not np and steps > 0:
+            return self._langevin_graph(z, y, obs, steps, delta, noise, rng, noise_arrays, kernel)
+        z = xp.array(z, copy=True, order="C")
         for t in range(steps):
-            dz_data = self._grad_z_data(z, y, obs)
             U = None
             if noise:
                 U = (
@@ -399,14 +408,45 @@ class ABP:
                     if noise_arrays is not None
                     else rng.standard_normal(z.shape, dtype=z.dtype)
                 )
-            if kernel is not None:  # fused CUDA update, the same formula as below
-                U = None if U is None else xp.ascontiguousarray(U)
-                kernel(z, xp.ascontiguousarray(dz_data), U, delta)
-            else:
-                z += (0.5 * delta * delta) * (dz_data - z)  # (delta^2/2) dL/dZ, (5)
-                if U is not None:
-                    z += delta * U  # + delta U
+            self._langevin_step(z, y, obs, delta, U, kernel)
         return z
+
+    def _langevin_step(self, z, y, obs, delta, U, kernel=None) -> None:
+        """One step of (5) on ``z`` in place; ``U`` this step's noise, or None."""
+        dz_data = self._grad_z_data(z, y, obs)  # (1/sigma^2) (y - f) df/dZ
+        if kernel is not None:  # fused CUDA update, the same formula as below
+            xp = get_array_module(z)
+            U = None if U is None else xp.ascontiguousarray(U)
+            kernel(z, xp.ascontiguousarray(dz_data), U, delta)
+        else:
+            z += (0.5 * delta * delta) * (dz_data - z)  # (delta^2/2) dL/dZ, (5)
+            if U is not None:
+                z += delta * U  # + delta U
+
+    def _langevin_graph(self, z, y, obs, steps, delta, noise, rng, noise_arrays, kernel):
+        """:meth:`_langevin` as a replay of a captured CUDA graph (:mod:`abp_np.cuda_graph`)."""
+        from .cuda_graph import KEEP, LangevinGraph, graph_key
+
+        key = graph_key(self, z, y, obs, steps, delta, noise)
+        graph = self._graphs.pop(key, None)
+        if graph is None:
+            if len(self._graphs) >= KEEP:  # the oldest goes first, once it has run
+                self.xp.cuda.Device().synchronize()
+                while len(self._graphs) >= KEEP:
+                    self._graphs.pop(next(iter(self._graphs)))
+
+            def step(zb, yb, U):
+                self._langevin_step(zb, yb, obs, delta, U, kernel)
+
+            buffers = [b for layer in self.generator.layers for b in layer.buffers.values()]
+            graph = LangevinGraph(self.xp, step, z, y, steps, noise, buffers)
+        self._graphs[key] = graph  # the latest last
+        U = None
+        if noise:
+            U = noise_arrays
+            if U is None:
+                U = rng.standard_normal((steps, *z.shape), dtype=z.dtype)
+        return graph(z, y, U)
 
     # -- learning back-propagation -----------------------------------------------------------------
     def learn(self, z: Any, y: Any, observation: Observation | None = None) -> dict[str, float]:
@@ -774,6 +814,9 @@ class ABP:
     def to(self, device: str) -> ABP:
         """Move the generator, the chains Z, the optimiser state and the observation model."""
         xp = resolve_device(device)
+        if self._graphs:  # captured CUDA graphs hold device memory: drop them once they ran
+            self.xp.cuda.Device().synchronize()
+            self._graphs.clear()
         self.generator.to(device)
         self.optimizer.to(device)
         if self.Z is not None:

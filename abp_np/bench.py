@@ -248,6 +248,7 @@ class AbpRunner:
         steps: int,
         device: str,
         seed: int = 0,
+        cuda_graph: bool = False,
     ) -> None:
         from .backend import default_rng
 
@@ -261,8 +262,17 @@ class AbpRunner:
         self.rng = default_rng(seed + 1, device)
         self.steps = steps
         self.sync = _sync_for(xp)
-        self.abp = ABP(g, sigma=SIGMA, langevin_steps=steps, step_size=DELTA, noise=True)
-        self.source = "abp_np.abp.ABP.langevin + ABP.learn (paper SGD)"
+        self.abp = ABP(
+            g,
+            sigma=SIGMA,
+            langevin_steps=steps,
+            step_size=DELTA,
+            noise=True,
+            cuda_graph=cuda_graph and device == "gpu",
+        )
+        self.source = "abp_np.abp.ABP.langevin + ABP.learn (paper SGD)" + (
+            ", the Langevin loop replayed as a CUDA graph" if self.abp.cuda_graph else ""
+        )
 
     def iteration(self) -> None:
         """One ABP iteration: ``steps`` Langevin steps on z, then one learning step."""
@@ -408,7 +418,7 @@ def measure(
     g, default_batch, lat = setup(args, latent)
     batch = batch or default_batch
     steps = STEPS if steps is None else steps
-    abp = AbpRunner(g, batch, lat, steps, args.device, args.seed)
+    abp = AbpRunner(g, batch, lat, steps, args.device, args.seed, args.cuda_graph)
     tr = TorchRunner(torch, g, abp, args.device, args.seed) if torch is not None else None
     res: dict[str, Any] = {"batch": batch, "steps": steps, "latent_shape": list(lat)}
     if tr is not None:
@@ -449,8 +459,9 @@ def memory_probe(args: argparse.Namespace, which: str) -> dict[str, Any]:
         return {"peak_mib": None}
     if torch is not None:
         torch.set_num_threads(args.threads)
+        _torch_float32_exact(torch)
     g, batch, lat = setup(args)
-    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed, args.cuda_graph)
     runner = TorchRunner(torch, g, abp, args.device, args.seed) if torch is not None else abp
     if torch is not None:  # keep only what the torch run needs
         abp = None
@@ -463,7 +474,8 @@ def memory_probe(args: argparse.Namespace, which: str) -> dict[str, Any]:
         pool = runner.xp.get_default_memory_pool()
         runner.iteration()
         runner.iteration()
-        return {"peak_mib": pool.total_bytes() / 2**20}
+        graphs = sum(g.pool.total_bytes() for g in runner.abp._graphs.values())  # private pools
+        return {"peak_mib": (pool.total_bytes() + graphs) / 2**20}
     base = _reset_peak_rss()
     runner.iteration()
     runner.iteration()
@@ -492,6 +504,8 @@ def measure_memory(args: argparse.Namespace, which: str) -> float | None:
         "--winograd",
         args.winograd,
     ]
+    if args.cuda_graph:
+        cmd.append("--cuda-graph")
     if args.batch:
         cmd += ["--batch", str(args.batch)]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -798,6 +812,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "on", "off"],
         help="CPU Winograd path of the transposed convolutions (abp_np.winograd.using)",
     )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="GPU: replay the Langevin loop as a captured CUDA graph (ABP(cuda_graph=True))",
+    )
     p.add_argument("--memory-probe", choices=["abp", "torch"], default=None, help=argparse.SUPPRESS)
     return p
 
@@ -818,6 +837,35 @@ def _machine() -> dict[str, Any]:
     }
 
 
+def _torch_float32_exact(torch: Any) -> None:
+    """TF32 off in PyTorch (matmul and cuDNN convolutions), as it is in CuPy by default.
+
+    PyTorch leaves cuDNN's TF32 on unless told, which would time lower-precision
+    transposed convolutions against abp_np's float32 ones.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _gpu(xp: Any, torch: Any) -> dict[str, Any]:
+    """The GPU, CuPy and CUDA versions, and the TF32 settings of both libraries."""
+    dev = xp.cuda.Device()
+    props = xp.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"]
+    out = {
+        "gpu": name.decode() if isinstance(name, bytes) else str(name),
+        "cupy": xp.__version__,
+        "cuda_runtime": xp.cuda.runtime.runtimeGetVersion(),
+        "cupy_tf32": os.environ.get("CUPY_TF32", "0") == "1",
+    }
+    if torch is not None:
+        out["torch_tf32"] = bool(
+            torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        )
+        out["cudnn"] = torch.backends.cudnn.version()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     with winograd.using(args.winograd):
@@ -831,6 +879,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--batch must be >= 1")
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
+    if args.cuda_graph and args.device != "gpu":
+        raise SystemExit("--cuda-graph replays CUDA graphs: use it with --device gpu")
     try:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
@@ -852,6 +902,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
             )
         else:
             torch.set_num_threads(args.threads)
+            _torch_float32_exact(torch)
     if args.breakdown and not args.compare_torch:
         torch = None
 
@@ -867,6 +918,18 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     if torch is not None:
         res["torch"] = torch.__version__
     xp = resolve_device(args.device)
+    if args.device == "gpu":
+        res.update(_gpu(xp, torch))
+        print(
+            f"GPU: {res['gpu']}, CuPy {res['cupy']}, CUDA runtime {res['cuda_runtime']}; "
+            f"TF32: {'on' if res['cupy_tf32'] else 'off'} in CuPy (CUPY_TF32)"
+            + (
+                f", {'on' if res['torch_tf32'] else 'off'} in PyTorch (matmul and cuDNN)"
+                if torch is not None
+                else ""
+            )
+            + (f"; the Langevin loop as a CUDA graph: {'yes' if args.cuda_graph else 'no'}")
+        )
     print(
         f"abp_np benchmark: {args.workload} ({WORKLOADS[args.workload].description}) on "
         f"{args.device}, {res['cpu']}, {args.threads} threads, numpy {np.__version__}"
@@ -885,12 +948,12 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         print(format_breakdown(rows, STEPS))
         res["breakdown"] = rows
     elif args.winograd_steps:
-        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
+        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048 if args.device == "cpu" else 8192)
         rows = winograd_steps(args)
         print(format_winograd_steps(rows, res["gemm_ceiling_gflops"]))
         res["winograd_steps"] = rows
     else:
-        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048)
+        res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048 if args.device == "cpu" else 8192)
         res.update(measure(args, torch))
         if not args.no_memory:
             res["peak_mib"] = measure_memory(args, "abp")

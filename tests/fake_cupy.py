@@ -33,6 +33,7 @@ order) and CuPy's refusal of implicit conversions such as ``numpy.asarray(device
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import re
 from types import SimpleNamespace
@@ -94,7 +95,28 @@ class ndarray(np.ndarray):  # noqa: N801 - named as cupy.ndarray
 
     def get(self) -> np.ndarray:
         """A host copy (``cupy.ndarray.get``)."""
+        _no_host_copy_while_capturing("ndarray.get")
         return np.array(self.view(np.ndarray), copy=True)
+
+    def __bool__(self) -> bool:
+        _no_host_copy_while_capturing("bool(ndarray)")
+        return super().__bool__()
+
+    def __float__(self) -> float:
+        _no_host_copy_while_capturing("float(ndarray)")
+        return super().__float__()
+
+    def __int__(self) -> int:
+        _no_host_copy_while_capturing("int(ndarray)")
+        return super().__int__()
+
+    def item(self, *args: Any) -> Any:
+        _no_host_copy_while_capturing("ndarray.item")
+        return super().item(*args)
+
+    def tolist(self) -> Any:
+        _no_host_copy_while_capturing("ndarray.tolist")
+        return super().tolist()
 
 
 def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
@@ -124,6 +146,7 @@ def ascontiguousarray(a: Any, dtype: Any = None) -> ndarray:
 
 def asnumpy(a: Any) -> np.ndarray:
     """A host copy of a device array (host arrays are returned as NumPy arrays)."""
+    _no_host_copy_while_capturing("asnumpy")
     if isinstance(a, ndarray):
         return a.get()
     return np.asarray(a)
@@ -178,7 +201,120 @@ class _Generator:
 
 
 random = SimpleNamespace(default_rng=_Generator)
-cuda = SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 1))
+
+
+# --- streams, memory pools and stream capture -----------------------------------------------------
+#
+# Enough of ``cupy.cuda`` for :mod:`abp_np.cuda_graph`. What a real capture refuses is refused
+# here too: capturing on the default stream, a host copy or synchronisation while a stream
+# captures (CUDA invalidates the capture), ending a capture that was not begun. What it cannot
+# do: record the launches. Operations run at once, also during a capture, and
+# ``Graph.launch`` only counts; so tests through this fake may check what was captured when
+# and what was refused, never the values a replay would give (``tests/test_kernels_gpu.py``
+# does that on a GPU).
+
+#: Streams now capturing.
+capturing: list[Any] = []
+#: One entry per ``end_capture``: the graph it returned.
+graphs: list[Any] = []
+#: The kernel launches made while a stream captured, as in :data:`launches`.
+captured: list[tuple[str, tuple, tuple]] = []
+
+
+def _no_host_copy_while_capturing(what: str) -> None:
+    if capturing:
+        raise RuntimeError(
+            f"fake cupy: {what} copies to the host while a stream captures (CUDA would "
+            "invalidate the capture: cudaErrorStreamCaptureInvalidated)"
+        )
+
+
+class Graph:
+    """What ``Stream.end_capture`` returns; ``launch`` counts its calls."""
+
+    def __init__(self) -> None:
+        self.launches = 0
+
+    def launch(self, stream: Any = None) -> None:
+        self.launches += 1
+
+
+class Stream:
+    """``cupy.cuda.Stream``: a context manager that makes itself the current stream."""
+
+    _current: list[Any] = []
+
+    def __init__(self, null: bool = False, non_blocking: bool = False) -> None:
+        self.null, self.non_blocking = null, non_blocking
+
+    def __enter__(self) -> Stream:
+        Stream._current.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        Stream._current.pop()
+
+    def synchronize(self) -> None:
+        _no_host_copy_while_capturing("Stream.synchronize")
+
+    def begin_capture(self, mode: Any = None) -> None:
+        if self.null or not self.non_blocking:
+            raise RuntimeError("fake cupy: cannot capture on the default (legacy) stream")
+        if self in capturing:
+            raise RuntimeError("fake cupy: the stream is capturing already")
+        capturing.append(self)
+
+    def end_capture(self) -> Graph:
+        if self not in capturing:
+            raise RuntimeError("fake cupy: end_capture on a stream that is not capturing")
+        capturing.remove(self)
+        graphs.append(Graph())
+        return graphs[-1]
+
+    def is_capturing(self) -> bool:
+        return self in capturing
+
+
+class MemoryPool:
+    """``cupy.cuda.MemoryPool``: ``malloc`` exists; no bytes are held (NumPy allocates)."""
+
+    def malloc(self, size: int) -> None:  # pragma: no cover - NumPy allocates instead
+        raise NotImplementedError
+
+    def total_bytes(self) -> int:
+        return 0
+
+
+class Device:
+    """``cupy.cuda.Device()``: the current device, id 0."""
+
+    id = 0
+
+    def synchronize(self) -> None:
+        _no_host_copy_while_capturing("Device.synchronize")
+
+
+@contextlib.contextmanager
+def using_allocator(allocator: Any = None) -> Any:
+    """``cupy.cuda.using_allocator``: records which allocator was active when."""
+    allocators.append(allocator)
+    try:
+        yield
+    finally:
+        allocators.pop()
+
+
+#: The allocators made current by ``using_allocator``, innermost last.
+allocators: list[Any] = []
+
+cuda = SimpleNamespace(
+    runtime=SimpleNamespace(getDeviceCount=lambda: 1),
+    Stream=Stream,
+    MemoryPool=MemoryPool,
+    Device=Device,
+    Graph=Graph,
+    using_allocator=using_allocator,
+)
 
 
 # --- kernels --------------------------------------------------------------------------------------
@@ -293,6 +429,8 @@ class RawKernel:
                 scalars[pname] = arg.item()
         self._check_extents(scalars, arrays)
         launches.append((self.expression, grid, block))
+        if capturing:
+            captured.append((self.expression, grid, block))
         self._run_on_host(grid, block, args)
 
     def _check_extents(self, scalars: dict, arrays: dict) -> None:

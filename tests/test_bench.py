@@ -155,3 +155,29 @@ def test_winograd_steps_is_for_the_cpu_path():
         bench.winograd_steps(
             bench._parser().parse_args(["--winograd-steps", "--device", "gpu", "--iterations", "1"])
         )
+
+
+def test_cuda_graph_is_for_the_gpu():
+    with pytest.raises(SystemExit, match="--device gpu"):
+        bench.main(["--workload", "small32", "--iterations", "1", "--cuda-graph"])
+
+
+def test_torch_side_runs_without_tf32(monkeypatch):
+    """cuDNN's TF32 is on by default in PyTorch; the comparison turns it off on both paths."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    args = ["--workload", "small32", "--iterations", "1", "--batch", "4", "--compare-torch"]
+    bench.main([*args, "--no-memory"])
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", [False, True])
+def test_gpu_benchmark_reports_the_device_and_tf32(graph):
+    args = ["--workload", "small32", "--device", "gpu", "--iterations", "1", "--batch", "4"]
+    res = bench.main([*args, "--json"] + (["--cuda-graph"] if graph else []))
+    assert res["sec_per_iter"] > 0 and res["peak_mib"] > 0
+    assert res["gpu"] and res["cupy"] and res["cupy_tf32"] in (False, True)
+    assert ("CUDA graph" in res["abp_source"]) == graph

@@ -335,3 +335,148 @@ def test_langevin_without_noise_launches_the_kernel_with_a_null_noise(fake_gpu, 
         slow = abp.langevin(z0, y, steps=3, noise=False)
     assert launched(cp).count(f"langevin_step<{'float' if dtype == np.float32 else 'double'}>") == 3
     np.testing.assert_array_equal(fast.get(), slow.get())
+
+
+# --- the Langevin loop as a CUDA graph (abp_np.cuda_graph) ------------------------------------
+#
+# The fake records no graph: operations run at once, also while a stream captures, and
+# Graph.launch only counts. So these tests check what is captured, when, and what is refused;
+# the values a replay gives are checked against the eager loop on a GPU
+# (tests/test_kernels_gpu.py).
+
+
+@pytest.fixture
+def fake_capture(fake_gpu, monkeypatch):
+    for name in ("capturing", "graphs", "captured", "allocators"):
+        monkeypatch.setattr(fake_gpu, name, [])
+    return fake_gpu
+
+
+def graph_problem(cp, net="texture", dtype=np.float32, N=3, seed=7):
+    abp = ABP(tiny_generator(net, dtype), sigma=0.3, step_size=0.3, seed=0, cuda_graph=True)
+    abp.to("gpu")
+    rng = np.random.default_rng(seed)
+    z = cp.asarray(rng.standard_normal((N, *abp.latent_shape)).astype(dtype))
+    y = cp.asarray(rng.uniform(-1, 1, (N, *abp.image_shape)).astype(dtype))
+    return abp, z, y
+
+
+@pytest.mark.parametrize("net", ["no-bn", "texture", "sound"])
+def test_graph_records_the_eager_loops_launches_once(fake_capture, net):
+    cp = fake_capture
+    abp, z, y = graph_problem(cp, net)
+    steps = 3
+    abp.cuda_graph = False
+    cp.launches.clear()
+    abp.langevin(z, y, steps=steps)
+    eager = list(cp.launches)
+    assert [e.split("<")[0] for e in launched(cp)].count("langevin_step") == steps
+
+    abp.cuda_graph = True
+    cp.launches.clear()
+    out = abp.langevin(z, y, steps=steps)
+    # the eager warm-up, then the captured loop: the same launches, grids and blocks
+    assert cp.captured == eager
+    assert cp.launches == eager + eager
+    assert len(cp.graphs) == 1 and cp.graphs[0].launches == 1
+    assert cp.capturing == []
+    assert isinstance(out, cp.ndarray) and out.shape == z.shape
+
+    cp.launches.clear()
+    abp.langevin(z, y, steps=steps)  # the same key: a replay, no kernel launched from Python
+    assert cp.launches == [] and len(cp.graphs) == 1 and cp.graphs[0].launches == 2
+
+
+def test_graph_capture_runs_on_a_side_stream_with_a_private_pool(fake_capture, monkeypatch):
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    seen = []
+    inner = ABP._langevin_step
+
+    def watched(self, *args, **kwargs):
+        current = cp.Stream._current[-1] if cp.Stream._current else None
+        seen.append((bool(cp.capturing), current, cp.allocators[-1] if cp.allocators else None))
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(ABP, "_langevin_step", watched)
+    abp.langevin(z, y, steps=2)
+    assert [s[0] for s in seen] == [False, False, True, True]  # warm-up, then the capture
+    (graph,) = abp._graphs.values()
+    for _, stream, allocator in seen:
+        assert stream is graph.stream and stream.non_blocking
+        assert allocator == graph.pool.malloc
+
+
+def test_graph_is_kept_for_equal_keys_and_captured_anew_otherwise(fake_capture):
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    abp.langevin(z, y, steps=2)
+    assert len(cp.graphs) == 1
+    abp.learn(z, y)  # the optimiser updates W in place: the graph reads the new contents
+    abp.langevin(z + 1, y * 0.5, steps=2)  # new data, same shapes
+    assert len(cp.graphs) == 1 and cp.graphs[0].launches == 2
+
+    abp.langevin(z, y, steps=3)  # another number of steps
+    assert len(cp.graphs) == 2
+    abp.langevin(z, y, steps=2, step_size=0.1)  # another delta: a third key; the oldest goes
+    assert len(cp.graphs) == 3 and len(abp._graphs) == 2
+    abp.langevin(z[:2], y[:2], steps=3)  # another batch size
+    assert len(cp.graphs) == 4 and len(abp._graphs) == 2
+
+    abp.langevin(z, y, steps=3)  # the second key again: it was dropped, so captured again
+    assert len(cp.graphs) == 5
+    abp.langevin(z, y, steps=3)
+    assert len(cp.graphs) == 5  # and now kept
+    layer = abp.generator.layers[0]
+    layer.params["weight"] = layer.params["weight"].copy()  # a new array in the weight's place
+    abp.langevin(z, y, steps=3)
+    assert len(cp.graphs) == 6
+
+
+def test_graph_gets_the_noise_it_is_given(fake_capture):
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    steps = 2
+    U = cp.asarray(np.random.default_rng(1).standard_normal((steps, *z.shape)).astype(z.dtype))
+    abp.langevin(z, y, steps=steps, noise_arrays=U)
+    (graph,) = abp._graphs.values()
+    np.testing.assert_array_equal(graph.U.get(), U.get())
+    np.testing.assert_array_equal(graph.y.get(), y.get())
+    abp.langevin(z, y, steps=steps, noise=False)  # no noise: a graph without a U buffer
+    assert [g.U is None for g in abp._graphs.values()] == [False, True]
+
+
+def test_graph_refuses_a_host_copy_inside_the_loop(fake_capture):
+    """A loop that copies to the host cannot be captured: a clear error, the stream freed."""
+    from abp_np.cuda_graph import CaptureError
+    from abp_np.observation import Complete
+
+    class Chatty(Complete):
+        def residual(self, y_obs, f):
+            r = super().residual(y_obs, f)
+            print(float(abs(r).max()))  # a synchronising host copy
+            return r
+
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    with pytest.raises(CaptureError, match="cuda_graph=False"):
+        abp.langevin(z, y, observation=Chatty(), steps=2)
+    assert cp.capturing == [] and abp._graphs == {}
+    abp.langevin(z, y, steps=2)  # the default observation still captures
+    assert len(abp._graphs) == 1
+
+
+def test_graph_is_off_on_the_cpu_and_by_default(fake_capture):
+    dtype = np.float32
+    G = tiny_generator("texture", dtype)
+    assert ABP(G).cuda_graph is False
+    abp = ABP(G, sigma=0.3, step_size=0.3, seed=0, cuda_graph=True)  # stays on the CPU
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((3, *abp.latent_shape)).astype(dtype)
+    y = rng.uniform(-1, 1, (3, *abp.image_shape)).astype(dtype)
+    U = rng.standard_normal((2, *z.shape)).astype(dtype)
+    a = abp.langevin(z, y, steps=2, noise_arrays=U)
+    abp.cuda_graph = False
+    b = abp.langevin(z, y, steps=2, noise_arrays=U)
+    np.testing.assert_array_equal(a, b)
+    assert fake_capture.graphs == [] and abp._graphs == {}
