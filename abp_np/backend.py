@@ -6,8 +6,9 @@ either :mod:`numpy` or :mod:`cupy`::
     xp = get_array_module(x)
     y = xp.tanh(x)
 
-This module holds the library's only ``import cupy``, so ``import abp_np`` works
-with NumPy alone. It also holds the switch that turns the custom CUDA kernels in
+This module holds the library's only ``import cupy``, done on first need (a device
+asked for, or a CuPy array met), so ``import abp_np`` works with NumPy alone and stays
+quick where CuPy is installed too. It also holds the switch that turns the custom CUDA kernels in
 ``kernels/`` on or off (:func:`using_kernels`), and the explicit random
 generators: abp_np has no hidden global random state.
 """
@@ -22,10 +23,27 @@ from typing import Any
 
 import numpy as np
 
-try:  # the only place where CuPy is imported
-    import cupy as _cupy
-except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
-    _cupy = None
+_NOT_YET = object()
+#: :mod:`cupy`, None where it cannot be imported, or ``_NOT_YET`` before the first need.
+_cupy: Any = _NOT_YET
+
+
+def _load_cupy() -> Any:
+    """:mod:`cupy`, imported on the first call, or None where it cannot be imported."""
+    global _cupy
+    if _cupy is _NOT_YET:
+        try:  # the only place where CuPy is imported
+            import cupy
+        except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
+            cupy = None
+        _cupy = cupy
+    return _cupy
+
+
+def _from_cupy(x: Any) -> bool:
+    """Is ``x``'s type defined by CuPy? (Asked without importing CuPy.)"""
+    return type(x).__module__.partition(".")[0] in ("cupy", "cupyx")
+
 
 __all__ = [
     "cupy_available",
@@ -55,15 +73,16 @@ _GPU_HELP = (
 
 def cupy_available() -> bool:
     """True when CuPy could be imported."""
-    return _cupy is not None
+    return _load_cupy() is not None
 
 
 def gpu_available() -> bool:
     """True when CuPy is importable and at least one CUDA GPU is visible."""
-    if _cupy is None:
+    cupy = _load_cupy()
+    if cupy is None:
         return False
     try:
-        return _cupy.cuda.runtime.getDeviceCount() > 0
+        return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
 
@@ -89,10 +108,11 @@ def resolve_device(device: str) -> Any:
         return np
     if name not in ("gpu", "cuda", "cupy"):
         raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
-    if _cupy is None:
+    cupy = _load_cupy()
+    if cupy is None:
         raise RuntimeError(f"device='gpu' needs CuPy, which is not installed. {_GPU_HELP}")
     try:
-        count = _cupy.cuda.runtime.getDeviceCount()
+        count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # driver missing, CUDA libraries missing ...
         raise RuntimeError(
             f"device='gpu': CuPy is installed but no CUDA GPU is visible ({err}). "
@@ -103,13 +123,18 @@ def resolve_device(device: str) -> Any:
             "device='gpu': CuPy is installed but no CUDA GPU is visible. "
             "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or run with device='cpu'."
         )
-    return _cupy
+    return cupy
 
 
 def get_array_module(*arrays: Any) -> Any:
     """Return :mod:`cupy` if any argument is a CuPy array, else :mod:`numpy`."""
-    if _cupy is not None:
-        return _cupy.get_array_module(*arrays)
+    cupy = _cupy
+    if cupy is _NOT_YET:  # no CuPy array has been seen: only one could bring CuPy in
+        if not any(_from_cupy(a) for a in arrays):
+            return np
+        cupy = _load_cupy()
+    if cupy is not None:
+        return cupy.get_array_module(*arrays)
     return np
 
 
@@ -128,8 +153,9 @@ def to_device(x: Any, device: str) -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """Return ``x`` as a NumPy array (copies from the GPU when needed)."""
-    if _cupy is not None and isinstance(x, _cupy.ndarray):
-        return _cupy.asnumpy(x)
+    cupy = _cupy if _cupy is not _NOT_YET or not _from_cupy(x) else _load_cupy()
+    if cupy is not None and cupy is not _NOT_YET and isinstance(x, cupy.ndarray):
+        return cupy.asnumpy(x)
     return np.asarray(x)
 
 

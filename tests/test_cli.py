@@ -55,7 +55,7 @@ def test_train_refuses_to_overwrite_and_resumes(tmp_path, capsys):
 def test_sound_run_writes_wav(tmp_path):
     out = tmp_path / "snd"
     assert main(["train", "builtin:sound", "--out", str(out), *TINY]) == 0
-    import soundfile
+    soundfile = pytest.importorskip("soundfile")
 
     clip, rate = soundfile.read(out / "samples_0.wav")
     assert rate == 11025 and clip.shape == (6000,)

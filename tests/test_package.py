@@ -27,6 +27,36 @@ def test_import_needs_numpy_only():
     assert out.stdout.strip() == "", f"import abp_np pulled in: {out.stdout.strip()}"
 
 
+def test_cupy_is_imported_only_when_needed(tmp_path):
+    """With CuPy installed, a CPU run never imports it; a CuPy array or device='gpu' does."""
+    fake = tmp_path / "cupy"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import numpy, sys\n"
+        "class ndarray:\n"
+        "    pass\n"
+        "def get_array_module(*arrays):\n"
+        "    return sys.modules[__name__]\n"
+    )
+    code = (
+        "import sys, numpy as np, abp_np\n"
+        "from abp_np import backend\n"
+        "from abp_np.generator import texture_generator\n"
+        "g = texture_generator((4, 3), 2, 2)\n"
+        "y = g.forward(np.zeros((2, 1, 2, 2), np.float32))\n"
+        "g.backward(np.ones_like(y))\n"
+        "backend.to_numpy(y)\n"
+        "print('cupy' in sys.modules)\n"
+        "import cupy\n"
+        "print(backend.get_array_module(cupy.ndarray()) is cupy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+
+
 def test_cuda_sources_are_found():
     from abp_np import _cuda
 
