@@ -435,18 +435,18 @@ class ABP:
                 while len(self._graphs) >= KEEP:
                     self._graphs.pop(next(iter(self._graphs)))
 
-            def step(zb, yb, U):
-                self._langevin_step(zb, yb, obs, delta, U, kernel)
+            def step(zb, yb, ob, U):
+                self._langevin_step(zb, yb, ob, delta, U, kernel)
 
             buffers = [b for layer in self.generator.layers for b in layer.buffers.values()]
-            graph = LangevinGraph(self.xp, step, z, y, steps, noise, buffers)
+            graph = LangevinGraph(self.xp, step, z, y, obs, steps, noise, buffers)
         self._graphs[key] = graph  # the latest last
         U = None
         if noise:
             U = noise_arrays
             if U is None:
                 U = rng.standard_normal((steps, *z.shape), dtype=z.dtype)
-        return graph(z, y, U)
+        return graph(z, y, obs, U)
 
     # -- learning back-propagation -----------------------------------------------------------------
     def learn(self, z: Any, y: Any, observation: Observation | None = None) -> dict[str, float]:

@@ -15,9 +15,11 @@ weight gradients, the update (5)); nothing is rewritten for the graph.
 How (CuPy's stream capture)
 ---------------------------
 1. **Fixed buffers.** A graph replays the same device addresses every time, so the loop
-   runs on buffers that belong to the graph: ``z`` (N, *latent), ``y`` (N, *data) and, with
-   noise, ``U`` (steps, N, *latent). A call copies its inputs into them, launches, and
-   returns a copy of ``z``.
+   runs on buffers that belong to the graph: ``z`` (N, *latent), ``y`` (N, *data), a copy
+   of the observation model whose arrays (a mask, a projection matrix) are the graph's
+   and, with noise, ``U`` (steps, N, *latent). A call copies its inputs into them,
+   launches, and returns a copy of ``z``. So a new batch with its own masks replays the
+   same graph.
 2. **A private memory pool and a side stream.** Everything the loop allocates comes from a
    :class:`cupy.cuda.MemoryPool` of the graph's own, on a non-blocking stream of its own
    (capture cannot run on the default stream). The loop runs once eagerly there first:
@@ -34,8 +36,7 @@ What the graph keeps fixed
 --------------------------
 Shapes, dtypes and every Python number in the loop (``steps``, ``delta``, ``sigma``, layer
 settings such as batch norm's ``eps``) are baked in, and so are the *addresses* of the
-weights, the batch-norm buffers and the observation's arrays; their *contents* are read
-afresh at every replay. So the optimiser's in-place updates and
+weights and the batch-norm buffers; their *contents* are read afresh at every replay. So the optimiser's in-place updates and
 :meth:`Generator.load_state_dict` (which copies in place) need no new capture, while a
 new array in their place does: :func:`graph_key` lists all of this, and
 :meth:`ABP.langevin` captures a new graph whenever the key changes (it keeps the
@@ -50,6 +51,7 @@ distributed) numbers.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,8 +91,8 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
     Two calls with equal keys can replay the same graph. The key holds the shapes and
     dtypes of ``z`` and ``y``; ``steps``, ``delta``, ``noise`` and ``sigma``; each layer's
     ``repr`` (its sizes and settings), mode, and the addresses of its weights and buffers
-    (not its gradients, which the loop does not touch); the observation's type, the
-    addresses of its arrays and its other settings; whether the custom kernels are on; and
+    (not its gradients, which the loop does not touch); the observation's type, the shapes
+    and dtypes of its arrays and its other settings; whether the custom kernels are on; and
     the device.
     """
     from .backend import kernels_enabled
@@ -100,7 +102,7 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
         held = [(name, _address(a)) for name, a in _arrays(layer) if not name.startswith("grads.")]
         held = [h for h in held if not h[0].startswith("_cache")]
         layers.append((type(layer).__name__, repr(layer), bool(layer.training), tuple(held)))
-    observed = tuple((name, _address(a)) for name, a in _arrays(obs))
+    observed = tuple((name, _address(a)[1:]) for name, a in _arrays(obs))
     observed += tuple(
         (name, repr(v))
         for name, v in sorted(vars(obs).items())
@@ -130,11 +132,13 @@ class LangevinGraph:
     xp : module
         :mod:`cupy`.
     step : callable
-        ``step(z, y, U)``: one Langevin step on the buffer ``z`` in place, ``U`` one step's
-        noise or None (:meth:`ABP._langevin_step <abp_np.abp.ABP._langevin_step>` with its
-        observation, step size and kernel bound).
+        ``step(z, y, obs, U)``: one Langevin step on the buffer ``z`` in place, ``U`` one
+        step's noise or None (:meth:`ABP._langevin_step <abp_np.abp.ABP._langevin_step>`
+        with its step size and kernel bound).
     z : cupy.ndarray (N, *latent_shape)
     y : cupy.ndarray, the observed data of the N examples
+    obs : Observation
+        The observation model; the graph keeps a copy with arrays of its own.
     steps : int
     noise : bool
         Whether the loop reads a ``U`` buffer of shape (steps, N, *latent_shape).
@@ -150,9 +154,10 @@ class LangevinGraph:
     def __init__(
         self,
         xp: Any,
-        step: Callable[[Any, Any, Any], None],
+        step: Callable[[Any, Any, Any, Any], None],
         z: Any,
         y: Any,
+        obs: Any,
         steps: int,
         noise: bool,
         buffers: Sequence[Any] = (),
@@ -161,16 +166,20 @@ class LangevinGraph:
         # 1. the fixed buffers (from the default pool: they live as long as this object)
         self.z = xp.array(z, copy=True, order="C")
         self.y = xp.array(y, copy=True, order="C")
+        self.obs = copy.copy(obs)
+        self._obs_arrays = [name for name, _ in _arrays(obs) if "." not in name]
+        for name in self._obs_arrays:
+            setattr(self.obs, name, xp.array(getattr(obs, name), copy=True))
         self.U = xp.zeros((self.steps, *z.shape), dtype=z.dtype) if self.noise else None
         self.pool = xp.cuda.MemoryPool()  # 2. the private pool
         self.stream = xp.cuda.Stream(non_blocking=True)
         self.graph = self._capture(step, buffers)
 
-    def _loop(self, step: Callable[[Any, Any, Any], None]) -> None:
+    def _loop(self, step: Callable[[Any, Any, Any, Any], None]) -> None:
         for t in range(self.steps):
-            step(self.z, self.y, None if self.U is None else self.U[t])
+            step(self.z, self.y, self.obs, None if self.U is None else self.U[t])
 
-    def _capture(self, step: Callable[[Any, Any, Any], None], buffers: Sequence[Any]) -> Any:
+    def _capture(self, step: Callable[[Any, Any, Any, Any], None], buffers: Sequence[Any]) -> Any:
         xp, stream = self.xp, self.stream
         kept = [b.copy() for b in buffers]
         xp.cuda.Device().synchronize()  # the buffers' copies (current stream) are done
@@ -199,13 +208,16 @@ class LangevinGraph:
                 ) from err
         return graph
 
-    def __call__(self, z: Any, y: Any, U: Any = None) -> Any:
+    def __call__(self, z: Any, y: Any, obs: Any, U: Any = None) -> Any:
         """Copy the inputs in, replay the loop, return the final z (a fresh array).
 
+        ``obs``: an observation model of the same type and array shapes as the one captured;
         ``U``: (steps, N, *latent_shape) noise, or None for a loop without noise.
         """
         self.z[...] = z
         self.y[...] = y
+        for name in self._obs_arrays:
+            getattr(self.obs, name)[...] = getattr(obs, name)
         if self.U is not None:
             self.U[...] = U
         self.graph.launch()  # 4. on the current stream, after the copies above
@@ -215,4 +227,5 @@ class LangevinGraph:
     def nbytes(self) -> int:
         """Device bytes this graph holds: its buffers and its private pool."""
         held = self.z.nbytes + self.y.nbytes + (0 if self.U is None else self.U.nbytes)
+        held += sum(getattr(self.obs, name).nbytes for name in self._obs_arrays)
         return int(held + self.pool.total_bytes())

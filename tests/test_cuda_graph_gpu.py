@@ -103,3 +103,19 @@ def test_graph_fit_matches_eager_fit():
     assert all(g.nbytes > 0 for g in graph._graphs.values())
     graph.to("cpu")
     assert graph._graphs == {}  # graphs hold device memory: moving drops them
+
+
+def test_graph_fit_with_a_mask_per_example_matches_eager_fit():
+    import cupy
+
+    from abp_np.observation import Masked
+
+    rng = np.random.default_rng(31)
+    Y = cupy.asarray(rng.uniform(-1, 1, (6, 3, 16, 16)).astype(np.float32))
+    mask = cupy.asarray(rng.random((6, 3, 16, 16)) < 0.7)
+    eager = make("object", np.float32, False, noise=False)
+    graph = make("object", np.float32, True, noise=False)
+    for abp in (eager, graph):
+        abp.fit(Y, iterations=2, batch_size=3, observation=Masked(mask), progress=False)
+    np.testing.assert_allclose(graph.Z.get(), eager.Z.get(), **TOL[np.dtype(np.float32)])
+    assert len(graph._graphs) == 1  # both batches, each with its own masks, one graph

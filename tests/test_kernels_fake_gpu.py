@@ -480,3 +480,21 @@ def test_graph_is_off_on_the_cpu_and_by_default(fake_capture):
     b = abp.langevin(z, y, steps=2, noise_arrays=U)
     np.testing.assert_array_equal(a, b)
     assert fake_capture.graphs == [] and abp._graphs == {}
+
+
+def test_graph_takes_each_calls_masks_into_its_own_buffer(fake_capture):
+    """Per-example masks change every batch: copied in like y, not captured anew."""
+    from abp_np.observation import Masked
+
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    rng = np.random.default_rng(8)
+    masks = [cp.asarray(rng.random((3, *abp.image_shape)) < 0.6) for _ in range(2)]
+    for m in masks:
+        abp.langevin(z, y, observation=Masked(m), steps=2)
+    (graph,) = abp._graphs.values()
+    assert len(cp.graphs) == 1 and cp.graphs[0].launches == 2
+    assert graph.obs.mask is not masks[1]  # the graph's own array ...
+    np.testing.assert_array_equal(graph.obs.mask.get(), masks[1].get())  # ... holding the last
+    abp.langevin(z, y, observation=Masked(masks[0][:1]), steps=2)  # one mask for all: new shape
+    assert len(cp.graphs) == 2
