@@ -270,6 +270,8 @@ class Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     from .abp import DivergenceError
 
+    if args.cuda_graph and args.device != "gpu":
+        raise CLIError("--cuda-graph replays the Langevin loop as a CUDA graph: add --device gpu")
     kind = args.kind if args.kind != "auto" else detect_kind(args.data)
     cfg = {
         "rate": 11025,
@@ -323,6 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _write_json(out / "model.json", meta)
 
     abp = make_abp(spec, cfg, args.seed, args.device)
+    abp.cuda_graph = args.cuda_graph
     if args.resume and ckpt.exists():
         abp.load(ckpt)
         print(f"resuming {out} at iteration {abp.iteration}", file=sys.stderr)
@@ -496,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--quick", action="store_true", help="small network, few iterations")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="GPU: replay the Langevin loop as one CUDA graph (ABP(cuda_graph=True))",
+    )
     t.add_argument("--iterations", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--size", type=int, help="image side (pixels)")

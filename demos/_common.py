@@ -63,6 +63,11 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="where to compute")
     p.add_argument("--seed", type=int, default=0, help="seed of every random generator")
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="GPU: replay each Langevin loop as one CUDA graph (ABP(cuda_graph=True))",
+    )
     p.add_argument("--data", type=Path, default=None, help="your own data (file or folder)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small settings: minutes on a CPU")
@@ -145,6 +150,8 @@ class Demo:
         self.mode = mode_of(args)
         self.out = Path(args.out) if args.out is not None else Path("runs") / name
         self.out.mkdir(parents=True, exist_ok=True)
+        if getattr(args, "cuda_graph", False) and args.device != "gpu":
+            raise SystemExit(f"{name}: --cuda-graph replays CUDA graphs: add --device gpu")
         self.xp = abp_np.backend.resolve_device(args.device)
         self.start = time.perf_counter()
         self.data: list[dict[str, Any]] = []
@@ -456,6 +463,7 @@ def fit_abp(
         init_z=init_z,
         optimizer=optimizer,
         seed=demo.args.seed,
+        cuda_graph=getattr(demo.args, "cuda_graph", False),
     )
     every = max(1, iterations // 10)
     show = progress(demo, every, label)

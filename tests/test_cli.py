@@ -71,6 +71,9 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["synthesize", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["train", "builtin:texture", "--out", str(tmp_path / "o3"), "--cuda-graph"]) == 2
+    assert "--device gpu" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists()  # refused before anything was written
 
 
 @pytest.mark.slow

@@ -95,3 +95,11 @@ def test_bad_device_is_refused(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
+
+
+def test_cuda_graph_needs_the_gpu(tmp_path):
+    cmd = [sys.executable, str(DEMOS / "texture.py"), "--smoke", "--cuda-graph"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and "--device gpu" in proc.stderr
