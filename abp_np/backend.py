@@ -8,8 +8,8 @@ either :mod:`numpy` or :mod:`cupy`::
 
 This module holds the library's only ``import cupy``, done on first need (a device
 asked for, or a CuPy array met), so ``import abp_np`` works with NumPy alone and stays
-quick where CuPy is installed too. It also holds the switch that turns the custom CUDA kernels in
-``kernels/`` on or off (:func:`using_kernels`), and the explicit random
+quick where CuPy is installed too. It also holds the switch that turns the custom CUDA
+kernels in ``kernels/`` on or off (:func:`using_kernels`), and the explicit random
 generators: abp_np has no hidden global random state.
 """
 
@@ -153,7 +153,7 @@ def to_device(x: Any, device: str) -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """Return ``x`` as a NumPy array (copies from the GPU when needed)."""
-    cupy = _cupy if _cupy is not _NOT_YET or not _from_cupy(x) else _load_cupy()
+    cupy = _load_cupy() if _from_cupy(x) else _cupy
     if cupy is not None and cupy is not _NOT_YET and isinstance(x, cupy.ndarray):
         return cupy.asnumpy(x)
     return np.asarray(x)

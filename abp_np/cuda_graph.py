@@ -36,9 +36,9 @@ What the graph keeps fixed
 --------------------------
 Shapes, dtypes and every Python number in the loop (``steps``, ``delta``, ``sigma``, layer
 settings such as batch norm's ``eps``) are baked in, and so are the *addresses* of the
-weights and the batch-norm buffers; their *contents* are read afresh at every replay. So the optimiser's in-place updates and
-:meth:`Generator.load_state_dict` (which copies in place) need no new capture, while a
-new array in their place does: :func:`graph_key` lists all of this, and
+weights and the batch-norm buffers; their *contents* are read afresh at every replay. So
+the optimiser's in-place updates and :meth:`Generator.load_state_dict` (which copies in
+place) need no new capture, while a new array in their place does: :func:`graph_key` lists all of this, and
 :meth:`ABP.langevin` captures a new graph whenever the key changes (it keeps the
 :data:`KEEP` latest).
 
@@ -99,10 +99,17 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
 
     layers = []
     for layer in abp.generator.layers:
-        held = [(name, _address(a)) for name, a in _arrays(layer) if not name.startswith("grads.")]
-        held = [h for h in held if not h[0].startswith("_cache")]
+        held = [  # not the gradients (the loop does not touch them) nor saved activations
+            (name, _address(a))
+            for name, a in _arrays(layer)
+            if not name.startswith(("grads.", "_cache"))
+        ]
         layers.append((type(layer).__name__, repr(layer), bool(layer.training), tuple(held)))
-    observed = tuple((name, _address(a)[1:]) for name, a in _arrays(obs))
+    # arrays held directly are copied into the graph at every call (their layout counts);
+    # arrays inside a dict attribute are read where they are (their address counts)
+    observed = tuple(
+        (name, _address(a) if "." in name else _address(a)[1:]) for name, a in _arrays(obs)
+    )
     observed += tuple(
         (name, repr(v))
         for name, v in sorted(vars(obs).items())
