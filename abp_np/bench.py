@@ -35,7 +35,8 @@ What is reported
 
 Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, best of
 ``--repeats`` calls, both libraries side by side) and ``--sweep batch|steps|pixels`` (cost against batch size,
-number of Langevin steps and image size, to show that it grows linearly).
+number of Langevin steps and image size, to show that it grows linearly; ``--plot FILE.png``
+draws the curve).
 """
 
 from __future__ import annotations
@@ -771,6 +772,45 @@ def format_sweep(rows: list[dict[str, Any]], what: str) -> str:
     return "\n".join(lines)
 
 
+def save_sweep_chart(
+    rows: list[dict[str, Any]], what: str, workload: str, device: str, path: str
+) -> None:
+    """Draw a sweep's seconds per iteration and its least-squares line; save as PNG."""
+    from PIL import Image
+
+    from abp_np.plot import line_chart
+
+    name = {"batch": "batch size", "steps": "Langevin steps", "pixels": "output values"}[what]
+    x = [r["value"] for r in rows]
+    picture = line_chart(
+        {
+            "measured": (x, [r["sec_per_iter"] for r in rows]),
+            "least-squares line": (x, [r["fit"] for r in rows]),
+        },
+        title=f"{workload} on {device}: seconds per ABP iteration against {name}",
+        xlabel=name,
+        ylabel="s / iteration",
+    )
+    Image.fromarray(picture).save(path)
+
+
+def _check_plot_target(args: argparse.Namespace) -> None:
+    """Refuse ``--plot`` before anything is timed when it cannot be honoured."""
+    if not args.sweep:
+        raise SystemExit("--plot draws a sweep: use it with --sweep batch|steps|pixels")
+    if not args.plot.lower().endswith(".png"):
+        raise SystemExit(f"--plot writes a PNG: give a path ending in .png, got {args.plot!r}")
+    folder = os.path.dirname(os.path.abspath(args.plot))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"--plot: folder {folder!r} does not exist; create it first")
+    try:
+        import PIL  # noqa: F401
+    except ImportError as err:
+        raise SystemExit(
+            "--plot draws with Pillow, which is not installed: pip install pillow (or abp_np[data])"
+        ) from err
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -805,6 +845,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["batch", "steps", "pixels"],
         default=None,
         help="show how the cost grows with batch, Langevin steps or pixels",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        default=None,
+        help="with --sweep: save the curve and its least-squares line as a PNG chart (Pillow)",
     )
     p.add_argument(
         "--winograd",
@@ -881,6 +927,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--threads must be >= 1")
     if args.cuda_graph and args.device != "gpu":
         raise SystemExit("--cuda-graph replays CUDA graphs: use it with --device gpu")
+    if args.plot is not None:
+        _check_plot_target(args)
     try:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
@@ -943,6 +991,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         rows = sweep(args, torch)
         print(format_sweep(rows, args.sweep))
         res["sweep"] = {"over": args.sweep, "rows": rows}
+        if args.plot is not None:
+            save_sweep_chart(rows, args.sweep, args.workload, args.device, args.plot)
+            print(f"chart: {args.plot}")
     elif args.breakdown:
         rows = breakdown(args, torch)
         print(format_breakdown(rows, STEPS))

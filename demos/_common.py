@@ -238,7 +238,7 @@ class Demo:
         return self._wrote(D.save_wav(self.path(filename), to_numpy(signal), rate=rate))
 
     def save_png(self, filename: str, hwc: np.ndarray) -> Path:
-        """Save an ``(H, W, 3)`` uint8 picture (charts drawn by :mod:`_plot`)."""
+        """Save an ``(H, W, 3)`` uint8 picture (charts drawn by :mod:`abp_np.plot`)."""
         from PIL import Image
 
         path = self.path(filename)

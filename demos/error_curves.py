@@ -23,11 +23,11 @@ from __future__ import annotations
 import sys
 
 import _common as C
-import _plot
 from inpainting import train_test
 
 import abp_np
 from abp_np import datasets
+from abp_np.plot import line_chart
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     demo.save_png(
         "error_curves.png",
-        _plot.line_chart(
+        line_chart(
             {name: (at, v) for name, v in curves.items()},
             title=f"reconstruction error over learning (d = {d})",
             xlabel="iteration",

@@ -16,12 +16,12 @@ from __future__ import annotations
 import sys
 
 import _common as C
-import _plot
 import numpy as np
 
 import abp_np
 from abp_np import data as D
 from abp_np import datasets
+from abp_np.plot import waveform
 
 RATE = 11025
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     demo.save_wav("sound_synthesis.wav", synth, RATE)
     demo.save_png(
         "sound_waveforms.png",
-        _plot.waveform(
+        waveform(
             {
                 f"original ({length} samples)": y,
                 "reconstruction": recon,

@@ -85,6 +85,40 @@ def test_breakdown_and_sweep_tables(capsys):
     assert "implied seconds per iteration" in capsys.readouterr().out
 
 
+def test_sweep_chart_is_saved(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    from abp_np.plot import COLOURS
+
+    path = tmp_path / "batch.png"
+    res = bench.main(
+        ["--workload", "small32", "--batch", "2", "--sweep", "batch", "--iterations", "1"]
+        + ["--plot", str(path)]
+    )
+    assert [r["value"] for r in res["sweep"]["rows"]] == [2, 4]
+    assert f"chart: {path}" in capsys.readouterr().out
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape == (400, 640, 3)
+    # both series are drawn: the measured points and the least-squares line
+    for colour in COLOURS[:2]:
+        assert (picture == colour).all(axis=-1).sum() > 20, colour
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--plot", "{tmp}/a.png"], "use it with --sweep"),
+        (["--sweep", "batch", "--plot", "{tmp}/a.jpg"], "ending in .png"),
+        (["--sweep", "batch", "--plot", "{tmp}/no/such/a.png"], "does not exist"),
+    ],
+)
+def test_bad_plot_target_is_refused_before_timing(tmp_path, extra, message, monkeypatch):
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("timed before refusing"))
+    argv = ["--workload", "small32", "--iterations", "1"]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    with pytest.raises(SystemExit, match=message):
+        bench.main(argv)
+
+
 def test_pixel_sweep_needs_a_fully_convolutional_workload():
     with pytest.raises(ValueError, match="fully convolutional"):
         bench.main(["--workload", "small32", "--sweep", "pixels", "--iterations", "1"])

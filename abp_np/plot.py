@@ -1,7 +1,9 @@
-"""Small charts drawn with Pillow, so that the demos need no plotting library.
+"""Small charts drawn with Pillow, so that the demos and the benchmark need no plotting library.
 
 :func:`line_chart` draws curves on shared axes with a legend; :func:`waveform` draws a sound
-signal as a band of min/max per pixel column. Both return an ``(H, W, 3)`` uint8 array.
+signal as a band of min/max per pixel column. Both return an ``(H, W, 3)`` uint8 array; save it
+with ``PIL.Image.fromarray(picture).save(path)``. Pillow (the ``data`` extra) is imported only
+when a chart is drawn.
 """
 
 from __future__ import annotations
