@@ -350,21 +350,21 @@ def im2col(
     return dcols
 
 
-def langevin_step_(z: Any, grad_loglik: Any, noise: Any, delta: float) -> Any:
+def langevin_step_(z: Any, dz_data: Any, noise: Any, delta: float) -> Any:
     """One Langevin step on the latent factors, in place.
 
     Implements (PAPER.md, inferential back-propagation)::
 
-        z <- z + (delta^2 / 2) * (grad_loglik - z) + delta * noise
+        z <- z + (delta^2 / 2) * (dz_data - z) + delta * noise
 
-    where ``grad_loglik = (Y - f(z)) / sigma^2 * df/dz`` is the gradient of the data term
+    where ``dz_data = (Y - f(z)) / sigma^2 * df/dz`` is the gradient of the data term
     only and ``- z`` that of the N(0, I) prior. ``noise=None`` gives gradient ascent.
 
     Parameters
     ----------
     z : cupy.ndarray, any shape
         float32 or float64, C-contiguous; updated in place.
-    grad_loglik : cupy.ndarray, shape and dtype of ``z``
+    dz_data : cupy.ndarray, shape and dtype of ``z``
     noise : cupy.ndarray, shape and dtype of ``z``, or None
         Standard normal draws, supplied by the caller.
     delta : float
@@ -377,11 +377,9 @@ def langevin_step_(z: Any, grad_loglik: Any, noise: Any, delta: float) -> Any:
     """
     owner = "langevin_step_"
     dtype = _check_array(z, "z", owner)
-    _check_array(grad_loglik, "grad_loglik", owner, dtype)
-    if grad_loglik.shape != z.shape:
-        raise ValueError(
-            f"{owner}: grad_loglik has shape {grad_loglik.shape}, expected {z.shape} like z"
-        )
+    _check_array(dz_data, "dz_data", owner, dtype)
+    if dz_data.shape != z.shape:
+        raise ValueError(f"{owner}: dz_data has shape {dz_data.shape}, expected {z.shape} like z")
     if noise is not None:
         _check_array(noise, "noise", owner, dtype)
         if noise.shape != z.shape:
@@ -389,6 +387,6 @@ def langevin_step_(z: Any, grad_loglik: Any, noise: Any, delta: float) -> Any:
     delta = float(delta)
     if not delta >= 0.0:  # also rejects NaN
         raise ValueError(f"{owner}: delta must be >= 0, got {delta!r}")
-    args = (z, grad_loglik, noise, dtype.type(0.5 * delta * delta), dtype.type(delta))
+    args = (z, dz_data, noise, dtype.type(0.5 * delta * delta), dtype.type(delta))
     _launch(get_function("langevin_step", dtype), z.size, (*args, np.int64(z.size)))
     return z

@@ -27,7 +27,9 @@ when asked (``need_param_grads=True``), also fills dL/dW. The algorithm alternat
 
    Without the noise this is gradient ascent on L in Z.
 2. **Learning back-propagation** (:meth:`ABP.learn`): one optimiser step on W with the
-   Z_i just inferred (6), W <- W + lr dL/dW with the gradient (4).
+   Z_i just inferred (6): with plain gradient ascent W <- W + lr (1/n) dL/dW, the
+   gradient (4) averaged over the n examples of the batch; :mod:`abp_np.optim` adds the
+   paper's momentum, weight decay, learning-rate multipliers and gradient clipping.
 
 With a linear observation model A (:mod:`abp_np.observation`: occluded pixels, random
 projections) Y - f becomes the residual y_obs - A f and the injected gradient
@@ -289,7 +291,17 @@ class ABP:
     def log_likelihood(self, z: Any, y: Any, observation: Observation | None = None) -> Any:
         """Per-example complete-data log-likelihood (2), up to a constant.
 
-        ``-||y - A f(z)||^2 / (2 sigma^2) - ||z||^2 / 2``, shape (N,), on the device.
+        Parameters
+        ----------
+        z : array (N, *latent_shape)
+        y : array, the observed data of the N examples (see :mod:`abp_np.observation`)
+        observation : Observation, optional
+            Default: this ABP's.
+
+        Returns
+        -------
+        L : array (N,), on the device
+            ``-||y - A f(z)||^2 / (2 sigma^2) - ||z||^2 / 2``.
         """
         y, obs = self._prepare_data(y, observation, "ABP.log_likelihood")
         z = self._check_z(z, y.shape[0], "ABP.log_likelihood")
@@ -318,8 +330,9 @@ class ABP:
         """The data term of dL/dZ: one forward and ONE backward pass, no weight gradients."""
         f = self.generator.forward(z)  # f(Z; W), (N, *image_shape)
         r = obs.residual(y, f)  # y - A f, observation space
-        dY = obs.adjoint(r).reshape(f.shape)  # A^T r: a fresh array (or r itself), so
-        dY /= self.sigma**2  # dL/df = A^T r / sigma^2 in place, without another temporary
+        # dL/df = A^T r / sigma^2, divided in place: A^T r is a fresh array (or r itself)
+        dY = obs.adjoint(r).reshape(f.shape)
+        dY /= self.sigma**2
         return self.generator.backward(dY, need_param_grads=False)  # (1/s^2) r df/dZ
 
     # -- inferential back-propagation --------------------------------------------------------------
@@ -387,12 +400,19 @@ class ABP:
                 )
             noise_arrays = self._on_device(noise_arrays, "noise_arrays")
             noise = True
-        fixed = getattr(self.generator, "fixed_weights", contextlib.nullcontext)
-        with fixed():  # W fixed: layers may reuse what they derive from it
-            return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
+        return self._langevin(z, y, obs, steps, delta, noise, rng, noise_arrays)
 
     def _langevin(self, z, y, obs, steps, delta, noise, rng, noise_arrays):
-        """The loop of :meth:`langevin`, on validated arguments."""
+        """The Langevin loop of :meth:`langevin`, :meth:`fit` and :meth:`infer`.
+
+        On validated arguments. W is fixed throughout, so the loop runs inside
+        ``Generator.fixed_weights()``, whichever method called it.
+        """
+        fixed = getattr(self.generator, "fixed_weights", contextlib.nullcontext)
+        with fixed():  # W fixed: layers may reuse what they derive from it
+            return self._langevin_loop(z, y, obs, steps, delta, noise, rng, noise_arrays)
+
+    def _langevin_loop(self, z, y, obs, steps, delta, noise, rng, noise_arrays):
         xp = get_array_module(z)
         if noise and noise_arrays is None:
             rng = rng if rng is not None else self.noise_rng()
@@ -484,7 +504,7 @@ class ABP:
         f = g.forward(z)
         r = obs.residual(y, f)  # y - A f
         dY = obs.adjoint(r).reshape(f.shape) * (-1.0 / (self.sigma**2 * n))  # dJ/df, J = -L/n
-        g.backward(dY, need_param_grads=True)  # layer.grads <- dJ/dW
+        g.backward(dY, need_param_grads=True)  # the same pass; grads <- dJ/dW (its dZ unused)
         self.optimizer.step(g)  # W <- W - lr * (...)
         abs_sum, count = obs.abs_error(y, f)
         data = (r * r).sum() / (2 * self.sigma**2)
@@ -759,6 +779,9 @@ class ABP:
             Start of the chains (the paper: N(0, I)).
         rng : random generator, optional
             For the initial Z and the noise; default :meth:`noise_rng`.
+        step_size, noise : optional
+            Default: this ABP's ``step_size`` (delta) and ``noise``; ``noise=False`` is
+            gradient ascent to a mode of the posterior of Z.
 
         Returns
         -------
@@ -786,20 +809,45 @@ class ABP:
         observation: Observation | None = None,
         init: str = "normal",
         rng: Any = None,
+        step_size: float | None = None,
+        noise: bool | None = None,
     ) -> Any:
         """f(Z) for Z = :meth:`infer` (Y): the reconstruction, in image space.
 
         With :class:`Masked` data this fills in the occluded pixels; with
-        :class:`Projection` data it recovers the images. Shape (N, *image_shape).
+        :class:`Projection` data it recovers the images. The parameters are
+        :meth:`infer`'s.
+
+        Returns
+        -------
+        f : array (N, *image_shape)
         """
-        z = self.infer(Y, steps=steps, observation=observation, init=init, rng=rng)
+        z = self.infer(
+            Y,
+            steps=steps,
+            observation=observation,
+            init=init,
+            rng=rng,
+            step_size=step_size,
+            noise=noise,
+        )
         return self.generator.forward(z)
 
     def sample(self, n: int, latent_shape: tuple[int, ...] | None = None, rng: Any = None) -> Any:
         """Synthesise ``n`` examples: f(Z) with Z ~ N(0, I).
 
-        ``latent_shape`` larger than the training one gives a larger texture or a longer
-        sound with a fully convolutional generator. Shape (n, *output_shape).
+        Parameters
+        ----------
+        n : int
+        latent_shape : tuple, optional
+            Shape of one Z; default the training one. Larger gives a larger texture or a
+            longer sound with a fully convolutional generator.
+        rng : random generator, optional
+            Draws Z; default :meth:`noise_rng`.
+
+        Returns
+        -------
+        f : array (n, *output_shape)
         """
         n = _count(n, "n", minimum=1)
         shape = (n, *(self.latent_shape if latent_shape is None else tuple(latent_shape)))

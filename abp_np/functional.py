@@ -15,6 +15,13 @@ Shapes use ``N`` (batch), ``C`` (channels), ``H, W`` (height, width), ``kh, kw``
 On a CuPy array the transposed convolution's scatter / gather steps run as custom
 CUDA kernels (``kernels/deconv.cu``) unless :func:`abp_np.backend.using_kernels` turned
 them off; the ``xp`` code below is then the fallback and the tests' reference.
+
+On the CPU the transposed convolution picks, by shape, one of three routes to the same
+sums: the column form (GEMM + ``col2im``, the one to read first), the phase form (GEMMs
+written straight into each output phase) and, for the paper's kernel-5 stride-2 layers, the
+Winograd form of :mod:`abp_np.winograd`; batch norm's statistics and sums run as compiled C
+(``kernels/batchnorm_cpu.c``) where a C compiler exists. :func:`conv_transpose2d_forward`
+says which route a layer takes; every route is tested against naive loops.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """The generator network f(Z; W) and builders for the paper's three networks.
 
 The generator is a plain list of layers. Its :meth:`Generator.backward` is the ONE
-backward pass of the method: given the gradient of the log-likelihood with respect to
-the output, it returns the gradient with respect to Z, and, when asked, fills every
-layer's ``grads`` with the gradient with respect to W::
+backward pass of the method: given the gradient of an objective with respect to the
+output f(Z; W), it returns the gradient with respect to Z through f, and, when asked, fills
+every layer's ``grads`` with the gradient with respect to W::
 
     dz = g.backward(dy, need_param_grads=False)   # inferential back-propagation (Langevin)
     dz = g.backward(dy, need_param_grads=True)    # learning back-propagation (also dW)
 
-Both calls run the very same code; the flag only skips the weight-gradient GEMMs.
+Both calls run the very same code; the flag only skips the weight-gradient GEMMs. ABP
+injects ``dy = A^T r / sigma^2`` for inference (the prior's ``-Z`` is added by the caller,
+:meth:`abp_np.abp.ABP.log_likelihood_grad_z`) and ``dy = -A^T r / (sigma^2 n)`` for
+learning (the gradient of J = -L/n, which the optimisers descend), r the residual.
 """
 
 from __future__ import annotations
@@ -76,13 +79,14 @@ class Generator:
     __call__ = forward
 
     def backward(self, dy: Any, need_param_grads: bool = True) -> Any:
-        """Back-propagate dL/dY through every layer and return dL/dZ.
+        """Back-propagate d(objective)/df through every layer and return it with respect to Z.
 
         Parameters
         ----------
         dy : array (N, *output_shape)
-            Gradient of the objective with respect to f(Z; W); for ABP this is the
-            residual (Y - f(Z; W)) / sigma^2.
+            Gradient of the objective with respect to f(Z; W): for ABP's inference the
+            residual (Y - f(Z; W)) / sigma^2, for its learning step -(Y - f) / (sigma^2 n)
+            (see the module's docstring). The returned dz holds the term through f only.
         need_param_grads : bool
             False for inferential back-propagation (only dZ is needed: the weight-gradient
             work is skipped); True for learning back-propagation (every layer's ``grads``

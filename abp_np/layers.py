@@ -442,7 +442,9 @@ class _BatchNorm(Layer):
     current batch, as the paper's code always did, during Langevin inference, learning
     and synthesis alike; so one example's output depends on the rest of its batch.
     Running averages (PyTorch's momentum rule) are kept in ``buffers`` for an
-    evaluation mode (``eval()``), and never enter ``params``.
+    evaluation mode (``eval()``), and never enter ``params``. As in PyTorch, every
+    training-mode forward pass moves them, Langevin steps and :meth:`ABP.sample
+    <abp_np.abp.ABP.sample>` included; ABP itself never reads them.
     """
 
     _ndims: tuple[int, ...] = ()

@@ -157,20 +157,20 @@ __global__ void im2col(const T* __restrict__ dy, T* __restrict__ dcols, int N, i
 
 // One Langevin step, in place, for the model Z ~ N(0, I), Y = f(Z; W) + eps:
 //
-//     z <- z + (delta^2 / 2) * (grad_loglik - z) + delta * noise
+//     z <- z + (delta^2 / 2) * (dz_data - z) + delta * noise
 //
-// grad_loglik is the gradient of the DATA term only, (Y - f(z)) / sigma^2 * df/dz, from one
+// dz_data is the gradient of the DATA term only, (Y - f(z)) / sigma^2 * df/dz, from one
 // backward pass; the "- z" is the gradient of the N(0, I) prior, added here.
 // half_delta_sq = delta^2 / 2. noise is N(0, I) drawn by the caller (explicit, so CPU and GPU
 // chains can share it); noise == nullptr drops the noise term: plain gradient ascent.
-//   z, grad_loglik, noise: n elements each, any shape, C-contiguous.
+//   z, dz_data, noise: n elements each, any shape, C-contiguous.
 template <typename T>
-__global__ void langevin_step(T* __restrict__ z, const T* __restrict__ grad_loglik,
+__global__ void langevin_step(T* __restrict__ z, const T* __restrict__ dz_data,
                               const T* __restrict__ noise, T half_delta_sq, T delta, long long n) {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += step) {
         const T zi = z[idx];
-        T v = zi + half_delta_sq * (grad_loglik[idx] - zi);
+        T v = zi + half_delta_sq * (dz_data[idx] - zi);
         if (noise != nullptr) v += delta * noise[idx];
         z[idx] = v;
     }

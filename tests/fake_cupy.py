@@ -347,7 +347,7 @@ _EXTENTS = {
         "dy": s["N"] * s["C"] * s["Hout"] * s["Wout"],
         "dcols": s["C"] * s["kh"] * s["kw"] * s["N"] * s["H"] * s["W"],
     },
-    "langevin_step": lambda s: {"z": s["n"], "grad_loglik": s["n"], "noise": s["n"]},
+    "langevin_step": lambda s: {"z": s["n"], "dz_data": s["n"], "noise": s["n"]},
 }
 _EXTENTS["col2im_act"] = _EXTENTS["col2im"]
 # The element count each kernel's grid-stride loop runs to, and what it must equal.

@@ -31,10 +31,10 @@
         host_launch(dim3(blocks), dim3(threads), im2col<T>, dy, dcols, N, C, Hout, Wout, kh,   \
                     kw, H, W, sh, sw, ph, pw, total);                                          \
     }                                                                                          \
-    extern "C" void host_langevin_step_##SUFFIX(T* z, const T* grad_loglik, const T* noise,    \
+    extern "C" void host_langevin_step_##SUFFIX(T* z, const T* dz_data, const T* noise,            \
                                                 T half_delta_sq, T delta, long long n,         \
                                                 int blocks, int threads) {                     \
-        host_launch(dim3(blocks), dim3(threads), langevin_step<T>, z, grad_loglik, noise,      \
+        host_launch(dim3(blocks), dim3(threads), langevin_step<T>, z, dz_data, noise,              \
                     half_delta_sq, delta, n);                                                  \
     }
 

@@ -391,6 +391,37 @@ def test_infer_keeps_w_fixed_and_reconstruct_sample_shapes():
     assert abp.sample(6).shape == (6, 8)
 
 
+def test_every_langevin_loop_runs_with_w_fixed_and_learning_outside(monkeypatch):
+    """fit, infer and langevin share one loop, inside Generator.fixed_weights() (the CPU's
+    Winograd path keeps its transformed weights there); the learning step is outside it."""
+    g = small_net(seed=3)
+    abp = ABP(g, langevin_steps=2, seed=0)
+    seen = []
+    step, learn = ABP._langevin_step, ABP._learn_step
+    monkeypatch.setattr(
+        ABP,
+        "_langevin_step",
+        lambda self, *a, **k: seen.append(("z", g._fixed)) or step(self, *a, **k),
+    )
+    monkeypatch.setattr(
+        ABP,
+        "_learn_step",
+        lambda self, *a, **k: seen.append(("W", g._fixed)) or learn(self, *a, **k),
+    )
+    Y = np.tanh(np.random.default_rng(4).standard_normal((6, 12)))
+    abp.fit(Y, iterations=1, batch_size=3)
+    assert seen == [("z", True)] * 2 + [("W", False)] + [("z", True)] * 2 + [("W", False)]
+    for run in (
+        lambda: abp.infer(Y, steps=2),
+        lambda: abp.reconstruct(Y, steps=2),
+        lambda: abp.langevin(np.zeros((6, 3)), Y, steps=2),
+    ):
+        seen.clear()
+        run()
+        assert seen == [("z", True)] * 2
+    assert not g._fixed
+
+
 def test_sample_with_a_bigger_latent_gives_a_bigger_image():
     rng = np.random.default_rng(29)
     geom = dict(kernel_size=5, stride=2, padding=2, output_padding=1, dtype=np.float64, rng=rng)

@@ -305,7 +305,7 @@ def test_langevin_step_matches_oracle(lib, n, dtype, grid, seed, delta, with_noi
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_langevin_step_without_noise_is_gradient_ascent(lib, dtype):
-    """At grad_loglik = z the prior and the data term cancel: noiseless steps stay put."""
+    """At dz_data = z the prior and the data term cancel: noiseless steps stay put."""
     z = np.linspace(-2, 2, 17).astype(dtype).reshape(1, 17)
     out = run_langevin(lib, z, z.copy(), None, 0.3)
     np.testing.assert_array_equal(out, z)
