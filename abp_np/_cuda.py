@@ -353,7 +353,7 @@ def im2col(
 def langevin_step_(z: Any, dz_data: Any, noise: Any, delta: float) -> Any:
     """One Langevin step on the latent factors, in place.
 
-    Implements (PAPER.md, inferential back-propagation)::
+    Implements (inferential back-propagation, equation (5) of :mod:`abp_np.abp`)::
 
         z <- z + (delta^2 / 2) * (dz_data - z) + delta * noise
 

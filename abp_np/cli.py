@@ -37,7 +37,7 @@ __all__ = ["main"]
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3"}
 VIDEO_EXT = {".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg"}
 
-# The paper's settings per kind of data (PAPER.md, "Settings of the released code").
+# The paper's settings per kind of data (those of the paper's released code).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "texture": {
         "size": 224,

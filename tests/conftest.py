@@ -34,6 +34,28 @@ def device(xp):
     return "cpu" if xp is np else "gpu"
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def subprocess_env(*paths: str | Path, **changes: str) -> dict[str, str]:
+    """Environment for a Python subprocess that imports abp_np as this test run does.
+
+    Under CI (``ABP_EXPECT_INSTALLED=1``) that is the installed wheel: the checkout stays off
+    ``PYTHONPATH``, and the caller runs the subprocess from a folder outside the checkout (e.g.
+    ``tmp_path``), so that ``python -c`` and ``python -m`` do not put it on ``sys.path``
+    either. Elsewhere the checkout is added, for runs without ``pip install``. ``paths`` come
+    first (e.g. ``tests/``, to import test helpers).
+    """
+    env = dict(os.environ, **changes)
+    extra = [str(p) for p in paths]
+    if env.get("ABP_EXPECT_INSTALLED") != "1":
+        extra.append(str(REPO))
+    if env.get("PYTHONPATH"):
+        extra.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(extra)
+    return env
+
+
 def release_data() -> Path | None:
     """The paper's release data folder, or None where it is absent."""
     env = os.environ.get("ABP_DATA")

@@ -16,16 +16,20 @@ import pytest
 
 from abp_np import bench
 
+from conftest import subprocess_env
 
-def _run(*args: str) -> dict:
+
+def _run(cwd, *args: str) -> dict:
     cmd = [sys.executable, "-m", "abp_np.bench", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=subprocess_env()
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_cli_json_has_the_documented_fields():
-    res = _run("--workload", "small32", "--iterations", "1", "--batch", "4", "--json")
+def test_cli_json_has_the_documented_fields(tmp_path):
+    res = _run(tmp_path, "--workload", "small32", "--iterations", "1", "--batch", "4", "--json")
     for key in ("sec_per_iter", "images_per_sec", "gflops", "gemm_ceiling_gflops", "peak_mib"):
         assert key in res, key
     assert res["sec_per_iter"] > 0

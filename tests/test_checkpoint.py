@@ -17,6 +17,8 @@ from abp_np.generator import Generator
 from abp_np.layers import BatchNorm1d, Linear, ReLU, Tanh
 from abp_np.optim import SGD, Adam
 
+from conftest import subprocess_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -127,7 +129,6 @@ def test_a_writer_killed_mid_write_leaves_the_old_checkpoint(tmp_path):
     good = path.read_bytes()
     script = textwrap.dedent(f"""
         import os, sys
-        sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / "tests")!r})
         import abp_np.checkpoint as ckpt
         from test_checkpoint import make, data
 
@@ -141,7 +142,13 @@ def test_a_writer_killed_mid_write_leaves_the_old_checkpoint(tmp_path):
         ckpt._write = dying
         abp.save({str(path)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=subprocess_env(REPO / "tests"),
+    )
     assert proc.returncode == 1, proc.stderr.decode()
     assert path.read_bytes() == good
     strays = [p for p in tmp_path.iterdir() if p.name != "run.npz"]

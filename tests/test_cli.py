@@ -53,9 +53,9 @@ def test_train_refuses_to_overwrite_and_resumes(tmp_path, capsys):
 
 
 def test_sound_run_writes_wav(tmp_path):
+    soundfile = pytest.importorskip("soundfile")
     out = tmp_path / "snd"
     assert main(["train", "builtin:sound", "--out", str(out), *TINY]) == 0
-    soundfile = pytest.importorskip("soundfile")
 
     clip, rate = soundfile.read(out / "samples_0.wav")
     assert rate == 11025 and clip.shape == (6000,)

@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIP = datasets.FOOTAGE["tree"]
 INSTALLED = datasets.footage_path("tree")
 DECODER = importlib.util.find_spec("av") or importlib.util.find_spec("imageio_ffmpeg")
+READER = importlib.util.find_spec("imageio") and importlib.util.find_spec("PIL")
 
 needs_footage = pytest.mark.skipif(
-    INSTALLED is None or not DECODER,
-    reason=f"needs {CLIP.file} ({CLIP.install}) and a video decoder (pip install av)",
+    INSTALLED is None or not DECODER or not READER,
+    reason=f"needs {CLIP.file} ({CLIP.install}), imageio with Pillow and a video decoder "
+    "(pip install 'abp_np[video]')",
 )
 
 

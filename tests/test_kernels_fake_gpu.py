@@ -20,9 +20,6 @@ import sys
 import numpy as np
 import pytest
 
-# the host build of deconv.cu, a session fixture (skips where g++ is missing)
-from test_kernels_host import lib as host_library  # noqa: F401
-
 from abp_np import _cuda, backend
 from abp_np.abp import ABP
 from abp_np.backend import using_kernels
@@ -30,6 +27,9 @@ from abp_np.generator import Generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
 
 import fake_cupy
+
+# the host build of deconv.cu, a session fixture (skips where g++ is missing)
+from test_kernels_host import lib as host_library  # noqa: F401
 
 DTYPES = (np.float32, np.float64)
 

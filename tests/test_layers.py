@@ -15,9 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-# the fake CuPy (a NumPy-backed stand-in that runs the kernels' host build) and its build
-from test_kernels_fake_gpu import fake_gpu, host_library  # noqa: F401
-
 from abp_np.backend import to_numpy
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import (
@@ -34,6 +31,9 @@ from abp_np.layers import (
 
 import oracles
 from conftest import TOL
+
+# the fake CuPy (a NumPy-backed stand-in that runs the kernels' host build) and its build
+from test_kernels_fake_gpu import fake_gpu, host_library  # noqa: F401
 
 F64 = np.float64
 HYPO = settings(

@@ -13,18 +13,31 @@ import pytest
 
 import abp_np
 
+from conftest import subprocess_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_import_needs_numpy_only():
+def test_import_needs_numpy_only(tmp_path):
     code = (
         "import sys, abp_np, abp_np.layers, abp_np.generator\n"
         "heavy = [m for m in ('cupy', 'scipy', 'imageio', 'soundfile', 'PIL', 'torch') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))\n"
+        "print(abp_np.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"import abp_np pulled in: {out.stdout.strip()}"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=subprocess_env(),
+    )
+    heavy, where = out.stdout.split("\n")[:2]
+    assert heavy == "", f"import abp_np pulled in: {heavy}"
+    if os.environ.get("ABP_EXPECT_INSTALLED") == "1":  # CI: the subprocesses see the wheel too
+        assert Path(where).resolve().parent != REPO / "abp_np", where
 
 
 def test_cupy_is_imported_only_when_needed(tmp_path):
@@ -50,9 +63,13 @@ def test_cupy_is_imported_only_when_needed(tmp_path):
         "import cupy\n"
         "print(backend.get_array_module(cupy.ndarray()) is cupy)\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(tmp_path),
+        cwd=tmp_path,
+        check=True,
     )
     assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
 

@@ -29,14 +29,15 @@ def test_line_chart_rising_series_rises_and_falling_series_falls():
         assert (right < left) == rising
 
 
-def test_line_chart_spans_the_plot_area_and_skips_non_finite_values():
+def test_line_chart_puts_points_where_the_axes_say_and_skips_non_finite_values():
     picture = line_chart({"a": ([0, 1, 2], [0.0, np.nan, 2.0])})
     rows, cols = _rows_cols(picture, COLOURS[0])
-    # from the left axis (70 px margin) to the right edge of the plot (20 px margin): the
-    # first and last points are drawn although the middle one is not a number
-    assert cols.min() <= 72 and cols.max() >= 640 - 20 - 2
-    # the legend's sample line is the only colour above the highest point's marker
-    assert rows[cols > 600].min() > 40
+    # Layout of a 640 x 400 chart: plot area x in [70, 620], y in [40, 340]; the y range
+    # [0, 2] is padded by 5 % to [-0.1, 2.1]. Point (0, 0) lands at (70, 340 - 300 * 0.1 / 2.2)
+    # and point (2, 2) at (620, 340 - 300 * 2.1 / 2.2), although the middle one is NaN.
+    assert cols.min() <= 72 and cols.max() >= 618
+    assert abs(rows[cols <= 73].mean() - (340 - 300 * 0.1 / 2.2)) < 4
+    assert abs(rows[cols >= 617].mean() - (340 - 300 * 2.1 / 2.2)) < 4
 
 
 def test_waveform_draws_one_band_per_signal_within_its_row():
@@ -45,6 +46,6 @@ def test_waveform_draws_one_band_per_signal_within_its_row():
     assert picture.shape == (200, 800, 3)
     quiet, _ = _rows_cols(picture, COLOURS[0])
     loud, _ = _rows_cols(picture, COLOURS[1])
-    assert quiet.min() >= 0 and quiet.max() < 100 and loud.min() >= 100
+    assert quiet.max() < 100 and loud.min() >= 100  # each band inside its own row
     # the loud signal's band is wider than the quiet one's
     assert np.ptp(loud) > 3 * np.ptp(quiet)

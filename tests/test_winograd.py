@@ -24,10 +24,10 @@ saying why, where it cannot be built.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import ConvTranspose2d
 
 import oracles
+from conftest import subprocess_env
 
 F64 = np.float64
 F32 = np.float32
@@ -777,18 +778,17 @@ def test_compiled_wrappers_reject_bad_arrays():
 
 
 def run_python(code: str, **env_changes: str) -> list[str]:
-    """Run ``code`` in a fresh interpreter (repository root, tests/ importable); its stdout lines."""
-    env = dict(os.environ, **env_changes)
-    paths = [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run ``code`` in a fresh interpreter (abp_np as this test run imports it, tests/
+    importable), from a folder outside the checkout; its stdout lines."""
+    with tempfile.TemporaryDirectory() as outside:
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=subprocess_env(ROOT / "tests", **env_changes),
+            cwd=outside,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 
