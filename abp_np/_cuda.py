@@ -58,6 +58,7 @@ _INT32_MAX = 2**31 - 1
 _lock = threading.Lock()
 _source: str | None = None
 _module: Any = None
+_functions: dict[str, Any] = {}  # expression -> cupy.RawKernel of _module
 
 
 # --- finding and compiling the source -------------------------------------------------------------
@@ -111,6 +112,7 @@ def _get_module() -> Any:
             if _module is None:
                 import cupy
 
+                _functions.clear()  # they belong to the module they came from
                 _module = cupy.RawModule(
                     code=kernel_source(),
                     options=("-std=c++17",),
@@ -136,7 +138,11 @@ def get_function(name: str, dtype: Any) -> Any:
     if name not in KERNEL_NAMES:
         raise ValueError(f"unknown kernel {name!r}; expected one of {KERNEL_NAMES}")
     expression = f"{name}<{_ctype(dtype, name)}>"  # checked before CuPy is touched
-    return _get_module().get_function(expression)
+    module = _get_module()
+    kernel = _functions.get(expression)
+    if kernel is None:  # CuPy builds a new RawKernel object at every get_function
+        kernel = _functions[expression] = module.get_function(expression)
+    return kernel
 
 
 # --- validation helpers ---------------------------------------------------------------------------
@@ -161,6 +167,12 @@ def _check_array(a: Any, name: str, owner: str, dtype: np.dtype | None = None) -
     if not a.flags.c_contiguous:
         raise ValueError(
             f"{owner}: {name} must be C-contiguous (pass cupy.ascontiguousarray({name}))"
+        )
+    current = cupy.cuda.Device().id
+    if a.device.id != current:
+        raise ValueError(
+            f"{owner}: {name} is on GPU {a.device.id}, but the current device is GPU {current}; "
+            f"launch inside `with cupy.cuda.Device({a.device.id}):`"
         )
     return a.dtype
 

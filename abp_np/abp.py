@@ -459,7 +459,8 @@ class ABP:
                 self._langevin_step(zb, yb, ob, delta, U, kernel)
 
             buffers = [b for layer in self.generator.layers for b in layer.buffers.values()]
-            graph = LangevinGraph(self.xp, step, z, y, obs, steps, noise, buffers)
+            release = self.generator.release  # what a failed capture's half pass saved
+            graph = LangevinGraph(self.xp, step, z, y, obs, steps, noise, buffers, release)
         self._graphs[key] = graph  # the latest last
         U = None
         if noise:

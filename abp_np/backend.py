@@ -66,8 +66,9 @@ __all__ = [
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _GPU_HELP = (
-    "Install CuPy for your CUDA version, e.g. `pip install 'abp_np[gpu]'` (cupy-cuda12x) "
-    "or `pip install cupy-cuda11x`, or run with device='cpu'."
+    "Install CuPy with the CUDA libraries it needs, e.g. `pip install 'abp_np[gpu]'` "
+    "(cupy-cuda12x[ctk]) or, for a CUDA 13 driver, `pip install 'cupy-cuda13x[ctk]'`; "
+    "or run with device='cpu'."
 )
 
 

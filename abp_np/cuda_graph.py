@@ -104,7 +104,14 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
             for name, a in _arrays(layer)
             if not name.startswith(("grads.", "_cache"))
         ]
-        layers.append((type(layer).__name__, repr(layer), bool(layer.training), tuple(held)))
+        # its settings: every public number, flag or tuple (batch norm's eps and momentum, a
+        # convolution's stride...), whether or not its repr shows it
+        settings = tuple(
+            (name, repr(v))
+            for name, v in sorted(vars(layer).items())
+            if not name.startswith("_") and isinstance(v, (bool, int, float, str, tuple))
+        )
+        layers.append((type(layer).__name__, repr(layer), settings, tuple(held)))
     # arrays held directly are copied into the graph at every call (their layout counts);
     # arrays inside a dict attribute are read where they are (their address counts)
     observed = tuple(
@@ -153,6 +160,9 @@ class LangevinGraph:
         Arrays the loop updates in place as a side effect (batch norm's running
         statistics): restored after the eager warm-up, so that the first call changes
         them exactly as much as every later one.
+    release : callable, optional
+        Called when the warm-up or the capture fails part-way: lets the layers drop what
+        a half-run pass saved (arrays of the private pool, freed with it).
 
     The inputs ``z``, ``y`` serve only as the shapes and dtypes of the buffers and as the
     warm-up's data.
@@ -168,6 +178,7 @@ class LangevinGraph:
         steps: int,
         noise: bool,
         buffers: Sequence[Any] = (),
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.xp, self.steps, self.noise = xp, int(steps), bool(noise)
         # 1. the fixed buffers (from the default pool: they live as long as this object)
@@ -180,16 +191,26 @@ class LangevinGraph:
         self.U = xp.zeros((self.steps, *z.shape), dtype=z.dtype) if self.noise else None
         self.pool = xp.cuda.MemoryPool()  # 2. the private pool
         self.stream = xp.cuda.Stream(non_blocking=True)
-        self.graph = self._capture(step, buffers)
+        try:
+            self.graph = self._capture(step, buffers)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def _loop(self, step: Callable[[Any, Any, Any, Any], None]) -> None:
         for t in range(self.steps):
             step(self.z, self.y, self.obs, None if self.U is None else self.U[t])
 
     def _capture(self, step: Callable[[Any, Any, Any, Any], None], buffers: Sequence[Any]) -> Any:
+        from .backend import is_device_out_of_memory
+
         xp, stream = self.xp, self.stream
         kept = [b.copy() for b in buffers]
         xp.cuda.Device().synchronize()  # the buffers' copies (current stream) are done
+        # The private pool cannot draw on blocks the default pool caches: hand those back to
+        # CUDA first, or the warm-up could run out of memory where the eager loop would not.
+        xp.get_default_memory_pool().free_all_blocks()
         with xp.cuda.using_allocator(self.pool.malloc), stream:
             self._loop(step)  # warm-up, eager: compiles, sets up, fills the private pool
             stream.synchronize()
@@ -202,6 +223,8 @@ class LangevinGraph:
             except BaseException as err:
                 with contextlib.suppress(Exception):
                     stream.end_capture()  # leave the stream usable
+                if is_device_out_of_memory(err):  # as it is: the caller advises a batch size
+                    raise
                 raise CaptureError(
                     f"the Langevin loop could not be captured as a CUDA graph ({err}); run "
                     "with ABP(..., cuda_graph=False)"

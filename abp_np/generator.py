@@ -111,6 +111,11 @@ class Generator:
             layer.release()  # the layers below need nothing this one saved
         return dy
 
+    def release(self) -> None:
+        """Let every layer go of what the last forward pass saved (as a backward pass does)."""
+        for layer in self.layers:
+            layer.release()
+
     @contextlib.contextmanager
     def fixed_weights(self) -> Iterator[Generator]:
         """A block of passes with W unchanged: layers may keep what they derive from W.
@@ -185,8 +190,10 @@ class Generator:
             raise ValueError(
                 f"Generator.load_state_dict: missing keys {missing}, unexpected {extra}"
             )
+        from .backend import to_numpy
+
         for key, (_layer, d, k) in expected.items():
-            v = np.asarray(state[key])
+            v = to_numpy(state[key])  # NumPy or CuPy arrays (the latter via the host)
             if v.shape != d[k].shape:
                 raise ValueError(
                     f"Generator.load_state_dict: {key} has shape {v.shape}, expected {d[k].shape}"

@@ -495,7 +495,9 @@ class _BatchNorm(Layer):
         return self
 
     def _extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        )
 
     def _forward(self, x):
         if x.ndim not in self._ndims:

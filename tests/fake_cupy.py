@@ -93,6 +93,11 @@ class ndarray(np.ndarray):  # noqa: N801 - named as cupy.ndarray
             return out[0] if len(out) == 1 else out
         return None if method == "at" else _to_device(result)
 
+    @property
+    def device(self) -> Device:
+        """The GPU the array is on (``cupy.ndarray.device``): always device 0 here."""
+        return Device()
+
     def get(self) -> np.ndarray:
         """A host copy (``cupy.ndarray.get``)."""
         _no_host_copy_while_capturing("ndarray.get")
@@ -125,12 +130,16 @@ def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
         if (dtype is None or np.dtype(dtype) == a.dtype) and order in (None, "K", "A"):
             return a
         return np.asarray(a.view(np.ndarray), dtype=dtype, order=order).copy().view(ndarray)
+    if np.ndim(a) > 0:  # CuPy stages host arrays through pinned memory: not replayable
+        _no_host_copy_while_capturing("asarray of host data")
     return np.array(a, dtype=dtype, order=order or "K", copy=True).view(ndarray)
 
 
 def array(obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", ndmin: int = 0):
     if isinstance(obj, ndarray) and not copy:
         return asarray(obj, dtype=dtype)
+    if not isinstance(obj, ndarray) and np.ndim(obj) > 0:
+        _no_host_copy_while_capturing("array of host data")
     host = obj.view(np.ndarray) if isinstance(obj, ndarray) else obj
     return np.array(host, dtype=dtype, copy=True, order=order, ndmin=ndmin).view(ndarray)
 
@@ -283,6 +292,20 @@ class MemoryPool:
 
     def total_bytes(self) -> int:
         return 0
+
+
+class _DefaultPool:
+    """``cupy.get_default_memory_pool()``: counts ``free_all_blocks`` calls."""
+
+    freed = 0
+
+    def free_all_blocks(self) -> None:
+        _no_host_copy_while_capturing("free_all_blocks")  # it synchronises
+        _DefaultPool.freed += 1
+
+
+def get_default_memory_pool() -> _DefaultPool:
+    return _DefaultPool()
 
 
 class Device:

@@ -200,15 +200,21 @@ def test_cuda_graph_is_for_the_gpu():
         bench.main(["--workload", "small32", "--iterations", "1", "--cuda-graph"])
 
 
-def test_torch_side_runs_without_tf32(monkeypatch):
+def test_torch_side_runs_without_tf32():
     """cuDNN's TF32 is on by default in PyTorch; the comparison turns it off on both paths."""
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    args = ["--workload", "small32", "--iterations", "1", "--batch", "4", "--compare-torch"]
-    bench.main([*args, "--no-memory"])
-    assert torch.backends.cudnn.allow_tf32 is False
-    assert torch.backends.cuda.matmul.allow_tf32 is False
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    # set and restored by hand: these are properties of torch's modules, which pytest's
+    # monkeypatch cannot always put back
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        args = ["--workload", "small32", "--iterations", "1", "--batch", "4", "--compare-torch"]
+        bench.main([*args, "--no-memory"])
+        assert cudnn.allow_tf32 is False
+        assert matmul.allow_tf32 is False
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 @pytest.mark.gpu

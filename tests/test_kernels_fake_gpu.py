@@ -16,6 +16,7 @@ bit for bit; only ``tanh`` (libm against NumPy) gets a tolerance.
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -253,6 +254,23 @@ def test_wrappers_raise_value_error_before_launching(fake_gpu, dtype):
     assert [e.split("<")[0] for e in launched(cp)] == ["col2im", "im2col", "langevin_step"]
 
 
+def test_arrays_on_another_gpu_are_refused_before_launching(fake_gpu, monkeypatch):
+    cp = fake_gpu
+    z = cp.zeros((2, 3), dtype=np.float32)
+    monkeypatch.setattr(cp.ndarray, "device", property(lambda self: SimpleNamespace(id=1)))
+    with pytest.raises(ValueError, match="on GPU 1, but the current device is GPU 0"):
+        _cuda.langevin_step_(z, z.copy(), None, 0.3)
+    assert cp.launches == []
+
+
+def test_kernel_objects_are_looked_up_once_per_module(fake_gpu, monkeypatch):
+    first = _cuda.get_function("col2im", np.float32)
+    assert _cuda.get_function("col2im", np.float32) is first
+    assert _cuda.get_function("col2im", np.float64) is not first
+    monkeypatch.setattr(_cuda, "_module", None)  # a module built afresh: its own kernels
+    assert _cuda.get_function("col2im", np.float32) is not first
+
+
 def test_wrapper_grid_is_capped_and_covers_everything(fake_gpu):
     """256-thread blocks, as many as the elements need; every element written."""
     cp = fake_gpu
@@ -464,6 +482,57 @@ def test_graph_refuses_a_host_copy_inside_the_loop(fake_capture):
     assert cp.capturing == [] and abp._graphs == {}
     abp.langevin(z, y, steps=2)  # the default observation still captures
     assert len(abp._graphs) == 1
+
+
+def test_graph_is_captured_anew_when_a_setting_its_repr_hides_changes(fake_capture):
+    """Batch norm's momentum is baked into the captured update of the running statistics."""
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)  # the texture network has batch norms
+    abp.langevin(z, y, steps=2)
+    bn = next(layer for layer in abp.generator.layers if hasattr(layer, "momentum"))
+    bn.momentum = 0.5
+    abp.langevin(z, y, steps=2)
+    assert len(cp.graphs) == 2
+    abp.langevin(z, y, steps=2)
+    assert len(cp.graphs) == 2
+
+
+def test_graph_frees_the_default_pools_cache_before_its_warm_up(fake_capture, monkeypatch):
+    cp = fake_capture
+    monkeypatch.setattr(cp._DefaultPool, "freed", 0)
+    abp, z, y = graph_problem(cp)
+    abp.langevin(z, y, steps=2)
+    assert cp._DefaultPool.freed == 1
+    abp.langevin(z, y, steps=2)  # a replay allocates nothing: nothing to free
+    assert cp._DefaultPool.freed == 1
+
+
+@pytest.mark.parametrize("when", ["warm-up", "capture"])
+def test_graph_failure_releases_the_half_pass_and_keeps_out_of_memory_as_it_is(
+    fake_capture, monkeypatch, when
+):
+    """An allocation failure inside the loop stays CuPy's out-of-memory error (so that fit
+    can advise a smaller batch), and the layers let go of what the failed pass saved (the
+    private pool's memory, freed with it)."""
+    from abp_np.backend import is_device_out_of_memory
+
+    OutOfMemoryError = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+    cp = fake_capture
+    abp, z, y = graph_problem(cp)
+    inner = ABP._langevin_step
+
+    def failing(self, zb, yb, ob, delta, U, kernel=None):
+        if bool(cp.capturing) == (when == "capture"):
+            self.generator.forward(zb)  # the layers save their inputs, then:
+            raise OutOfMemoryError("out of memory allocating 1,048,576 bytes")
+        return inner(self, zb, yb, ob, delta, U, kernel)
+
+    monkeypatch.setattr(ABP, "_langevin_step", failing)
+    with pytest.raises(OutOfMemoryError) as info:
+        abp.langevin(z, y, steps=2)
+    assert is_device_out_of_memory(info.value)
+    assert all(layer._cache is None for layer in abp.generator.layers)
+    assert cp.capturing == [] and abp._graphs == {}
 
 
 def test_graph_is_off_on_the_cpu_and_by_default(fake_capture):
