@@ -86,7 +86,7 @@ def test_square_that_fills_the_image():
 def test_occlusion_mask_names(kind):
     mask = occlusion_mask(kind, 40, 64, rng=3)
     assert mask.shape == (40, 1, 64, 64)
-    hole = 1.0 - observed_fraction(mask)
+    hole = 1.0 - float(np.mean(mask))  # counted here, not by observed_fraction
     if kind.startswith("P"):
         assert abs(hole - float(kind[1:])) < 0.02
     else:
@@ -131,3 +131,10 @@ def test_bad_arguments_raise():
 def test_mask_on_device_matches_cpu(device):
     on_device = occlusion_mask("P.5", 3, 16, rng=9, device=device)
     np.testing.assert_array_equal(to_numpy(on_device), occlusion_mask("P.5", 3, 16, rng=9))
+
+
+def test_observed_fraction_counts_the_observed_pixels():
+    mask = np.zeros((2, 1, 4, 5), dtype=bool)
+    mask[0, 0, :2] = True  # 10 of the 40 pixels
+    assert observed_fraction(mask) == 0.25
+    assert isinstance(observed_fraction(mask), float)
