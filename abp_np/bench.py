@@ -794,10 +794,56 @@ def save_sweep_chart(
     Image.fromarray(picture).save(path)
 
 
+def layer_ms_per_iteration(rows: list[dict[str, Any]], steps: int) -> dict[str, list[float]]:
+    """Each layer's milliseconds in one iteration, from a :func:`breakdown`.
+
+    abp_np: ``steps`` x (fwd + dx) in the Langevin loop, then the learning step's
+    fwd + dx + dW; PyTorch (when timed): (``steps`` + 1) x (fwd + dx) + dW.
+    """
+    out = {
+        "abp_np": [
+            1e3 * (steps * (r["fwd"] + r["dx"]) + r["learn_fwd"] + r["learn_dx"] + r["dW"])
+            for r in rows
+        ]
+    }
+    if rows and "torch_fwd" in rows[0]:
+        out["PyTorch"] = [
+            1e3 * ((steps + 1) * (r["torch_fwd"] + r["torch_dx"]) + r["torch_dW"]) for r in rows
+        ]
+    return out
+
+
+def _short(label: str) -> str:
+    """A layer's label without the settings every layer of the paper's networks shares."""
+    label = re.sub(r", kernel_size=.*\)$", ")", label)
+    return re.sub(r", eps=.*\)$", ")", label)
+
+
+def save_breakdown_chart(
+    rows: list[dict[str, Any]], steps: int, workload: str, device: str, path: str
+) -> None:
+    """Draw each layer's milliseconds per iteration (both libraries) as bars; save as PNG."""
+    from PIL import Image
+
+    from abp_np.plot import bar_chart
+
+    picture = bar_chart(
+        [_short(r["layer"]) for r in rows],
+        layer_ms_per_iteration(rows, steps),
+        title=f"{workload} on {device}: milliseconds per ABP iteration, by layer "
+        f"({steps} Langevin steps + 1 learning step)",
+        xlabel="ms / iteration",
+    )
+    Image.fromarray(picture).save(path)
+
+
 def _check_plot_target(args: argparse.Namespace) -> None:
     """Refuse ``--plot`` before anything is timed when it cannot be honoured."""
-    if not args.sweep:
-        raise SystemExit("--plot draws a sweep: use it with --sweep batch|steps|pixels")
+    if not (args.sweep or args.breakdown):
+        raise SystemExit(
+            "--plot draws a sweep or the breakdown: use it with --sweep batch|steps|pixels or "
+            "--breakdown"
+        )
     if not args.plot.lower().endswith(".png"):
         raise SystemExit(f"--plot writes a PNG: give a path ending in .png, got {args.plot!r}")
     folder = os.path.dirname(os.path.abspath(args.plot))
@@ -850,7 +896,8 @@ def _parser() -> argparse.ArgumentParser:
         "--plot",
         metavar="PNG",
         default=None,
-        help="with --sweep: save the curve and its least-squares line as a PNG chart (Pillow)",
+        help="with --sweep: save the curve and its least-squares line as a PNG chart; with "
+        "--breakdown: each layer's milliseconds per iteration as bars (Pillow)",
     )
     p.add_argument(
         "--winograd",
@@ -998,6 +1045,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         rows = breakdown(args, torch)
         print(format_breakdown(rows, STEPS))
         res["breakdown"] = rows
+        if args.plot is not None:
+            save_breakdown_chart(rows, STEPS, args.workload, args.device, args.plot)
+            print(f"chart: {args.plot}")
     elif args.winograd_steps:
         res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048 if args.device == "cpu" else 8192)
         rows = winograd_steps(args)

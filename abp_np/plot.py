@@ -1,7 +1,8 @@
 """Small charts drawn with Pillow, so that the demos and the benchmark need no plotting library.
 
-:func:`line_chart` draws curves on shared axes with a legend; :func:`waveform` draws a sound
-signal as a band of min/max per pixel column. Both return an ``(H, W, 3)`` uint8 array; save it
+:func:`line_chart` draws curves on shared axes with a legend; :func:`bar_chart` draws groups of
+horizontal bars (one group per label); :func:`waveform` draws a sound signal as a band of
+min/max per pixel column. Each returns an ``(H, W, 3)`` uint8 array; save it
 with ``PIL.Image.fromarray(picture).save(path)``. Pillow (the ``data`` extra) is imported only
 when a chart is drawn.
 """
@@ -88,6 +89,66 @@ def line_chart(
         ly = top + 8 + 16 * k
         draw.line([W - right - 150, ly + 6, W - right - 130, ly + 6], fill=colour, width=3)
         draw.text((W - right - 125, ly), label, fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+def bar_chart(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    title: str = "",
+    xlabel: str = "",
+    width: int = 760,
+    row: int = 24,
+) -> np.ndarray:
+    """Draw one group of horizontal bars per label, one bar per series, from 0.
+
+    ``series`` maps a legend entry to one non-negative value per label.
+
+    Returns
+    -------
+    picture : ndarray (40 + row * len(labels) + 50, width, 3) uint8
+    """
+    from PIL import Image, ImageDraw
+
+    for name, values in series.items():
+        if len(values) != len(labels):
+            raise ValueError(
+                f"bar_chart: series {name!r} has {len(values)} values for {len(labels)} labels"
+            )
+    left = 10 + 6 * max((len(s) for s in labels), default=0)
+    right, top, bottom = 20, 40, 50
+    H = top + row * len(labels) + bottom
+    img = Image.new("RGB", (width, H), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    finite = [float(v) for vs in series.values() for v in vs if np.isfinite(v)]
+    x1 = max(finite, default=1.0) or 1.0
+
+    def px(v: float) -> float:
+        return left + v / x1 * (width - left - right)
+
+    for t in _ticks(0.0, x1):
+        if t <= x1:
+            draw.line([px(t), top, px(t), H - bottom], fill=(225, 225, 225))
+            draw.text((px(t) - 10, H - bottom + 5), f"{t:g}", fill=(0, 0, 0))
+    bar = max(2, (row - 6) // max(len(series), 1))
+    for i, label in enumerate(labels):
+        y0 = top + row * i + 3
+        draw.text((5, y0 + (row - 6) // 2 - 6), label, fill=(0, 0, 0))
+        for k, values in enumerate(series.values()):
+            v = float(values[i])
+            if np.isfinite(v) and v > 0:
+                draw.rectangle(
+                    [left, y0 + k * bar, px(v), y0 + (k + 1) * bar - 1],
+                    fill=COLOURS[k % len(COLOURS)],
+                )
+    draw.line([left, top, left, H - bottom], fill=(0, 0, 0))
+    draw.text((5, 5), title, fill=(0, 0, 0))
+    draw.text(((width - len(xlabel) * 6) // 2, H - 25), xlabel, fill=(0, 0, 0))
+    lx = left  # the legend: one line under the title, clear of the bars
+    for k, name in enumerate(series):
+        draw.rectangle([lx, 24, lx + 20, 32], fill=COLOURS[k % len(COLOURS)])
+        draw.text((lx + 25, 22), name, fill=(0, 0, 0))
+        lx += 25 + 6 * len(name) + 20
     return np.asarray(img)
 
 

@@ -111,6 +111,7 @@ def test_sweep_chart_is_saved(tmp_path, capsys):
     ("extra", "message"),
     [
         (["--plot", "{tmp}/a.png"], "use it with --sweep"),
+        (["--breakdown", "--plot", "{tmp}/a.gif"], "ending in .png"),
         (["--sweep", "batch", "--plot", "{tmp}/a.jpg"], "ending in .png"),
         (["--sweep", "batch", "--plot", "{tmp}/no/such/a.png"], "does not exist"),
     ],
@@ -121,6 +122,21 @@ def test_bad_plot_target_is_refused_before_timing(tmp_path, extra, message, monk
     argv += [a.replace("{tmp}", str(tmp_path)) for a in extra]
     with pytest.raises(SystemExit, match=message):
         bench.main(argv)
+
+
+def test_breakdown_chart_sums_each_layers_passes(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    path = tmp_path / "layers.png"
+    argv = ["--workload", "small32", "--batch", "2", "--breakdown", "--repeats", "1"]
+    res = bench.main([*argv, "--plot", str(path)])
+    rows = res["breakdown"]
+    ms = bench.layer_ms_per_iteration(rows, 10)["abp_np"]
+    r = rows[-3]  # the last transposed convolution, written out by hand
+    by_hand = 10 * (r["fwd"] + r["dx"]) + r["learn_fwd"] + r["learn_dx"] + r["dW"]
+    assert ms[-3] == pytest.approx(1e3 * by_hand)
+    assert len(ms) == len(rows) == 12
+    picture = np.asarray(Image.open(path).convert("RGB"))
+    assert picture.shape == (40 + 24 * 12 + 50, 760, 3)
 
 
 def test_pixel_sweep_needs_a_fully_convolutional_workload():

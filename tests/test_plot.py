@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PIL")
 
-from abp_np.plot import COLOURS, line_chart, waveform  # noqa: E402
+from abp_np.plot import COLOURS, bar_chart, line_chart, waveform  # noqa: E402
 
 
 def _rows_cols(picture: np.ndarray, colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +49,28 @@ def test_waveform_draws_one_band_per_signal_within_its_row():
     assert quiet.max() < 100 and loud.min() >= 100  # each band inside its own row
     # the loud signal's band is wider than the quiet one's
     assert np.ptp(loud) > 3 * np.ptp(quiet)
+
+
+def test_bar_chart_bar_lengths_follow_the_values():
+    picture = bar_chart(["short", "long"], {"a": [1.0, 2.0], "b": [0.5, 0.0]}, width=500)
+    assert picture.shape == (40 + 2 * 24 + 50, 500, 3)
+    left = 10 + 6 * len("short")  # the axis: after the longest label
+    lengths = {}
+    for k, colour in enumerate(COLOURS[:2]):
+        rows, cols = _rows_cols(picture, colour)
+        assert rows.min() < 40  # the legend's swatch, above the bars
+        bars = rows >= 40
+        rows, cols = rows[bars], cols[bars]
+        for group in (0, 1):
+            inside = (rows >= 40 + 24 * group) & (rows < 40 + 24 * (group + 1))
+            lengths[k, group] = (cols[inside].max() - left) if inside.any() else 0
+    span = 500 - 20 - left  # the largest value (2.0) reaches the right edge
+    assert abs(lengths[0, 1] - span) <= 2
+    assert abs(lengths[0, 0] - span / 2) <= 2
+    assert abs(lengths[1, 0] - span / 4) <= 2
+    assert lengths[1, 1] == 0  # a zero draws nothing
+
+
+def test_bar_chart_refuses_a_series_of_the_wrong_length():
+    with pytest.raises(ValueError, match="2 values for 3 labels"):
+        bar_chart(["a", "b", "c"], {"x": [1.0, 2.0]})
