@@ -428,10 +428,13 @@ def measure(
     if tr is not None:
         tr.timed()
     ta, tt = [], []
-    for _ in range(args.iterations):
+    for k in range(args.iterations):
         ta.append(abp.timed())
         if tr is not None:
             tt.append(tr.timed())
+        # progress on standard error (standard output keeps the results and the JSON line)
+        done = f"abp_np {ta[-1]:.3f} s" + (f", torch {tt[-1]:.3f} s" if tt else "")
+        print(f"  iteration {k + 1}/{args.iterations} (batch {batch}): {done}", file=sys.stderr)
     flops = iteration_flops(g, batch, lat, steps)
     res.update(abp_source=abp.source, gflop_per_iter=flops / 1e9)
     res.update(_summary("", ta, flops, batch))
