@@ -712,11 +712,11 @@ def format_breakdown(rows: list[dict[str, Any]], steps: int) -> str:
     tot = {c: sum(r[c] for r in rows) for c in cols}
     lines.append(f"{'total':<{width}}  " + "  ".join(f"{tot[c] * 1e3:9.2f}" for c in cols))
 
-    # steps x (fwd + dx) in the Langevin loop, then the learning step's fwd + dx + dW
-    ours = steps * (tot["fwd"] + tot["dx"]) + tot["learn_fwd"] + tot["learn_dx"] + tot["dW"]
+    per_iteration = {k: sum(v) / 1e3 for k, v in layer_ms_per_iteration(rows, steps).items()}
+    ours = per_iteration["abp_np"]
     line = f"implied seconds per iteration (layers only): abp_np {ours:.3f}"
     if has_torch:
-        theirs = (steps + 1) * (tot["torch_fwd"] + tot["torch_dx"]) + tot["torch_dW"]
+        theirs = per_iteration["PyTorch"]
         line += f", torch {theirs:.3f}, ratio {ours / theirs:.2f}"
     lines.append(line)
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import check_float_dtype, get_array_module
+from .backend import check_float_dtype, get_array_module, to_numpy
 from .layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -167,8 +167,6 @@ class Generator:
 
     def state_dict(self) -> dict[str, Any]:
         """Parameters and buffers as NumPy arrays, keyed ``'<layer>.<name>'``."""
-        from .backend import to_numpy
-
         out = {}
         for i, layer in enumerate(self.layers):
             for d in (layer.params, layer.buffers):
@@ -190,8 +188,6 @@ class Generator:
             raise ValueError(
                 f"Generator.load_state_dict: missing keys {missing}, unexpected {extra}"
             )
-        from .backend import to_numpy
-
         for key, (_layer, d, k) in expected.items():
             v = to_numpy(state[key])  # NumPy or CuPy arrays (the latter via the host)
             if v.shape != d[k].shape:
