@@ -91,9 +91,9 @@ class DivergenceError(RuntimeError):
 
 
 def _langevin_kernel() -> Any:
-    """``abp_np._cuda.langevin_step_`` when it can be imported, else None."""
+    """``abp_np.fast.cuda.langevin_step_`` when it can be imported, else None."""
     try:
-        from . import _cuda
+        from .fast import cuda as _cuda
     except ImportError:  # pragma: no cover - a build without the kernel module
         return None
     return getattr(_cuda, "langevin_step_", None)
@@ -135,7 +135,7 @@ class ABP:
         from it. No hidden global random state is used.
     cuda_graph : bool
         GPU only: run the Langevin loop as one captured CUDA graph
-        (:mod:`abp_np.cuda_graph`), replayed at every call, instead of launching its kernels
+        (:mod:`abp_np.fast.cuda_graph`), replayed at every call, instead of launching its kernels
         one by one from Python. The same arithmetic; it pays where launches dominate (small
         networks and batches). Off by default. Ignored on the CPU.
 
@@ -445,8 +445,8 @@ class ABP:
                 z += delta * U  # + delta U
 
     def _langevin_graph(self, z, y, obs, steps, delta, noise, rng, noise_arrays, kernel):
-        """:meth:`_langevin` as a replay of a captured CUDA graph (:mod:`abp_np.cuda_graph`)."""
-        from .cuda_graph import KEEP, LangevinGraph, graph_key
+        """:meth:`_langevin` as a replay of a captured CUDA graph (:mod:`abp_np.fast.cuda_graph`)."""
+        from .fast.cuda_graph import KEEP, LangevinGraph, graph_key
 
         key = graph_key(self, z, y, obs, steps, delta, noise)
         graph = self._graphs.pop(key, None)
@@ -877,14 +877,14 @@ class ABP:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> str:
-        """Write a checkpoint atomically (see :func:`abp_np.checkpoint.save_checkpoint`)."""
-        from .checkpoint import save_checkpoint
+        """Write a checkpoint atomically (see :func:`abp_np.io.checkpoint.save_checkpoint`)."""
+        from .io.checkpoint import save_checkpoint
 
         return save_checkpoint(path, self)
 
     def load(self, path: str | os.PathLike) -> ABP:
-        """Restore a checkpoint into this ABP (see :func:`abp_np.checkpoint.load_checkpoint`)."""
-        from .checkpoint import load_checkpoint
+        """Restore a checkpoint into this ABP (see :func:`abp_np.io.checkpoint.load_checkpoint`)."""
+        from .io.checkpoint import load_checkpoint
 
         load_checkpoint(path, self)
         return self

@@ -19,7 +19,7 @@ them off; the ``xp`` code below is then the fallback and the tests' reference.
 On the CPU the transposed convolution picks, by shape, one of three routes to the same
 sums: the column form (GEMM + ``col2im``, the one to read first), the phase form (GEMMs
 written straight into each output phase) and, for the paper's kernel-5 stride-2 layers, the
-Winograd form of :mod:`abp_np.winograd`; batch norm's statistics and sums run as compiled C
+Winograd form of :mod:`abp_np.fast.winograd`; batch norm's statistics and sums run as compiled C
 (``kernels/batchnorm_cpu.c``) where a C compiler exists. :func:`conv_transpose2d_forward`
 says which route a layer takes; every route is tested against naive loops.
 """
@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _cpu, winograd
 from .backend import get_array_module, kernels_enabled
+from .fast import cpu as _cpu
+from .fast import winograd
 
 Pair = tuple[int, int]
 
@@ -388,8 +389,8 @@ def conv_transpose2d_forward(
     that kernel is tested against).
 
     The larger layers of the paper's networks (kernel 5, stride 2, padding 2) take a third
-    route on the CPU, :mod:`abp_np.winograd`: the same function with 2.8 x fewer
-    multiplications (see :func:`abp_np.winograd.choose` for when). Its cache is marked
+    route on the CPU, :mod:`abp_np.fast.winograd`: the same function with 2.8 x fewer
+    multiplications (see :func:`abp_np.fast.winograd.choose` for when). Its cache is marked
     ``"winograd"`` and :func:`conv_transpose2d_backward` hands it back to that module.
 
     Parameters
@@ -402,7 +403,7 @@ def conv_transpose2d_forward(
         Given while the weights stay fixed over many calls (the Langevin loop; see
         :meth:`abp_np.generator.Generator.fixed_weights`): the Winograd path keeps its
         transformed weights there and reuses them, and takes layers it would otherwise leave
-        (:func:`abp_np.winograd.worth_it`). The result is the same either way.
+        (:func:`abp_np.fast.winograd.worth_it`). The result is the same either way.
 
     Returns
     -------
@@ -416,7 +417,7 @@ def conv_transpose2d_forward(
     Wout = conv_transpose_output_size(W, kw, stride[1], padding[1], output_padding[1])
     reuse = derived is not None
     wplan = winograd.choose(x, weight, stride, padding, (Hout, Wout), reuse) if xp is np else None
-    if wplan is not None:  # the CPU speed path for the paper's layers: abp_np/winograd.py
+    if wplan is not None:  # the CPU speed path for the paper's layers: abp_np/fast/winograd.py
         y, ctx = winograd.forward(x, weight, wplan, bias, derived)
         return y, ("winograd", ctx, bias is not None)
     cache = (x, weight, bias is not None, stride, padding)
@@ -433,7 +434,7 @@ def conv_transpose2d_forward(
     # (Cout kh kw, N H W), one GEMM for the whole batch
     cols = (weight.reshape(Cin, Cout * kh * kw).T @ x2d).reshape(Cout, kh, kw, N, H, W)
     if _kernel_path(x):
-        from . import _cuda
+        from .fast import cuda as _cuda
 
         y = _cuda.col2im(cols, N, Cout, Hout, Wout, kh, kw, H, W, stride, padding, bias=bias)
     else:
@@ -511,7 +512,7 @@ def conv_transpose2d_backward(dy, cache, need_param_grads=True):
     db = dy.sum(axis=(0, 2, 3)) if (need_param_grads and has_bias) else None
     if _kernel_path(dy) or xp is not np:
         if _kernel_path(dy):
-            from . import _cuda
+            from .fast import cuda as _cuda
 
             dcols = _cuda.im2col(xp_contiguous(dy), kh, kw, H, W, stride, padding)
         else:

@@ -123,7 +123,7 @@ class Generator:
         The inferential back-propagation (Langevin dynamics on Z, equation (5)) runs many
         forward and backward passes with the same W. Inside this block a layer may compute a
         quantity that depends on W alone once and reuse it in every pass: the Winograd
-        path's transformed weights ``U = G K G^T`` (:mod:`abp_np.winograd`) are computed once
+        path's transformed weights ``U = G K G^T`` (:mod:`abp_np.fast.winograd`) are computed once
         per block instead of once per forward pass, and layers whose U would be too costly
         to recompute every pass take that path only here. :meth:`ABP.langevin
         <abp_np.abp.ABP.langevin>` runs its loop inside this block.

@@ -6,13 +6,13 @@ f by S f in both steps (abp_np.observation.Projection); after learning, f(Z_i) r
 image. Held-out images are recovered from their projections with W fixed.
 
 Baseline: PCA at the same d, recovering c from X = S (mu + U^T c) by least squares
-(abp_np.evaluation.pca_project_recover). The PCA basis is fitted on the COMPLETE training images,
+(abp_np.tools.evaluation.pca_project_recover). The PCA basis is fitted on the COMPLETE training images,
 which ABP never sees: an advantage given to the baseline.
 
 Error: mean absolute difference on the [0, 1] scale over all pixels.
 
 Data: --data FOLDER (last fifth held out), else the paper's Image/face and Image/face_eva, else
-generated face-like blobs (abp_np.datasets.shapes_split).
+generated face-like blobs (abp_np.io.datasets.shapes_split).
 
     python demos/compressed_sensing.py --quick          # 32 x 32, four numbers of measurements
     python demos/compressed_sensing.py --device gpu     # 64 x 64, d = 100, 600 iterations
@@ -27,8 +27,8 @@ import numpy as np
 from inpainting import train_test
 
 import abp_np
-from abp_np import evaluation
 from abp_np.observation import Projection
+from abp_np.tools import evaluation
 
 
 def main(argv: list[str] | None = None) -> dict:

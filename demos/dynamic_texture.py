@@ -17,8 +17,8 @@ Data, the first of:
   real footage    a tree's leaves in the wind (OpenCV's sample tree.avi, 53 distinct frames), when
                   the Debian/Ubuntu package opencv-doc and a video decoder are installed:
                       sudo apt-get install opencv-doc && pip install av
-                  (abp_np.datasets.footage; --builtin skips it);
-  generated       a moving texture (abp_np.datasets.moving_texture: plane waves travelling in
+                  (abp_np.io.datasets.footage; --builtin skips it);
+  generated       a moving texture (abp_np.io.datasets.moving_texture: plane waves travelling in
                   several directions).
 The report says which was used, and why the footage was not.
 
@@ -34,8 +34,9 @@ import _common as C
 import numpy as np
 
 import abp_np
-from abp_np import data as D
-from abp_np import datasets, evaluation
+from abp_np.io import data as D
+from abp_np.io import datasets
+from abp_np.tools import evaluation
 
 # Steps of the auto-regression run and discarded before the first synthesised frame. The chain
 # starts from the Z of a random training frame: started from N(0, Q) instead, a nearly noiseless
@@ -43,7 +44,7 @@ from abp_np import datasets, evaluation
 # the scale of the data and the synthesis would show a faint, almost still mean frame.
 BURN_IN = 20
 
-# The real footage tried when no --data is given (a key of abp_np.datasets.FOOTAGE).
+# The real footage tried when no --data is given (a key of abp_np.io.datasets.FOOTAGE).
 FOOTAGE = "tree"
 
 

@@ -12,7 +12,7 @@ learnt nothing specific to the category).
 
 Data: --data FOLDER (last fifth held out; negatives are then generated squares), else the
 paper's Image/face (training), Image/face_eva (held-out) and Image/cat (negative), else
-generated discs (training, held-out) and squares (negative) (abp_np.datasets.shapes_split).
+generated discs (training, held-out) and squares (negative) (abp_np.io.datasets.shapes_split).
 
     python demos/error_curves.py --quick           # 32 x 32, CPU minutes
     python demos/error_curves.py --device gpu      # 64 x 64, d = 100, 600 iterations
@@ -26,8 +26,8 @@ import _common as C
 from inpainting import train_test
 
 import abp_np
-from abp_np import datasets
-from abp_np.plot import line_chart
+from abp_np.io import datasets
+from abp_np.tools.plot import line_chart
 
 
 def main(argv: list[str] | None = None) -> dict:

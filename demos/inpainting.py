@@ -5,7 +5,7 @@ Y - f(Z) is masked in Langevin inference and in learning (abp_np.observation.Mas
 pixels of a training image are then recovered as f(Z) there. A held-out image, occluded the same
 way, is recovered with W fixed by inferring its Z from the observed pixels alone.
 
-Occlusions (abp_np.occlusion.occlusion_mask, drawn from --seed): P.5 / P.7 / P.9 salt-and-pepper
+Occlusions (abp_np.tools.occlusion.occlusion_mask, drawn from --seed): P.5 / P.7 / P.9 salt-and-pepper
 of 3 x 3 blocks covering about 50 / 70 / 90 % of the pixels; M20 ... M50 one square of that side
 on a 64 x 64 image (scaled with the image in quick mode: M20 is 10 pixels on 32 x 32).
 
@@ -15,7 +15,7 @@ iterative imputation; held-out images completed by least squares on their observ
 interpolation from neighbouring pixels (harmonic fill, no learning).
 
 Data: --data FOLDER (its last fifth held out), else the paper's Image/face (training) and
-Image/face_eva (held-out), else generated face-like blobs (abp_np.datasets.shapes_split).
+Image/face_eva (held-out), else generated face-like blobs (abp_np.io.datasets.shapes_split).
 
     python demos/inpainting.py --quick                 # 32 x 32, all seven occlusions, CPU minutes
     python demos/inpainting.py --quick --kinds P.5 M30
@@ -30,8 +30,9 @@ import _common as C
 import numpy as np
 
 import abp_np
-from abp_np import datasets, evaluation, occlusion
+from abp_np.io import datasets
 from abp_np.observation import Masked
+from abp_np.tools import evaluation, occlusion
 
 
 def train_test(args, demo: C.Demo, size: int, n_train: int | None, n_test: int | None):

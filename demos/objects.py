@@ -6,7 +6,7 @@ samples f(Z), Z ~ N(0, I), and paths between the inferred Z of two training face
 z(t) = (1 - t) z0 + t z1 and spherical (slerp, which keeps |z| where linear paths shrink it).
 
 Data: --data FOLDER (used for both parts), else the paper's Image/lion_tiger and Image/face, else
-generated face-like blobs that vary in position and size (abp_np.datasets.shapes).
+generated face-like blobs that vary in position and size (abp_np.io.datasets.shapes).
 
     python demos/objects.py --quick            # minutes on a CPU, 32 x 32 images, small network
     python demos/objects.py --device gpu       # the paper's network and settings, 64 x 64
@@ -20,7 +20,8 @@ import _common as C
 import numpy as np
 
 import abp_np
-from abp_np import datasets, evaluation
+from abp_np.io import datasets
+from abp_np.tools import evaluation
 
 
 def build(d: int, args, demo: C.Demo, quick_channels=(128, 64, 32)) -> abp_np.Generator:

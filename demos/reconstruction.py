@@ -10,7 +10,7 @@ it comes out.
 Error: mean absolute difference on the [0, 1] scale over all pixels.
 
 Data: --data FOLDER (last fifth held out), else the paper's Image/face and Image/face_eva, else
-generated face-like blobs (abp_np.datasets.shapes_split).
+generated face-like blobs (abp_np.io.datasets.shapes_split).
 
     python demos/reconstruction.py --quick               # 32 x 32, d = 5, 10, 20
     python demos/reconstruction.py --device gpu          # 64 x 64, d = 10, 20, 50, 600 iterations
@@ -25,7 +25,7 @@ import numpy as np
 from inpainting import train_test
 
 import abp_np
-from abp_np import evaluation
+from abp_np.tools import evaluation
 
 
 def main(argv: list[str] | None = None) -> dict:

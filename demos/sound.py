@@ -5,7 +5,7 @@ latent factors (60 for a 60,000-sample clip), each layer up-sampling by 10. Afte
 one clip, a longer Z drawn from N(0, I) gives a longer sound (Z of 120: 120,000 samples).
 
 Data: --data SOUNDFILE, else the paper's Sound/training<--clip>/training.wav (resampled to
-11,025 Hz), else a generated sound texture (abp_np.datasets.sound: rain, bells or chirps).
+11,025 Hz), else a generated sound texture (abp_np.io.datasets.sound: rain, bells or chirps).
 
     python demos/sound.py --quick            # 60,000 samples, small network, CPU minutes
     python demos/sound.py --device gpu       # the paper's: 60,000 samples, 600 iterations
@@ -19,9 +19,9 @@ import _common as C
 import numpy as np
 
 import abp_np
-from abp_np import data as D
-from abp_np import datasets
-from abp_np.plot import waveform
+from abp_np.io import data as D
+from abp_np.io import datasets
+from abp_np.tools.plot import waveform
 
 RATE = 11025
 

@@ -6,7 +6,7 @@ one image, a bigger Z (14 x 14) drawn from N(0, I) gives a bigger texture (448 x
 never seen: the network has learnt local statistics, not the picture.
 
 Data: --data IMAGE (or a folder: its first image), else the paper's Image/<--texture> (default
-bark), else a generated texture (abp_np.datasets.texture: waves, cells or noise).
+bark), else a generated texture (abp_np.io.datasets.texture: waves, cells or noise).
 
     python demos/texture.py --quick                  # 112 -> 224, small network, CPU minutes
     python demos/texture.py --device gpu             # the paper's: 224 -> 448, 600 iterations
@@ -21,7 +21,7 @@ import _common as C
 import numpy as np
 
 import abp_np
-from abp_np import datasets
+from abp_np.io import datasets
 
 RELEASE_TEXTURES = (
     "bark",

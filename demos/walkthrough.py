@@ -91,7 +91,7 @@ abp = abp_np.ABP(f, sigma=sigma, langevin_steps=steps, step_size=delta, optimize
 Z_lib = abp.langevin(Z0, Y, noise_arrays=noise)
 abp.learn(Z_lib, Y)
 # The same to float32 rounding, measured against the largest |Z|: inside its Langevin loop the
-# library may take the Winograd path for a layer (abp_np/winograd.py), which rounds differently.
+# library may take the Winograd path for a layer (abp_np/fast/winograd.py), which rounds differently.
 same_z = np.allclose(Z_lib, Z, rtol=1e-5, atol=1e-5 * float(np.abs(Z).max()))
 params = [name for name, *_ in f.named_parameters()]  # (state_dict also holds BN running stats)
 same_w = all(np.allclose(W_by_hand[k], f.state_dict()[k], rtol=1e-5, atol=1e-7) for k in params)

@@ -1,7 +1,7 @@
 """A NumPy-backed stand-in for the few CuPy APIs that abp_np's GPU path touches (tests only).
 
 There is no GPU in CI, yet the Python side of the GPU path (``functional``'s kernel branch,
-``abp_np._cuda``'s launch wrappers, ``ABP.langevin``'s fused update) should run there. This
+``abp_np.fast.cuda``'s launch wrappers, ``ABP.langevin``'s fused update) should run there. This
 module plays CuPy just well enough for that:
 
 * :class:`ndarray` is a subclass of :class:`numpy.ndarray`, so ``get_array_module`` can tell a
@@ -214,7 +214,7 @@ random = SimpleNamespace(default_rng=_Generator)
 
 # --- streams, memory pools and stream capture -----------------------------------------------------
 #
-# Enough of ``cupy.cuda`` for :mod:`abp_np.cuda_graph`. What a real capture refuses is refused
+# Enough of ``cupy.cuda`` for :mod:`abp_np.fast.cuda_graph`. What a real capture refuses is refused
 # here too: capturing on the default stream, a host copy or synchronisation while a stream
 # captures (CUDA invalidates the capture), ending a capture that was not begun. What it cannot
 # do: record the launches. Operations run at once, also during a capture, and

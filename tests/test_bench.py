@@ -14,13 +14,13 @@ import sys
 import numpy as np
 import pytest
 
-from abp_np import bench
+from abp_np.tools import bench
 
 from conftest import subprocess_env
 
 
 def _run(cwd, *args: str) -> dict:
-    cmd = [sys.executable, "-m", "abp_np.bench", *args]
+    cmd = [sys.executable, "-m", "abp_np.tools.bench", *args]
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=subprocess_env()
     )
@@ -91,7 +91,7 @@ def test_breakdown_and_sweep_tables(capsys):
 
 def test_sweep_chart_is_saved(tmp_path, capsys):
     Image = pytest.importorskip("PIL.Image")
-    from abp_np.plot import COLOURS
+    from abp_np.tools.plot import COLOURS
 
     path = tmp_path / "batch.png"
     res = bench.main(
@@ -147,7 +147,7 @@ def test_pixel_sweep_needs_a_fully_convolutional_workload():
 @pytest.mark.parametrize("mode", ["on", "off"])
 def test_winograd_switch_is_applied_and_reported(mode, monkeypatch):
     """--winograd reaches the layers (the Winograd path counted through winograd.forward)."""
-    from abp_np import winograd
+    from abp_np.fast import winograd
 
     calls = []
     real = winograd.forward
@@ -177,7 +177,7 @@ def test_winograd_steps_times_every_step_of_an_iteration(capsys):
     an output transform each: one block of 4 examples) and 11 input gradients (output adjoint,
     GEMMs, input adjoint), and the learning step's weight gradient transforms the input again
     and runs its own GEMMs. The timers are removed after."""
-    from abp_np import winograd
+    from abp_np.fast import winograd
 
     before = {name: getattr(winograd, name) for name in bench.WINOGRAD_STEPS}
     args = "--workload small32 --batch 4 --iterations 2 --winograd-steps --winograd on"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import abp_np.checkpoint as ckpt
+import abp_np.io.checkpoint as ckpt
 from abp_np.abp import ABP
 from abp_np.generator import Generator
 from abp_np.layers import BatchNorm1d, Linear, ReLU, Tanh
@@ -129,7 +129,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_checkpoint(tmp_path):
     good = path.read_bytes()
     script = textwrap.dedent(f"""
         import os, sys
-        import abp_np.checkpoint as ckpt
+        import abp_np.io.checkpoint as ckpt
         from test_checkpoint import make, data
 
         def dying(fh, arrays):

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from abp_np.cli import main
+from abp_np.tools.cli import main
 
 from conftest import release_data
 

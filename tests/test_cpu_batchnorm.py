@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abp_np import _cpu
 from abp_np import functional as F
 from abp_np.backend import using_kernels
+from abp_np.fast import cpu as _cpu
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import BatchNorm1d, BatchNorm2d
 

@@ -1,4 +1,4 @@
-"""Tests of abp_np.data (reading and writing) and abp_np.datasets (generated data).
+"""Tests of abp_np.io.data (reading and writing) and abp_np.io.datasets (generated data).
 
 Files with known content are written into ``tmp_path`` with Pillow, soundfile and the ``wave``
 module; expected values are worked out here by hand, never by the code under test.
@@ -18,7 +18,10 @@ pytest.importorskip("PIL")
 pytest.importorskip("scipy")
 from PIL import Image  # noqa: E402
 
-from abp_np import data, datasets  # noqa: E402
+from abp_np.io import (
+    data,
+    datasets,  # noqa: E402
+)
 
 from conftest import release_data, subprocess_env  # noqa: E402
 
@@ -400,7 +403,7 @@ def test_load_video_file_needs_plugin(tmp_path: Path) -> None:
 
 def test_data_modules_import_without_their_extras(tmp_path) -> None:
     code = (
-        "import sys, abp_np.data, abp_np.datasets\n"
+        "import sys, abp_np.io.data, abp_np.io.datasets\n"
         "heavy = [m for m in ('PIL', 'scipy', 'soundfile', 'imageio') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

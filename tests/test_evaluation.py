@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from abp_np.backend import to_numpy
-from abp_np.evaluation import (
+from abp_np.tools.evaluation import (
     PCA,
     fit_pca_incomplete,
     fit_var,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abp_np import data, datasets
+from abp_np.io import data, datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = datasets.FOOTAGE["tree"]

@@ -2,7 +2,7 @@
 
 No CI machine has a GPU, so ``tests/test_kernels_gpu.py`` is skipped there. These tests install
 a NumPy-backed stand-in for CuPy as ``abp_np.backend._cupy`` (and as ``cupy`` for the imports in
-``abp_np._cuda``). Its ``RawModule`` checks every kernel argument as the C++ signature in
+``abp_np.fast.cuda``). Its ``RawModule`` checks every kernel argument as the C++ signature in
 ``kernels/deconv.cu`` needs it, then runs the kernel's host build (``kernels/host_shim.h``).
 What runs for real is everything in Python: ``functional``'s kernel branch, ``_cuda``'s
 validation, grid and argument lists, and ``ABP.langevin``'s fused update.
@@ -21,9 +21,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from abp_np import _cuda, backend
+from abp_np import backend
 from abp_np.abp import ABP
 from abp_np.backend import using_kernels
+from abp_np.fast import cuda as _cuda
 from abp_np.generator import Generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
 
@@ -355,7 +356,7 @@ def test_langevin_without_noise_launches_the_kernel_with_a_null_noise(fake_gpu, 
     np.testing.assert_array_equal(fast.get(), slow.get())
 
 
-# --- the Langevin loop as a CUDA graph (abp_np.cuda_graph) ------------------------------------
+# --- the Langevin loop as a CUDA graph (abp_np.fast.cuda_graph) ------------------------------------
 #
 # The fake records no graph: operations run at once, also while a stream captures, and
 # Graph.launch only counts. So these tests check what is captured, when, and what is refused;
@@ -466,7 +467,7 @@ def test_graph_gets_the_noise_it_is_given(fake_capture):
 
 def test_graph_refuses_a_host_copy_inside_the_loop(fake_capture):
     """A loop that copies to the host cannot be captured: a clear error, the stream freed."""
-    from abp_np.cuda_graph import CaptureError
+    from abp_np.fast.cuda_graph import CaptureError
     from abp_np.observation import Complete
 
     class Chatty(Complete):

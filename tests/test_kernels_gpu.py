@@ -1,4 +1,4 @@
-"""The CUDA kernels through their CuPy wrappers (``abp_np._cuda``), on a real GPU.
+"""The CUDA kernels through their CuPy wrappers (``abp_np.fast.cuda``), on a real GPU.
 
 Skipped as a whole where CuPy is missing or no GPU is visible. Expected values come from
 NumPy oracles written here (the layout contract's index formulas, as loops), never from the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from abp_np import _cuda
+from abp_np.fast import cuda as _cuda
 
 from oracles import activation_oracle, col2im_oracle, im2col_oracle, out_size
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abp_np import _cuda
+from abp_np.fast import cuda as _cuda
 
 from oracles import activation_oracle, col2im_oracle, im2col_oracle, out_size
 
@@ -101,7 +101,7 @@ def _ptr(a: np.ndarray | None) -> int | None:
     return a.ctypes.data
 
 
-# --- host "launches", mirroring abp_np._cuda ------------------------------------------------------
+# --- host "launches", mirroring abp_np.fast.cuda ------------------------------------------------------
 
 
 def run_col2im(

@@ -2,7 +2,7 @@
 
 Every ``kernels/*.cu`` goes through ``nvcc -std=c++17 --ptx``. A template kernel that nobody
 instantiates produces no code, so a second test instantiates every ``name<T>`` that
-``abp_np._cuda`` asks CuPy's ``RawModule`` for and checks that each becomes a PTX entry.
+``abp_np.fast.cuda`` asks CuPy's ``RawModule`` for and checks that each becomes a PTX entry.
 Skipped where nvcc is not on PATH.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from abp_np import _cuda
+from abp_np.fast import cuda as _cuda
 
 KERNEL_DIR = _cuda.kernel_dir()
 SOURCES = sorted(KERNEL_DIR.glob("*.cu"))

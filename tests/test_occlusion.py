@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from abp_np.backend import to_numpy
-from abp_np.occlusion import (
+from abp_np.tools.occlusion import (
     OCCLUSION_KINDS,
     observed_fraction,
     occlusion_mask,

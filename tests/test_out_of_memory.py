@@ -12,9 +12,9 @@ import pytest
 
 from abp_np import ABP
 from abp_np.backend import DeviceOutOfMemoryError, is_device_out_of_memory
-from abp_np.cli import main
 from abp_np.generator import Generator
 from abp_np.layers import Linear, Tanh
+from abp_np.tools.cli import main
 
 
 def _cupy_error(module: str, name: str) -> type[Exception]:

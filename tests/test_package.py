@@ -75,7 +75,7 @@ def test_cupy_is_imported_only_when_needed(tmp_path):
 
 
 def test_cuda_sources_are_found():
-    from abp_np import _cuda
+    from abp_np.fast import cuda as _cuda
 
     cu = _cuda.kernel_dir() / "deconv.cu"
     assert cu.is_file(), f"deconv.cu not found in {_cuda.kernel_dir()}"

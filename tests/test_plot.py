@@ -1,4 +1,4 @@
-"""The charts of :mod:`abp_np.plot` draw what they are given where it belongs."""
+"""The charts of :mod:`abp_np.tools.plot` draw what they are given where it belongs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PIL")
 
-from abp_np.plot import COLOURS, bar_chart, line_chart, waveform  # noqa: E402
+from abp_np.tools.plot import COLOURS, bar_chart, line_chart, waveform  # noqa: E402
 
 
 def _rows_cols(picture: np.ndarray, colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

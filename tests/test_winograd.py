@@ -1,5 +1,5 @@
-"""The Winograd path of the CPU transposed convolutions (``abp_np/winograd.py``) and its
-compiled transform kernels (``abp_np/_cpu.py``, ``kernels/winograd_cpu.c``).
+"""The Winograd path of the CPU transposed convolutions (``abp_np/fast/winograd.py``) and its
+compiled transform kernels (``abp_np/fast/cpu.py``, ``kernels/winograd_cpu.c``).
 
 Where the expected values come from, never from abp_np itself:
 
@@ -36,8 +36,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from abp_np import _cpu, winograd
 from abp_np.backend import using_kernels
+from abp_np.fast import cpu as _cpu
+from abp_np.fast import winograd
 from abp_np.generator import Generator
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import ConvTranspose2d
@@ -86,7 +87,7 @@ def make_layer(cin, cout, dtype=F64, seed=0, **geometry):
 
 
 def took_winograd(layer) -> bool:
-    """True when the layer's last forward went through abp_np/winograd.py."""
+    """True when the layer's last forward went through abp_np/fast/winograd.py."""
     head = layer._cache[0]
     return isinstance(head, str) and head == "winograd"
 
@@ -797,7 +798,7 @@ def test_turned_off_by_the_environment():
     """ABP_CPU_KERNELS=0: not available, and reason() names the variable."""
     available, reason = run_python(
         """
-        from abp_np import _cpu
+        from abp_np.fast import cpu as _cpu
         print(_cpu.available())
         print(_cpu.reason())
         """,
@@ -813,7 +814,8 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
         """
         import numpy as np
         import oracles
-        from abp_np import _cpu, winograd
+        from abp_np.fast import cpu as _cpu
+        from abp_np.fast import winograd
         from abp_np.layers import ConvTranspose2d
 
         print(_cpu.available())

@@ -1,7 +1,7 @@
 """The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
 Two small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
-transforms of the Winograd transposed convolution (:mod:`abp_np.winograd`) fused with the
+transforms of the Winograd transposed convolution (:mod:`abp_np.fast.winograd`) fused with the
 rearrangements around them, which NumPy can only do as slow strided copies and small GEMMs, and
 ``batchnorm_cpu.c`` batch normalisation in two or three passes over memory where NumPy needs
 five or more. They are compiled once, on first use, with the system's
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import kernel_folder, kernels_enabled
+from ..backend import kernel_folder, kernels_enabled
 
 __all__ = [
     "available",
@@ -59,7 +59,7 @@ _reason: str | None = None  # why the library is not available, once tried
 def _source_paths() -> list[Path]:
     folder = kernel_folder(_SOURCE_FILES[0])
     if folder is None:  # _build says which file is missing
-        folder = Path(__file__).resolve().parent.parent / "kernels"
+        folder = Path(__file__).resolve().parents[2] / "kernels"
     return [folder / f for f in _SOURCE_FILES]
 
 

@@ -113,8 +113,8 @@ def detect_kind(data: str) -> str:
 
 def load_data(data: str, kind: str, cfg: dict[str, Any], seed: int, skip_bad: bool) -> np.ndarray:
     """The training array for ``kind``, in [-1, 1]."""
-    from . import data as D
-    from . import datasets
+    from ..io import data as D
+    from ..io import datasets
 
     if data.startswith("builtin:"):
         name = data.split(":", 1)[1]
@@ -171,7 +171,7 @@ def model_spec(kind: str, cfg: dict[str, Any], n_channels: int) -> dict[str, Any
 
 
 def build_generator(spec: dict[str, Any], seed: int) -> Any:
-    from .generator import build
+    from ..generator import build
 
     kwargs = {
         k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "builder"
@@ -183,8 +183,8 @@ def build_generator(spec: dict[str, Any], seed: int) -> Any:
 
 
 def make_abp(spec: dict[str, Any], cfg: dict[str, Any], seed: int, device: str) -> Any:
-    from .abp import ABP
-    from .optim import SGD, Adam
+    from ..abp import ABP
+    from ..optim import SGD, Adam
 
     g = build_generator(spec, seed)
     opt = Adam(lr=cfg["lr"]) if cfg["optimizer"] == "adam" else SGD(lr=cfg["lr"])
@@ -225,8 +225,8 @@ def load_run(run: str, device: str) -> tuple[Any, dict[str, Any]]:
 
 def save_examples(path: Path, x: Any, kind: str, rate: int, nrow: int | None = None) -> list[str]:
     """Write images as a PNG grid, sound as WAV files; return the names written."""
-    from . import data as D
-    from .backend import to_numpy
+    from ..backend import to_numpy
+    from ..io import data as D
 
     x = to_numpy(x)
     if kind == "sound":
@@ -268,7 +268,7 @@ class Progress:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .abp import DivergenceError
+    from ..abp import DivergenceError
 
     if args.cuda_graph and args.device != "gpu":
         raise CLIError("--cuda-graph replays the Langevin loop as a CUDA graph: add --device gpu")
@@ -332,7 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     observation, mask = None, None
     if args.occlusion:
-        from .observation import Masked
+        from ..observation import Masked
         from .occlusion import occlusion_mask
 
         mask = occlusion_mask(args.occlusion, len(Y), Y.shape[-2:], rng=args.seed)
@@ -401,7 +401,7 @@ def _load_like_run(path: str, meta: dict[str, Any], skip_bad: bool) -> np.ndarra
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .backend import to_numpy
+    from ..backend import to_numpy
     from .evaluation import mean_abs_error
 
     abp, meta = load_run(args.run, args.device)
@@ -437,9 +437,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .backend import to_numpy
+    from ..backend import to_numpy
+    from ..observation import Masked
     from .evaluation import mean_abs_error
-    from .observation import Masked
     from .occlusion import occlusion_mask
 
     abp, meta = load_run(args.run, args.device)

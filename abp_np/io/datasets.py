@@ -562,7 +562,7 @@ def footage(
     Returns
     -------
     video : ndarray, shape (frames, 3, size, size), float32 in [-1, 1]
-        Min-max rescaled once over the whole clip (as :func:`abp_np.data.load_video` does).
+        Min-max rescaled once over the whole clip (as :func:`abp_np.io.data.load_video` does).
 
     Raises
     ------
@@ -607,7 +607,7 @@ def footage(
             "install them with `pip install imageio av` (or `pip install 'abp_np[video]'`)."
         )
 
-    from abp_np.data import load_video
+    from abp_np.io.data import load_video
 
     video = load_video(
         file, size=int(size), channels=3, max_frames=frames, skip_repeats=True, box=clip.box

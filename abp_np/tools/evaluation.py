@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
+from ..backend import get_array_module, to_numpy
 
 __all__ = [
     "mean_abs_error",

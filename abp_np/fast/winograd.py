@@ -53,7 +53,7 @@ Data movement: gathering the overlapping tiles, adding them back (overlap-add), 
 shuffle and its inverse are strided rearrangements that NumPy does slowly (tiny inner loops),
 and the transforms B, A are small GEMMs that read and write every tile once more. Where a C
 compiler is at hand, each rearrangement and the transform next to it run as one pass of compiled
-C (``kernels/winograd_cpu.c`` through :mod:`abp_np._cpu`), with the transforms' explicit
+C (``kernels/winograd_cpu.c`` through :mod:`abp_np.fast.cpu`), with the transforms' explicit
 formulas; otherwise, the NumPy code below. The two compute the same sums in a different order
 (tested to agree to rounding). The products by U are BLAS GEMMs in either case.
 
@@ -82,7 +82,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _cpu
+from . import cpu as _cpu
 
 __all__ = [
     "Plan",
@@ -168,7 +168,7 @@ def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
     at most 3 taps (so the phases together read a 3-wide window); Q a multiple of 2.
     Kernel 5, stride 2, padding 2, output padding 1 (Hout = 2 H) qualifies.
     """
-    from .functional import _phases
+    from ..functional import _phases
 
     sh, sw = stride
     if sh != 2 or sw != 2:  # the pixel shuffle is written for stride 2

@@ -57,11 +57,13 @@ from typing import Any
 
 import numpy as np
 
-from . import _cpu, winograd
-from . import layers as L
-from .abp import ABP
-from .backend import resolve_device, to_numpy
-from .generator import Generator, object_generator, sound_generator, texture_generator
+# Absolute imports: this module also runs as ``python -m abp_np.bench`` (its old name).
+from abp_np import layers as L
+from abp_np.abp import ABP
+from abp_np.backend import resolve_device, to_numpy
+from abp_np.fast import cpu as _cpu
+from abp_np.fast import winograd
+from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 
 SIGMA = 0.3
 DELTA = 0.3
@@ -251,7 +253,7 @@ class AbpRunner:
         seed: int = 0,
         cuda_graph: bool = False,
     ) -> None:
-        from .backend import default_rng
+        from abp_np.backend import default_rng
 
         xp = resolve_device(device)
         self.xp = xp
@@ -494,7 +496,7 @@ def measure_memory(args: argparse.Namespace, which: str) -> float | None:
     cmd = [
         sys.executable,
         "-m",
-        "abp_np.bench",
+        "abp_np.tools.bench",
         "--workload",
         args.workload,
         "--device",
@@ -540,7 +542,7 @@ def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) ->
 
 
 #: The steps of the CPU Winograd path that ``--winograd-steps`` times, by their names in
-#: :mod:`abp_np.winograd`, and what the table calls them.
+#: :mod:`abp_np.fast.winograd`, and what the table calls them.
 WINOGRAD_STEPS = {
     "_input_transform": "input transform",
     "_gemms": "GEMMs by U",
@@ -781,7 +783,7 @@ def save_sweep_chart(
     """Draw a sweep's seconds per iteration and its least-squares line; save as PNG."""
     from PIL import Image
 
-    from abp_np.plot import line_chart
+    from abp_np.tools.plot import line_chart
 
     name = {"batch": "batch size", "steps": "Langevin steps", "pixels": "output values"}[what]
     x = [r["value"] for r in rows]
@@ -828,7 +830,7 @@ def save_breakdown_chart(
     """Draw each layer's milliseconds per iteration (both libraries) as bars; save as PNG."""
     from PIL import Image
 
-    from abp_np.plot import bar_chart
+    from abp_np.tools.plot import bar_chart
 
     picture = bar_chart(
         [_short(r["layer"]) for r in rows],
@@ -906,7 +908,7 @@ def _parser() -> argparse.ArgumentParser:
         "--winograd",
         default="auto",
         choices=["auto", "on", "off"],
-        help="CPU Winograd path of the transposed convolutions (abp_np.winograd.using)",
+        help="CPU Winograd path of the transposed convolutions (abp_np.fast.winograd.using)",
     )
     p.add_argument(
         "--cuda-graph",

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import to_numpy
-from .data import _atomic_write
+from ..backend import to_numpy
+from .atomic import atomic_write as _atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT_VERSION"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import to_device
+from ..backend import to_device
 
 __all__ = [
     "OCCLUSION_KINDS",

@@ -95,7 +95,7 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
     and dtypes of its arrays and its other settings; whether the custom kernels are on; and
     the device.
     """
-    from .backend import kernels_enabled
+    from ..backend import kernels_enabled
 
     layers = []
     for layer in abp.generator.layers:
@@ -203,7 +203,7 @@ class LangevinGraph:
             step(self.z, self.y, self.obs, None if self.U is None else self.U[t])
 
     def _capture(self, step: Callable[[Any, Any, Any, Any], None], buffers: Sequence[Any]) -> Any:
-        from .backend import is_device_out_of_memory
+        from ..backend import is_device_out_of_memory
 
         xp, stream = self.xp, self.stream
         kept = [b.copy() for b in buffers]

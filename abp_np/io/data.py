@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from .atomic import atomic_write as _atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".mp3")
@@ -97,30 +98,6 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(x)
     return ((x - lo) * (2.0 / (hi - lo)) - 1.0).astype(np.float32)
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it onto ``path``.
-
-    Parent folders are created. On any error the temporary file is removed and ``path`` is left
-    untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def _pil_format(path: Path) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import kernel_folder
+from ..backend import kernel_folder
 
 __all__ = [
     "ACTIVATIONS",
@@ -71,7 +71,7 @@ def kernel_dir() -> Path:
     """
     folder = kernel_folder(_SOURCE_FILE)
     if folder is None:
-        source_tree = Path(__file__).resolve().parent.parent / "kernels"
+        source_tree = Path(__file__).resolve().parents[2] / "kernels"
         raise FileNotFoundError(
             f"cannot find {_SOURCE_FILE}: neither the package abp_np.kernels nor {source_tree} "
             "holds it; reinstall abp_np"

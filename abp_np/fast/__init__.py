@@ -1,0 +1,17 @@
+"""The speed routes: the same operations as :mod:`abp_np.functional`, faster, never different.
+
+Nothing here is needed to understand the method; everything here is checked against the plain
+``xp`` reference in :mod:`abp_np.functional`, which is the oracle of the tests.
+
+==================  ===========================================================================
+module              what it speeds up
+==================  ===========================================================================
+``cpu``             the C kernels of ``kernels/*_cpu.c`` (Winograd transforms, batch norm),
+                    compiled once with the system's C compiler and called through ctypes
+``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
+``cuda``            the CUDA kernels of ``kernels/deconv.cu`` through ``cupy.RawModule``
+``cuda_graph``      the Langevin loop recorded once as a CUDA graph and replayed
+==================  ===========================================================================
+
+These modules import :mod:`abp_np.backend` and each other, never the method above them.
+"""
