@@ -95,7 +95,7 @@ def test_occlusion_mask_names(kind):
 
 
 def test_occlusion_mask_lowercase_and_other_values():
-    mask = occlusion_mask("m10", 3, 16, rng=0)
+    mask = occlusion_mask("m10", 3, 16, rng=0, reference=None)  # sizes in pixels
     assert (~mask).reshape(3, -1).sum(axis=1).tolist() == [100, 100, 100]
     mask = occlusion_mask("P0.25", 100, 30, rng=0)
     assert abs((1 - mask.mean()) - 0.25) < 0.02
@@ -138,3 +138,41 @@ def test_observed_fraction_counts_the_observed_pixels():
     mask[0, 0, :2] = True  # 10 of the 40 pixels
     assert observed_fraction(mask) == 0.25
     assert isinstance(observed_fraction(mask), float)
+
+
+@pytest.mark.parametrize(
+    "size, kind, side",
+    [
+        (64, "M20", 20),
+        (32, "M20", 10),
+        (32, "M30", 15),
+        (20, "M40", 12),
+        (20, "M50", 16),
+        (128, "M50", 100),
+    ],
+)
+def test_square_names_scale_with_the_image(size, kind, side):
+    # the paper's sizes are for 64-pixel images: side * size / 64, rounded (counted here)
+    mask = occlusion_mask(kind, 5, size, rng=1)
+    assert (~mask).reshape(5, -1).sum(axis=1).tolist() == [side * side] * 5
+
+
+@pytest.mark.parametrize("size, block", [(64, 3), (32, 2), (20, 1), (128, 6)])
+def test_pepper_blocks_scale_with_the_image(size, block):
+    mask = occlusion_mask("P.5", 3, size, rng=2)[:, 0]  # (3, H, W)
+    # every block x block cell is all observed or all hidden, and no larger cell is
+    cells = mask[:, : size - size % block, : size - size % block].reshape(
+        3, size // block, block, size // block, block
+    )
+    assert (cells.min(axis=(2, 4)) == cells.max(axis=(2, 4))).all()
+    bigger = 2 * block  # cells of twice the side are not uniform: the blocks are no larger
+    cut = mask[:, : size - size % bigger, : size - size % bigger].reshape(
+        3, size // bigger, bigger, size // bigger, bigger
+    )
+    assert not (cut.min(axis=(2, 4)) == cut.max(axis=(2, 4))).all()
+    assert 0.4 < 1 - mask.mean() < 0.6
+
+
+def test_reference_must_be_a_side():
+    with pytest.raises(ValueError, match="reference"):
+        occlusion_mask("M20", 2, 32, rng=0, reference=0)

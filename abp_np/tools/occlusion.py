@@ -19,6 +19,11 @@ M40    ... 40 x 40
 M50    ... 50 x 50
 ====== ===================================================================
 
+The sizes are the paper's, on its 64-pixel images, and are scaled to the image by default
+(``reference=64``): on a 32-pixel image M20 is a 10-pixel square and P.5's blocks are 2 pixels
+wide (``round(3 * 32 / 64)``, at least 1), so each name hides the same share of the image at
+every size. ``reference=None`` takes the sizes as pixels.
+
 Masks are always drawn on the CPU from an explicit :class:`numpy.random.Generator`
 (or an integer seed), then moved to ``device``: a CPU run and a GPU run given the
 same seed see the same masks.
@@ -39,6 +44,7 @@ __all__ = [
     "salt_pepper_mask",
     "square_mask",
     "occlusion_mask",
+    "scaled_occlusion",
     "observed_fraction",
 ]
 
@@ -203,14 +209,61 @@ _PEPPER = re.compile(r"^P(0?\.\d+)$")  # P.5, P0.5, P.75
 _SQUARE = re.compile(r"^M(\d+)$")  # M20 ... M50
 
 
+def scaled_occlusion(kind: str, size: int | Sequence[int], reference: int | None = 64) -> dict:
+    """What an occlusion name means on an image of ``size``: its kind and its sizes in pixels.
+
+    Parameters
+    ----------
+    kind : str
+        ``'P.5'`` ... or ``'M20'`` ... (see :func:`occlusion_mask`).
+    size : int or (H, W)
+    reference : int or None
+        The image side the name's sizes refer to (64: the paper's images); ``None``: pixels.
+
+    Returns
+    -------
+    dict
+        ``{'kind': 'pepper', 'fraction': f, 'block': b}`` or ``{'kind': 'square', 'side': s}``,
+        with ``b = max(1, round(3 * min(H, W) / reference))`` and
+        ``s = max(1, round(side * min(H, W) / reference))``.
+    """
+    if not isinstance(kind, str):
+        raise ValueError(f"occlusion_mask: kind must be a string like 'P.5' or 'M30', got {kind!r}")
+    H, W = _size_hw(size, "occlusion_mask")
+    if reference is not None and (
+        isinstance(reference, bool) or not isinstance(reference, (int, np.integer)) or reference < 1
+    ):
+        raise ValueError(
+            f"occlusion_mask: reference must be a positive image side (64: the paper's) or None "
+            f"(sizes in pixels), got {reference!r}"
+        )
+    ratio = 1.0 if reference is None else min(H, W) / float(reference)
+    name = kind.strip().upper()
+    pepper = _PEPPER.match(name)
+    if pepper:
+        return {
+            "kind": "pepper",
+            "fraction": float(pepper.group(1)),
+            "block": max(1, round(3 * ratio)),
+        }
+    square = _SQUARE.match(name)
+    if square:
+        return {"kind": "square", "side": max(1, round(int(square.group(1)) * ratio))}
+    raise ValueError(
+        f"occlusion_mask: unknown occlusion kind {kind!r}; expected one of "
+        f"{', '.join(OCCLUSION_KINDS)} (or 'P.<fraction digits>' / 'M<side>')"
+    )
+
+
 def occlusion_mask(
     kind: str,
     n: int,
     size: int | Sequence[int],
     rng: np.random.Generator | int,
     device: str = "cpu",
+    reference: int | None = 64,
 ) -> Any:
-    """Masks of one of the paper's occlusion types, by name.
+    """Masks of one of the paper's occlusion types, by name, scaled to the image.
 
     Parameters
     ----------
@@ -221,25 +274,19 @@ def occlusion_mask(
         ``'M<int>'`` that fits). Case-insensitive.
     n, size, rng, device
         As in :func:`salt_pepper_mask` and :func:`square_mask`.
+    reference : int or None
+        The names' sizes are for images of this side (64, the paper's) and are scaled to
+        ``size`` (:func:`scaled_occlusion`); ``None`` takes them as pixels.
 
     Returns
     -------
     mask : bool array (n, 1, H, W)
         True where observed.
     """
-    if not isinstance(kind, str):
-        raise ValueError(f"occlusion_mask: kind must be a string like 'P.5' or 'M30', got {kind!r}")
-    name = kind.strip().upper()
-    pepper = _PEPPER.match(name)
-    if pepper:
-        return salt_pepper_mask(n, size, float(pepper.group(1)), rng, block=3, device=device)
-    square = _SQUARE.match(name)
-    if square:
-        return square_mask(n, size, int(square.group(1)), rng, device=device)
-    raise ValueError(
-        f"occlusion_mask: unknown occlusion kind {kind!r}; expected one of "
-        f"{', '.join(OCCLUSION_KINDS)} (or 'P.<fraction digits>' / 'M<side>')"
-    )
+    spec = scaled_occlusion(kind, size, reference)
+    if spec["kind"] == "pepper":
+        return salt_pepper_mask(n, size, spec["fraction"], rng, block=spec["block"], device=device)
+    return square_mask(n, size, spec["side"], rng, device=device)
 
 
 def observed_fraction(mask: Any) -> float:
