@@ -39,19 +39,30 @@ Sign convention: the optimisers *descend*. :meth:`ABP.learn` injects the gradien
 J(W) = -L/n at the output, so the layers' ``grads`` hold dJ/dW = minus the paper's
 "per example summed over pixels, averaged over the batch, times 1/sigma^2" gradient,
 and a descent step on J is an ascent step on L (see :mod:`abp_np.optim`).
+
+Where each equation is in the code below:
+
+=====================  =====================================================================
+(2) L                  :meth:`ABP.log_likelihood`
+(3) dL/dZ              :meth:`ABP.log_likelihood_grad_z`; its data term :meth:`ABP._grad_z_data`
+(5) one Langevin step  :meth:`ABP._langevin_step` (the loop: :meth:`ABP._langevin_loop`)
+(4), (6) learning      :meth:`ABP._learn_step` (one backward pass, then the optimiser's step)
+using a learned model  :meth:`ABP.infer`, :meth:`ABP.reconstruct`, :meth:`ABP.sample`
+=====================  =====================================================================
+
+``demos/walkthrough.py`` writes one whole iteration in a few lines with nothing hidden and
+checks this module against it. The training run around the algorithm (mini-batches,
+rollback, divergence messages, checkpoints, logs, Ctrl-C, out-of-memory handling) is
+:func:`abp_np.training.fit`, which :meth:`ABP.fit` calls.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import math
 import os
-import sys
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,29 +76,48 @@ from .backend import (
 )
 from .observation import Complete, Observation
 from .optim import SGD, Optimizer
+from .training import DivergenceError  # the run's error, defined with the run
 
-__all__ = ["ABP", "DivergenceError"]
+__all__ = ["ABP", "DivergenceError", "LearnStats"]
 
 _CHAINS = ("persistent", "restart")
 _INITS = ("zeros", "normal")
 
 
-class DivergenceError(RuntimeError):
-    """A Langevin or learning step produced NaN or inf.
+class LearnStats(NamedTuple):
+    """What one learning step measures on its batch, before the update: four sums.
+
+    Device scalars (float64) from :meth:`ABP._learn_step`; sums rather than means, so that
+    a run adds them up over the batches of an iteration and divides once.
 
     Attributes
     ----------
-    stage : {'langevin', 'learning', 'data'}
-        Which step went wrong first.
-    iteration : int
-        The iteration (1-based) in which it happened.
-    checkpoint : str or None
-        The last good checkpoint written or read by this ABP, if any.
+    data_energy : scalar
+        sum_i ||y_i - A f(z_i)||^2 / (2 sigma^2), the data term of -L (2).
+    prior_energy : scalar
+        sum_i ||z_i||^2 / 2, the prior term of -L (2).
+    abs_residual : scalar
+        Sum of |y - A f| over the observed entries.
+    observed : scalar
+        Number of observed entries.
     """
 
-    def __init__(self, message: str, stage: str, iteration: int, checkpoint: str | None) -> None:
-        super().__init__(message)
-        self.stage, self.iteration, self.checkpoint = stage, iteration, checkpoint
+    data_energy: Any
+    prior_energy: Any
+    abs_residual: Any
+    observed: Any
+
+    def means(self, n: int) -> dict[str, float]:
+        """The per-example means of n examples, as :meth:`ABP.learn` reports them.
+
+        ``recon_error`` (mean |y - A f| / 2 over observed entries), ``data_energy`` and
+        ``prior_energy`` (sums / n); host floats.
+        """
+        return {
+            "recon_error": float(self.abs_residual / self.observed) / 2,
+            "data_energy": float(self.data_energy) / n,
+            "prior_energy": float(self.prior_energy) / n,
+        }
 
 
 def _langevin_kernel() -> Any:
@@ -490,17 +520,11 @@ class ABP:
         """
         y, obs = self._prepare_data(y, observation, "ABP.learn")
         z = self._check_z(z, y.shape[0], "ABP.learn")
-        s = to_numpy(self.xp.stack(self._learn_step(z, y, obs)))
-        n = z.shape[0]
-        return {
-            "recon_error": float(s[2] / s[3]) / 2,
-            "data_energy": float(s[0]) / n,
-            "prior_energy": float(s[1]) / n,
-        }
+        stats = LearnStats(*to_numpy(self.xp.stack(self._learn_step(z, y, obs))))
+        return stats.means(z.shape[0])
 
-    def _learn_step(self, z: Any, y: Any, obs: Observation) -> tuple[Any, Any, Any, Any]:
-        """One learning step; returns device scalars (sum of data energies, sum of prior
-        energies, sum |residual|, number of observed entries), measured before the update."""
+    def _learn_step(self, z: Any, y: Any, obs: Observation) -> LearnStats:
+        """One learning step (6) on validated arguments; the batch's sums, before the update."""
         g = self.generator
         n = z.shape[0]
         f = g.forward(z)
@@ -512,14 +536,14 @@ class ABP:
         data = (r * r).sum() / (2 * self.sigma**2)
         prior = (z * z).sum() / 2
         xp = get_array_module(z)
-        return (
-            data.astype(xp.float64),
-            prior.astype(xp.float64),
-            abs_sum.astype(xp.float64),
-            xp.asarray(count, dtype=xp.float64),
+        return LearnStats(
+            data_energy=data.astype(xp.float64),
+            prior_energy=prior.astype(xp.float64),
+            abs_residual=abs_sum.astype(xp.float64),
+            observed=xp.asarray(count, dtype=xp.float64),
         )
 
-    # -- the training loop -------------------------------------------------------------------------
+    # -- the training run ---------------------------------------------------------------------------
     def fit(
         self,
         Y: Any,
@@ -536,226 +560,35 @@ class ABP:
         """Alternating back-propagation on a training set, until ``iteration == iterations``.
 
         Each iteration visits every example once (an epoch): for each mini-batch of example
-        indices ``idx``, Langevin dynamics on ``Z[idx]`` (warm start, or a restart per
-        ``chains``), the result written back to ``Z[idx]``, then one learning step.
+        indices ``idx``, inferential back-propagation (:meth:`langevin`, (5)) on ``Z[idx]``
+        (warm start, or a restart per ``chains``), the result written back to ``Z[idx]``,
+        then learning back-propagation (:meth:`learn`, (6)) on that batch.
 
-        Parameters
-        ----------
-        Y : array (n, *image_shape), or (n, m) for :class:`Projection` data
-            Same dtype as the generator. Moved to the generator's device once.
-        iterations : int
-            The *total* number of iterations: a fresh model runs ``iterations``; a model
-            restored from a checkpoint written at iteration k runs the remaining
-            ``iterations - k``, continuing the same run.
-        batch_size : int, optional
-            Default: the whole set in one batch (the paper's small experiments). With batch
-            norm every batch needs at least 2 examples.
-        observation : Observation, optional
-            Default: this ABP's. A :class:`Masked` mask is per example (n rows).
-        callback : callable(abp, record), optional
-            Called after each iteration with its log record.
-        checkpoint_path : path, optional
-            Written every ``checkpoint_every`` iterations, at the end, and on Ctrl-C.
-        log_path : path, optional
-            One JSON line per iteration is appended.
-        progress : bool
-            Print one line per iteration to stderr.
-        shuffle : bool
-            Visit examples in a fresh random order each iteration (drawn from ``rng``).
+        The run itself (batches, rollback, divergence messages, checkpoints, logs, Ctrl-C,
+        out-of-memory handling, callbacks) lives in :func:`abp_np.training.fit`, whose
+        docstring lists every parameter, the returned history and the errors raised.
 
         Returns
         -------
         history : list of dict
-            One record per iteration run: ``iteration`` (1-based count), ``recon_error``,
-            ``data_energy``, ``prior_energy`` (see :meth:`learn`; averaged over the set),
-            ``lr`` and ``seconds``.
-
-        Raises
-        ------
-        DivergenceError
-            When a Langevin or learning step produced NaN or inf. The in-memory model is
-            rolled back to the end of the last completed iteration; the last checkpoint
-            file is left as it was.
-        KeyboardInterrupt
-            Re-raised after rolling back to the last completed iteration and saving a
-            checkpoint there (when ``checkpoint_path`` is given), so that resuming
-            continues the run exactly.
-        DeviceOutOfMemoryError
-            When the GPU ran out of memory: rolled back and saved as for ``KeyboardInterrupt``;
-            the message names the batch size to try.
+            One record per iteration run (``iteration``, ``recon_error``, ``data_energy``,
+            ``prior_energy``, ``lr``, ``seconds``).
         """
-        owner = "ABP.fit"
-        Y, obs = self._prepare_data(Y, observation, owner)
-        n = Y.shape[0]
-        iterations = _count(iterations, "iterations")
-        checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
-        if batch_size is None:
-            batch_size = n
-        batch_size = _count(batch_size, "batch_size", minimum=1)
-        if batch_size > n:
-            raise ValueError(f"{owner}: batch_size={batch_size} is larger than the {n} examples")
-        if callback is not None and not callable(callback):
-            raise ValueError(f"{owner}: callback must be callable, got {callback!r}")
-        z_shape = (n, *self.latent_shape)
-        if self.Z is not None and tuple(self.Z.shape) != z_shape:
-            if self.iteration > 0:
-                raise ValueError(
-                    f"{owner}: this ABP holds chains Z of shape {tuple(self.Z.shape)} from "
-                    f"{self.iteration} iterations, but the data give {z_shape}; use the same "
-                    "training set to continue, or a fresh ABP"
-                )
-            self.Z = None
-        if self.Z is None:
-            self.Z = self._initial_z(n)
-        self.Z = self._on_device(self.Z, "Z")
+        from . import training
 
-        history: list[dict[str, Any]] = []
-        snapshot = None
-        try:
-            while self.iteration < iterations:
-                snapshot = self._snapshot()
-                try:
-                    record = self._fit_iteration(Y, obs, batch_size, shuffle)
-                except DivergenceError:
-                    self._restore(snapshot)
-                    snapshot = None
-                    raise
-                snapshot = None  # the state is consistent again
-                history.append(record)
-                if log_path is not None:
-                    with open(log_path, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(record) + "\n")
-                if progress:
-                    print(
-                        f"iteration {record['iteration']:>5}  error {record['recon_error']:.4f}  "
-                        f"data {record['data_energy']:.4g}  prior {record['prior_energy']:.4g}  "
-                        f"{record['seconds']:.2f}s",
-                        file=sys.stderr,
-                    )
-                if checkpoint_path is not None and (
-                    self.iteration % checkpoint_every == 0 or self.iteration == iterations
-                ):
-                    self.save(checkpoint_path)
-                if callback is not None:
-                    callback(self, record)
-        except KeyboardInterrupt:
-            if snapshot is not None:  # interrupted mid-iteration: back to its start
-                self._restore(snapshot)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path)
-            raise
-        except Exception as exc:
-            if not is_device_out_of_memory(exc):
-                raise
-            # the GPU ran out of memory: as for Ctrl-C, back to the last completed iteration and
-            # save it, then say which batch size to try
-            if snapshot is not None:
-                self._restore(snapshot)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path)
-            raise out_of_memory_error(
-                exc, owner, batch_size, "batch_size={n} (`--batch-size {n}` on the command line)"
-            ) from exc
-        return history
-
-    def _fit_iteration(self, Y: Any, obs: Observation, batch_size: int, shuffle: bool) -> dict:
-        """One iteration (epoch) over all mini-batches; one device synchronisation at the end."""
-        xp = self.xp
-        t0 = time.perf_counter()
-        n = Y.shape[0]
-        opt = self.optimizer
-        opt.lr = opt.initial_lr * self.lr_decay**self.iteration
-        order = self.rng.permutation(n) if shuffle else np.arange(n)
-        totals = xp.zeros(4, dtype=xp.float64)  # data energy, prior energy, sum |r|, count
-        flags = []  # finiteness after each Langevin run and each learning step, in order
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-            for start in range(0, n, batch_size):
-                idx = xp.asarray(order[start : start + batch_size])
-                y_b, obs_b = Y[idx], obs.take(idx)
-                z0 = self._initial_z(len(idx)) if self.chains == "restart" else self.Z[idx]
-                z = self._langevin(
-                    z0, y_b, obs_b, self.langevin_steps, self.step_size, self.noise, None, None
-                )
-                self.Z[idx] = z  # the chains are indexed by example, not by batch position
-                flags.append(xp.all(xp.isfinite(z)))
-                totals += xp.stack(self._learn_step(z, y_b, obs_b))
-                flags.append(self._params_finite())
-            ok = to_numpy(xp.stack(flags))  # the one synchronisation of the iteration
-            s = to_numpy(totals)
-        self.iteration += 1
-        if not ok.all():
-            first = int(np.argmin(ok))
-            self._diverged("langevin" if first % 2 == 0 else "learning")
-        return {
-            "iteration": self.iteration,
-            "recon_error": float(s[2] / s[3]) / 2,
-            "data_energy": float(s[0]) / n,
-            "prior_energy": float(s[1]) / n,
-            "lr": opt.lr,
-            "seconds": time.perf_counter() - t0,
-        }
-
-    def _params_finite(self) -> Any:
-        xp = self.xp
-        return xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in self.generator.parameters()]))
-
-    def _diverged(self, stage: str) -> None:
-        where = (
-            f"the last good checkpoint is {self.last_checkpoint}"
-            if self.last_checkpoint
-            else "no checkpoint was written"
+        return training.fit(
+            self,
+            Y,
+            iterations,
+            batch_size=batch_size,
+            observation=observation,
+            callback=callback,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every=checkpoint_every,
+            log_path=log_path,
+            progress=progress,
+            shuffle=shuffle,
         )
-        if stage == "langevin":
-            cause = (
-                f"Langevin dynamics produced NaN/inf in Z: the step size delta="
-                f"{self.step_size} is too large for sigma={self.sigma} (try a smaller "
-                "step_size, e.g. half)"
-            )
-        else:
-            cause = (
-                f"the learning step produced NaN/inf in the weights: the learning rate "
-                f"lr={self.optimizer.lr:g} is too large (try a smaller lr, or gradient "
-                "clipping)"
-            )
-        raise DivergenceError(
-            f"ABP diverged in iteration {self.iteration}: {cause}. The model was rolled back to "
-            f"iteration {self.iteration - 1}; {where}.",
-            stage,
-            self.iteration,
-            self.last_checkpoint,
-        )
-
-    # -- rollback snapshots ------------------------------------------------------------------------
-    def _snapshot(self) -> dict[str, Any]:
-        """Copies (on the device) of everything an iteration changes."""
-        return {
-            "params": [
-                {k: v.copy() for k, v in d.items()}
-                for layer in self.generator.layers
-                for d in (layer.params, layer.buffers)
-            ],
-            "optim": {
-                kind: {k: v.copy() for k, v in bufs.items()}
-                for kind, bufs in self.optimizer.state.items()
-            },
-            "optim_steps": self.optimizer.steps,
-            "lr": self.optimizer.lr,
-            "Z": None if self.Z is None else self.Z.copy(),
-            "rng": copy.deepcopy(self.rng.bit_generator.state),
-            "iteration": self.iteration,
-        }
-
-    def _restore(self, snap: dict[str, Any]) -> None:
-        dicts = [d for layer in self.generator.layers for d in (layer.params, layer.buffers)]
-        for d, saved in zip(dicts, snap["params"], strict=True):
-            for k, v in saved.items():
-                d[k][...] = v
-        self.optimizer.state = snap["optim"]
-        self.optimizer.steps = snap["optim_steps"]
-        self.optimizer.lr = snap["lr"]
-        self.Z = snap["Z"]
-        self.rng.bit_generator.state = snap["rng"]
-        self.iteration = snap["iteration"]
 
     # -- using a learned model ---------------------------------------------------------------------
     def infer(
