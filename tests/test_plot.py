@@ -74,3 +74,15 @@ def test_bar_chart_bar_lengths_follow_the_values():
 def test_bar_chart_refuses_a_series_of_the_wrong_length():
     with pytest.raises(ValueError, match="2 values for 3 labels"):
         bar_chart(["a", "b", "c"], {"x": [1.0, 2.0]})
+
+
+def test_line_chart_log_x_puts_each_decade_at_equal_distance_and_draws_marks():
+    # x = 10, 100, 1000 on a log axis: the three points are equally spaced across the plot
+    # area x in [70, 620] (at 70, 345, 620); a mark at x = 100 is a grey dashed line at 345
+    picture = line_chart({"a": ([10, 100, 1000], [1.0, 1.0, 1.0])}, logx=True, marks={"m": 100})
+    rows, cols = _rows_cols(picture, COLOURS[0])
+    plot = cols < 640 - 20 - 150
+    assert cols[plot].min() <= 72
+    grey_rows, grey_cols = _rows_cols(picture, (140, 140, 140))
+    assert grey_cols.size > 50 and abs(np.median(grey_cols) - 345) <= 1
+    assert grey_rows.min() >= 40 and grey_rows.max() <= 340

@@ -37,8 +37,13 @@ def line_chart(
     xlabel: str = "",
     ylabel: str = "",
     size: tuple[int, int] = (640, 400),
+    logx: bool = False,
+    marks: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Draw ``{label: (x, y)}`` as lines with markers on one set of axes.
+
+    ``logx``: the x axis is logarithmic (x > 0; ticks at 1, 2, 5 times powers of ten).
+    ``marks``: ``{label: x}``, vertical grey lines with their labels (e.g. a data set's size).
 
     Returns
     -------
@@ -50,7 +55,9 @@ def line_chart(
     left, right, top, bottom = 70, 20, 40, 60
     img = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    xs = [float(v) for x, _ in series.values() for v in x]
+    tx = np.log10 if logx else (lambda v: v)  # x as drawn
+    xs = [float(tx(float(v))) for x, _ in series.values() for v in x]
+    xs += [float(tx(float(v))) for v in (marks or {}).values()]
     ys = [float(v) for _, y in series.values() for v in y if np.isfinite(v)]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
@@ -71,10 +78,21 @@ def line_chart(
         _, v = px(x0, t)
         draw.line([left, v, W - right, v], fill=(225, 225, 225))
         draw.text((5, v - 6), f"{t:.3g}", fill=(0, 0, 0))
-    for t in _ticks(x0, x1):
+    if logx:
+        decades = range(math.floor(x0), math.ceil(x1) + 1)
+        xticks = [math.log10(m * 10.0**e) for e in decades for m in (1, 2, 5)]
+        xticks = [t for t in xticks if x0 - 1e-9 <= t <= x1 + 1e-9]
+    else:
+        xticks = _ticks(x0, x1)
+    for t in xticks:
         u, _ = px(t, y0)
         draw.line([u, top, u, H - bottom], fill=(235, 235, 235))
-        draw.text((u - 10, H - bottom + 5), f"{t:g}", fill=(0, 0, 0))
+        draw.text((u - 10, H - bottom + 5), f"{10.0**t if logx else t:g}", fill=(0, 0, 0))
+    for k, (label, x) in enumerate((marks or {}).items()):
+        u, _ = px(float(tx(float(x))), y0)
+        for v in range(top, H - bottom, 8):  # dashed
+            draw.line([u, v, u, min(v + 4, H - bottom)], fill=(140, 140, 140))
+        draw.text((u + 3, H - bottom - 14 - 12 * k), label, fill=(90, 90, 90))
     draw.text((left, 10), title, fill=(0, 0, 0))
     draw.text(((W - len(xlabel) * 6) // 2, H - 25), xlabel, fill=(0, 0, 0))
     draw.text((5, top - 18), ylabel, fill=(0, 0, 0))
