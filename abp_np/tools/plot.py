@@ -99,7 +99,9 @@ def line_chart(
     # curves and legend
     for k, (label, (x, y)) in enumerate(series.items()):
         colour = COLOURS[k % len(COLOURS)]
-        points = [px(float(a), float(b)) for a, b in zip(x, y, strict=True) if np.isfinite(b)]
+        points = [
+            px(float(tx(float(a))), float(b)) for a, b in zip(x, y, strict=True) if np.isfinite(b)
+        ]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         for u, v in points:
