@@ -1,14 +1,30 @@
-"""Shared fixtures: one ``xp`` fixture (NumPy always, CuPy where a GPU is visible) and tolerances."""
+"""Shared fixtures and helpers of the tests.
+
+* ``xp`` (NumPy always, CuPy where a GPU is visible) with ``device``, and ``TOL``, the per-dtype
+  tolerances for comparing two computations of the same quantity;
+* ``host_library``: ``kernels/deconv.cu`` built once per session as host C++ (g++), so the
+  CUDA kernels run on the CPU; ``fake_gpu``: the NumPy-backed stand-in for CuPy
+  (``tests/fake_cupy.py``) that runs them, installed for one test;
+* ``subprocess_env`` and ``release_data`` for tests that start Python or read the paper's data.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from abp_np import backend
 from abp_np.backend import gpu_available
+from abp_np.fast import cuda as _cuda
+
+import fake_cupy
 
 BACKENDS = ["numpy"] + (["cupy"] if gpu_available() else [])
 
@@ -66,6 +82,81 @@ def release_data() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+# --- the CUDA kernels on the CPU: their host build, and a fake CuPy that launches them ------------
+
+HOST_DRIVER = Path(__file__).resolve().parent / "kernel_shim_driver.cpp"
+HOST_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_HOST_SCALAR = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def host_compile_flags(kdir: Path) -> list[str]:
+    """g++ flags that build ``deconv.cu`` as host C++ (``kernels/host_shim.h`` force-included).
+
+    ``-ffp-contract=off``: no fused multiply-add, so the host arithmetic is NumPy's, operation
+    by operation.
+    """
+    return [
+        "-std=c++17",
+        "-O2",
+        "-ffp-contract=off",
+        "-Wall",
+        "-include",
+        str(kdir / "host_shim.h"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def host_library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    """deconv.cu + kernel_shim_driver.cpp, built once with g++ and loaded with ctypes.
+
+    One ``extern "C"`` entry point per kernel and dtype, e.g. ``host_col2im_f32``, taking the
+    kernel's arguments followed by a grid (blocks, threads per block). Skips where g++ is
+    missing.
+    """
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not on PATH: cannot build kernels/deconv.cu as host C++")
+    kdir = _cuda.kernel_dir()
+    out = tmp_path_factory.mktemp("deconv_host") / "libdeconv_host.so"
+    cmd = [gxx, *host_compile_flags(kdir), "-shared", "-fPIC", "-I", str(kdir), str(HOST_DRIVER)]
+    proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{proc.stderr}"
+    library = ctypes.CDLL(str(out))
+
+    ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
+    geometry = [i32] * 12  # N, C, Hout, Wout, kh, kw, H, W, sh, sw, ph, pw
+    launch = [i32, i32]  # blocks, threads per block
+    for dt, suffix in HOST_SUFFIX.items():
+        scalar = _HOST_SCALAR[dt]
+        getattr(library, f"host_col2im_{suffix}").argtypes = [ptr] * 3 + geometry + [i64] + launch
+        getattr(library, f"host_col2im_act_{suffix}").argtypes = (
+            [ptr] * 3 + geometry + [i32, scalar, i64] + launch
+        )
+        getattr(library, f"host_im2col_{suffix}").argtypes = [ptr] * 2 + geometry + [i64] + launch
+        getattr(library, f"host_langevin_step_{suffix}").argtypes = (
+            [ptr] * 3 + [scalar, scalar, i64] + launch
+        )
+        for name in _cuda.KERNEL_NAMES:
+            getattr(library, f"host_{name}_{suffix}").restype = None
+    return library
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, host_library):
+    """The fake CuPy, installed for one test; every launch is recorded in ``.launches``.
+
+    It becomes the CuPy that :mod:`abp_np.backend` hands out (and ``cupy`` in ``sys.modules``),
+    and its ``RawModule`` runs the kernels' host build.
+    """
+    monkeypatch.setattr(fake_cupy, "HOST_LIBRARY", host_library)
+    monkeypatch.setattr(fake_cupy, "launches", [])
+    monkeypatch.setattr(backend, "_cupy", fake_cupy)
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(_cuda, "_module", None)  # compile afresh, through the fake RawModule
+    assert backend.gpu_available() and _cuda.available()
+    return fake_cupy
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,37 +15,20 @@ bit for bit; only ``tanh`` (libm against NumPy) gets a tolerance.
 
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from abp_np import backend
 from abp_np.abp import ABP
 from abp_np.backend import using_kernels
 from abp_np.fast import cuda as _cuda
 from abp_np.generator import Generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
 
-import fake_cupy
-
-# the host build of deconv.cu, a session fixture (skips where g++ is missing)
-from test_kernels_host import lib as host_library  # noqa: F401
-
 DTYPES = (np.float32, np.float64)
 
-
-@pytest.fixture
-def fake_gpu(monkeypatch, host_library):  # noqa: F811
-    """The fake CuPy, installed for one test; every launch is recorded in ``.launches``."""
-    monkeypatch.setattr(fake_cupy, "HOST_LIBRARY", host_library)
-    monkeypatch.setattr(fake_cupy, "launches", [])
-    monkeypatch.setattr(backend, "_cupy", fake_cupy)
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(_cuda, "_module", None)  # compile afresh, through the fake RawModule
-    assert backend.gpu_available() and _cuda.available()
-    return fake_cupy
+# fake_gpu (tests/conftest.py): the fake CuPy, running the host build of deconv.cu
 
 
 def launched(cp) -> list[str]:

@@ -13,11 +13,9 @@ the oracle bit for bit; only ``tanh`` (libm against NumPy) gets a tolerance.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from hypothesis import strategies as st
 
 from abp_np.fast import cuda as _cuda
 
+from conftest import HOST_SUFFIX, host_compile_flags
 from oracles import activation_oracle, col2im_oracle, im2col_oracle, out_size
 
 # When a hypothesis test fails, the plugin imports libcst to suggest a patch, and that import
@@ -35,10 +34,8 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
 )
 
-DRIVER = Path(__file__).resolve().parent / "kernel_shim_driver.cpp"
 DTYPES = (np.float32, np.float64)
-SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-CSCALAR = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+SUFFIX = HOST_SUFFIX
 # tanh: the host libm against NumPy's implementation
 TANH_TOL = {
     np.dtype(np.float32): dict(rtol=1e-6, atol=1e-7),
@@ -47,51 +44,10 @@ TANH_TOL = {
 ACT_CODES = {"identity": 0, "tanh": 1, "relu": 2, "leaky_relu": 3}
 
 
-# --- building the host library --------------------------------------------------------------------
-
-
-def _compile_flags(kdir: Path) -> list[str]:
-    # -ffp-contract=off: no fused multiply-add, so the host arithmetic is NumPy's, operation by
-    # operation.
-    return [
-        "-std=c++17",
-        "-O2",
-        "-ffp-contract=off",
-        "-Wall",
-        "-include",
-        str(kdir / "host_shim.h"),
-    ]
-
-
 @pytest.fixture(scope="session")
-def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """deconv.cu + kernel_shim_driver.cpp, built once with g++ and loaded with ctypes."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ is not on PATH: cannot build kernels/deconv.cu as host C++")
-    kdir = _cuda.kernel_dir()
-    out = tmp_path_factory.mktemp("deconv_host") / "libdeconv_host.so"
-    cmd = [gxx, *_compile_flags(kdir), "-shared", "-fPIC", "-I", str(kdir), str(DRIVER)]
-    proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{proc.stderr}"
-    library = ctypes.CDLL(str(out))
-
-    ptr, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong
-    geometry = [i32] * 12  # N, C, Hout, Wout, kh, kw, H, W, sh, sw, ph, pw
-    launch = [i32, i32]  # blocks, threads per block
-    for dt, suffix in SUFFIX.items():
-        scalar = CSCALAR[dt]
-        getattr(library, f"host_col2im_{suffix}").argtypes = [ptr] * 3 + geometry + [i64] + launch
-        getattr(library, f"host_col2im_act_{suffix}").argtypes = (
-            [ptr] * 3 + geometry + [i32, scalar, i64] + launch
-        )
-        getattr(library, f"host_im2col_{suffix}").argtypes = [ptr] * 2 + geometry + [i64] + launch
-        getattr(library, f"host_langevin_step_{suffix}").argtypes = (
-            [ptr] * 3 + [scalar, scalar, i64] + launch
-        )
-        for name in _cuda.KERNEL_NAMES:
-            getattr(library, f"host_{name}_{suffix}").restype = None
-    return library
+def lib(host_library):
+    """deconv.cu built as host C++ (``host_library`` in tests/conftest.py)."""
+    return host_library
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
@@ -177,8 +133,8 @@ def test_deconv_cu_compiles_unchanged_as_host_cpp():
     if gxx is None:
         pytest.skip("g++ is not on PATH")
     kdir = _cuda.kernel_dir()
-    # (the driver build in the `lib` fixture instantiates every template for both dtypes)
-    cmd = [gxx, *_compile_flags(kdir), "-fsyntax-only", "-x", "c++", str(kdir / "deconv.cu")]
+    # (the driver build in the `host_library` fixture instantiates every template for both dtypes)
+    cmd = [gxx, *host_compile_flags(kdir), "-fsyntax-only", "-x", "c++", str(kdir / "deconv.cu")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -32,9 +32,6 @@ from abp_np.layers import (
 import oracles
 from conftest import TOL
 
-# the fake CuPy (a NumPy-backed stand-in that runs the kernels' host build) and its build
-from test_kernels_fake_gpu import fake_gpu, host_library  # noqa: F401
-
 F64 = np.float64
 HYPO = settings(
     max_examples=15,
