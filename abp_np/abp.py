@@ -336,7 +336,8 @@ class ABP:
         """
         y, obs = self._prepare_data(y, observation, "ABP.log_likelihood")
         z = self._check_z(z, y.shape[0], "ABP.log_likelihood")
-        f = self.generator.forward(z)
+        with self._frozen_statistics():  # a measurement: batch norm's running statistics stay
+            f = self.generator.forward(z)
         z2 = (z * z).reshape(z.shape[0], -1).sum(axis=1)
         return -obs.squared_error(y, f) / (2 * self.sigma**2) - z2 / 2
 
@@ -355,7 +356,8 @@ class ABP:
         """
         y, obs = self._prepare_data(y, observation, "ABP.log_likelihood_grad_z")
         z = self._check_z(z, y.shape[0], "ABP.log_likelihood_grad_z")
-        return self._grad_z_data(z, y, obs) - z
+        with self._frozen_statistics():
+            return self._grad_z_data(z, y, obs) - z
 
     def _grad_z_data(self, z: Any, y: Any, obs: Observation) -> Any:
         """The data term of dL/dZ: one forward and ONE backward pass, no weight gradients."""
@@ -591,6 +593,8 @@ class ABP:
         )
 
     # -- using a learned model ---------------------------------------------------------------------
+    # W is fixed here and nothing is learned: these passes leave batch norm's running statistics
+    # as they are (Generator.frozen_statistics), so that only training moves them.
     def infer(
         self,
         Y_new: Any,
@@ -600,8 +604,33 @@ class ABP:
         rng: Any = None,
         step_size: float | None = None,
         noise: bool | None = None,
+        finish_steps: int = 0,
     ) -> Any:
         """Infer Z of new data with W fixed (no learning): Langevin from a fresh start.
+
+        ``steps`` steps of (5) from ``init``, then ``finish_steps`` noise-free steps::
+
+            z <- z + (delta^2 / 2) dL/dZ                                  (5) without delta U
+
+        The Langevin state is a draw near the posterior of Z, and its last step added
+        ``delta U``; a recovery f(Z) read from it carries that noise. The noise-free steps
+        are gradient ascent on L (2) in Z from there, towards a mode of the posterior: the
+        one way to finish with a noise-free state. They use the same delta as the Langevin
+        steps. Their update is the drift part of the same update, already stable at that
+        delta, so a fixed delta climbs steadily to the mode; a shrinking delta (as the
+        authors' own evaluation code used, annealing the noisy chain) would slow the climb
+        without removing anything more, since these steps have no noise to damp. For a
+        different finishing delta call :meth:`langevin` with ``noise=False`` and
+        ``step_size`` on the result.
+
+        Batch norm: in training mode (the paper's setting) every layer normalises with the
+        statistics of the batch being inferred, so an example's Z depends on the others in
+        its batch, and an example inferred alone gets its own statistics. After
+        ``generator.eval()`` the running statistics are used instead (after :meth:`fit`,
+        the exact statistics of the training chains): each example is then inferred on its
+        own, whatever else is in its batch. Either way the running statistics are left as
+        they are (:meth:`Generator.frozen_statistics
+        <abp_np.generator.Generator.frozen_statistics>`).
 
         Parameters
         ----------
@@ -617,6 +646,9 @@ class ABP:
         step_size, noise : optional
             Default: this ABP's ``step_size`` (delta) and ``noise``; ``noise=False`` is
             gradient ascent to a mode of the posterior of Z.
+        finish_steps : int
+            Noise-free steps after the ``steps`` steps, with the same delta. 0 (the
+            default): none, the state of the last Langevin step is returned.
 
         Returns
         -------
@@ -627,9 +659,14 @@ class ABP:
         steps = self.langevin_steps if steps is None else _count(steps, "steps")
         delta = self.step_size if step_size is None else _nonnegative(step_size, "step_size")
         noise = self.noise if noise is None else bool(noise)
+        finish_steps = _count(finish_steps, "finish_steps")
         try:
-            z0 = self._initial_z(y.shape[0], init, rng)
-            return self._langevin(z0, y, obs, steps, delta, noise, rng, None)
+            with self._frozen_statistics():
+                z0 = self._initial_z(y.shape[0], init, rng)
+                z = self._langevin(z0, y, obs, steps, delta, noise, rng, None)  # (5)
+                if finish_steps:  # (5) without the noise: gradient ascent to a mode
+                    z = self._langevin(z, y, obs, finish_steps, delta, False, None, None)
+                return z
         except Exception as exc:
             if is_device_out_of_memory(exc):
                 raise out_of_memory_error(
@@ -646,30 +683,38 @@ class ABP:
         rng: Any = None,
         step_size: float | None = None,
         noise: bool | None = None,
+        finish_steps: int = 0,
     ) -> Any:
         """f(Z) for Z = :meth:`infer` (Y): the reconstruction, in image space.
 
         With :class:`Masked` data this fills in the occluded pixels; with
         :class:`Projection` data it recovers the images. The parameters are
-        :meth:`infer`'s.
+        :meth:`infer`'s; ``finish_steps`` > 0 reads f(Z) from a noise-free state. The
+        running statistics of batch norm are left as they are.
 
         Returns
         -------
         f : array (N, *image_shape)
         """
-        z = self.infer(
-            Y,
-            steps=steps,
-            observation=observation,
-            init=init,
-            rng=rng,
-            step_size=step_size,
-            noise=noise,
-        )
-        return self.generator.forward(z)
+        with self._frozen_statistics():
+            z = self.infer(
+                Y,
+                steps=steps,
+                observation=observation,
+                init=init,
+                rng=rng,
+                step_size=step_size,
+                noise=noise,
+                finish_steps=finish_steps,
+            )
+            return self.generator.forward(z)
 
     def sample(self, n: int, latent_shape: tuple[int, ...] | None = None, rng: Any = None) -> Any:
         """Synthesise ``n`` examples: f(Z) with Z ~ N(0, I).
+
+        The running statistics of batch norm are left as they are; in training mode the
+        samples are normalised with their own batch's statistics (the paper's synthesis),
+        after ``generator.eval()`` with the running statistics.
 
         Parameters
         ----------
@@ -692,7 +737,12 @@ class ABP:
                 f"like {self.latent_shape}, got {latent_shape}"
             )
         z = (rng if rng is not None else self.noise_rng()).standard_normal(shape, dtype=self.dtype)
-        return self.generator.forward(z)
+        with self._frozen_statistics():
+            return self.generator.forward(z)
+
+    def _frozen_statistics(self) -> Any:
+        """``Generator.frozen_statistics()``: a block that leaves running statistics alone."""
+        return getattr(self.generator, "frozen_statistics", contextlib.nullcontext)()
 
     def to(self, device: str) -> ABP:
         """Move the generator, the chains Z, the optimiser state and the observation model."""

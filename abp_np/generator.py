@@ -145,6 +145,146 @@ class Generator:
             for layer in self.layers:
                 layer._derived = None
 
+    # -- batch norm's running statistics -----------------------------------------------------------
+    def _norms(self) -> list[int]:
+        """Indices of the layers that keep running statistics (the batch norms)."""
+        return [i for i, layer in enumerate(self.layers) if "running_mean" in layer.buffers]
+
+    @contextlib.contextmanager
+    def frozen_statistics(self) -> Iterator[Generator]:
+        """A block of passes that leaves every batch norm's running statistics as they are.
+
+        In training mode a batch norm normalises with the statistics of its batch and, as in
+        PyTorch, moves its running averages towards them at every forward pass. Passes that
+        only *use* a learned model (inference on held-out data, reconstruction, synthesis)
+        should not move them: ``eval()`` and the checkpoint would pick up the statistics of
+        held-out images or of prior samples. :meth:`ABP.infer <abp_np.abp.ABP.infer>`,
+        :meth:`ABP.reconstruct <abp_np.abp.ABP.reconstruct>` and :meth:`ABP.sample
+        <abp_np.abp.ABP.sample>` run inside this block. The passes compute exactly what they
+        compute outside it; blocks may be nested.
+        """
+        norms = [self.layers[i] for i in self._norms()]
+        before = [layer.update_running_stats for layer in norms]
+        for layer in norms:
+            layer.update_running_stats = False
+        try:
+            yield self
+        finally:
+            for layer, flag in zip(norms, before, strict=True):
+                layer.update_running_stats = flag
+
+    def recompute_statistics(self, z: Any, batch_size: int | None = None) -> Generator:
+        """Set every batch norm's running statistics to the exact statistics of its inputs.
+
+        The statistics are those of one training-mode pass over all of ``z`` as one batch:
+        for each batch norm, the per-channel mean and the unbiased variance (divided by
+        M - 1, as PyTorch keeps it) of its input, M = N values per channel for (N, C)
+        inputs, N L or N H W for (N, C, L) or (N, C, H, W), where every batch norm above it
+        normalised with the statistics of all of ``z`` (the mean and the biased variance, as
+        training mode does). For one batch this is what PyTorch's cumulative averaging
+        (``momentum=None``) stores after one pass; for the paper's small experiments, whose
+        batch is the whole training set, it is exactly the statistics training used.
+
+        In batches the result is the same, up to rounding: batch norms are taken in order,
+        each with the ones above it normalising by the statistics already found for the
+        whole set, and the batches' moments are combined exactly (Chan's pairwise update
+        of the mean and the sum of squared deviations, in float64). PyTorch's cumulative
+        averaging over batches would instead average per-batch variances (missing the
+        spread of the batch means) of inputs that depend on each batch's own statistics.
+        :func:`abp_np.training.fit` calls this at the end of training on the chains Z.
+
+        Parameters
+        ----------
+        z : array (N, *latent_shape)
+            E.g. the training chains :attr:`ABP.Z <abp_np.abp.ABP.Z>` after fitting. A host
+            array is moved to the generator's device.
+        batch_size : int, optional
+            Examples per forward pass; default all N at once. A batch norm's pass then goes
+            through every layer above it again, once per batch: about one forward pass over
+            ``z`` per batch norm in all.
+
+        Returns
+        -------
+        self : Generator
+            The weights, the layers' modes and, on an error, the statistics are left as they
+            were.
+        """
+        owner = "Generator.recompute_statistics"
+        if getattr(z, "ndim", None) != len(self.latent_shape) + 1:
+            raise ValueError(
+                f"{owner}: expected z of shape (N, *{self.latent_shape}), got "
+                f"{getattr(z, 'shape', type(z).__name__)}"
+            )
+        if z.dtype != self.dtype:
+            raise ValueError(
+                f"{owner}: z dtype is {z.dtype} but the generator is {self.dtype}; convert with "
+                f"z.astype('{self.dtype}')"
+            )
+        n = int(z.shape[0])
+        if n < 1:
+            raise ValueError(f"{owner}: z holds no example (shape {tuple(z.shape)})")
+        if batch_size is None:
+            batch_size = n
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
+            raise ValueError(f"{owner}: batch_size must be an integer >= 1, got {batch_size!r}")
+        norms = self._norms()
+        if not norms:
+            return self
+        xp = get_array_module(self.layers[norms[0]].buffers["running_mean"])
+        if get_array_module(z) is not xp:
+            z = xp.asarray(z)
+        modes = [layer.training for layer in self.layers]
+        saved = [{k: v.copy() for k, v in self.layers[i].buffers.items()} for i in norms]
+
+        def run(start: int, stop: int, h: Any) -> Any:  # layers[start:stop] in eval mode
+            for layer in self.layers[start:stop]:
+                h = layer.forward(h)
+                layer.release()
+            return h
+
+        try:
+            for layer in self.layers:
+                layer.train(False)  # batch norms use running_mean and running_var
+            found = []
+            h, done = z, 0  # with one batch, the pass goes on from the last batch norm
+            for i in norms:
+                count, mean, m2 = 0, None, None
+                if batch_size >= n:
+                    h, done = run(done, i, h), i
+                    inputs: Any = [h]
+                else:
+                    inputs = (run(0, i, z[s : s + batch_size]) for s in range(0, n, batch_size))
+                for x in inputs:
+                    count, mean, m2 = _merge_moments(count, mean, m2, x)
+                if count < 2:
+                    raise ValueError(
+                        f"{owner}: {self.layers[i]!r} (layer {i}) needs more than one value per "
+                        f"channel to estimate a variance, got {count}; give more examples"
+                    )
+                # for the layers below: normalise as training mode would, with the biased variance
+                buffers = self.layers[i].buffers
+                buffers["running_mean"][...] = mean.astype(buffers["running_mean"].dtype)
+                buffers["running_var"][...] = (m2 / count).astype(buffers["running_var"].dtype)
+                found.append((buffers, m2, count))
+            for buffers, m2, count in found:  # kept: the unbiased variance
+                buffers["running_var"][...] = (m2 / (count - 1)).astype(
+                    buffers["running_var"].dtype
+                )
+        except BaseException:
+            for i, kept in zip(norms, saved, strict=True):
+                for k, v in kept.items():
+                    self.layers[i].buffers[k][...] = v
+            raise
+        finally:
+            for layer, mode in zip(self.layers, modes, strict=True):
+                layer.train(mode)
+            self.release()
+        return self
+
     # -- parameters ---------------------------------------------------------------------------------
     def named_parameters(self) -> Iterator[tuple[str, Any, Any, Layer]]:
         """Yield ``(name, param, grad, layer)`` for every parameter, e.g. ``('3.weight', W, dW, l)``."""
@@ -252,6 +392,29 @@ class Generator:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _merge_moments(count: int, mean: Any, m2: Any, x: Any) -> tuple[int, Any, Any]:
+    """Add the values of ``x`` (N, C, ...) to per-channel moments, in float64.
+
+    ``count`` values per channel so far, their ``mean`` and ``m2`` (sum of squared
+    deviations from the mean), None for none. Chan, Golub and LeVeque's pairwise update: for
+    the new values' count m, mean mu and sum of squares s, with d = mu - mean,
+    ``mean += d m / (count + m)`` and ``m2 += s + d^2 count m / (count + m)``.
+    """
+    xp = get_array_module(x)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    x = x.astype(xp.float64)
+    m = x.size // x.shape[1]
+    mu = x.mean(axis=axes)
+    xc = x - mu.reshape(shape)
+    s = (xc * xc).sum(axis=axes)
+    if count == 0:
+        return m, mu, s
+    total = count + m
+    d = mu - mean
+    return total, mean + d * (m / total), m2 + s + d * d * (count * m / total)
 
 
 # --- builders for the paper's networks ---------------------------------------------------------------

@@ -442,9 +442,11 @@ class _BatchNorm(Layer):
     current batch, as the paper's code always did, during Langevin inference, learning
     and synthesis alike; so one example's output depends on the rest of its batch.
     Running averages (PyTorch's momentum rule) are kept in ``buffers`` for an
-    evaluation mode (``eval()``), and never enter ``params``. As in PyTorch, every
-    training-mode forward pass moves them, Langevin steps and :meth:`ABP.sample
-    <abp_np.abp.ABP.sample>` included; ABP itself never reads them.
+    evaluation mode (``eval()``), and never enter ``params``. As in PyTorch, a
+    training-mode forward pass moves them, except while ``update_running_stats`` is False:
+    :meth:`Generator.frozen_statistics <abp_np.generator.Generator.frozen_statistics>` sets it
+    so, and :meth:`ABP.infer <abp_np.abp.ABP.infer>`, ``reconstruct`` and ``sample`` run
+    inside that block; so only training moves them. In training mode ABP never reads them.
     """
 
     _ndims: tuple[int, ...] = ()
@@ -478,6 +480,7 @@ class _BatchNorm(Layer):
             )
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         self.affine = affine
+        self.update_running_stats = True  # False: a training-mode pass leaves them as they are
         c = self.num_features
         if affine:
             self._set_param("weight", np.ones(c, self.dtype))
@@ -515,7 +518,7 @@ class _BatchNorm(Layer):
                     f"shape {tuple(x.shape)}"
                 )
             y, self._cache, mu, var = F.batchnorm_forward(x, p["weight"], p["bias"], self.eps, axes)
-            if self.momentum > 0:
+            if self.momentum > 0 and self.update_running_stats:
                 rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
                 rm *= 1 - self.momentum
                 rm += self.momentum * mu

@@ -15,7 +15,13 @@ persistent chain per example, and makes the run safe to leave unattended:
   :mod:`abp_np.io.checkpoint`), one JSON line per iteration, a progress line, a callback;
 * **interruption**: Ctrl-C, or the GPU running out of memory, rolls back to the last
   completed iteration and saves a checkpoint there, so that resuming continues the run
-  exactly; out of memory says which batch size to try.
+  exactly; out of memory says which batch size to try;
+* **batch-norm statistics**: after the last iteration every batch norm's running statistics
+  are set to the exact statistics of its inputs over the training chains Z
+  (:meth:`Generator.recompute_statistics
+  <abp_np.generator.Generator.recompute_statistics>`), so that ``eval()`` and the last
+  checkpoint hold the training set's statistics rather than a momentum average over the
+  run's batches.
 
 :meth:`ABP.fit <abp_np.abp.ABP.fit>` calls :func:`fit`. ``demos/walkthrough.py`` writes one
 iteration out by hand without any of this.
@@ -78,6 +84,15 @@ def fit(
     Each iteration visits every example once (an epoch): for each mini-batch of example
     indices ``idx``, Langevin dynamics on ``Z[idx]`` (warm start, or a restart per
     ``chains``), the result written back to ``Z[idx]``, then one learning step.
+
+    After the last iteration, before the last checkpoint is written and the last callback
+    runs, every batch norm's running statistics are set to the exact mean and unbiased
+    variance of its inputs over the chains ``model.Z``, in batches of ``batch_size``
+    (:meth:`Generator.recompute_statistics
+    <abp_np.generator.Generator.recompute_statistics>`); during the run they move by
+    batch norm's momentum rule as in PyTorch. Training itself never reads them (batch
+    statistics, the paper's setting); ``eval()`` and held-out inference in evaluation mode
+    do.
 
     Parameters
     ----------
@@ -166,6 +181,10 @@ def fit(
                 snapshot = None
                 raise
             snapshot = None  # the state is consistent again
+            if model.iteration == iterations:  # the end: exact statistics of the training Z
+                recompute = getattr(model.generator, "recompute_statistics", None)
+                if recompute is not None:
+                    recompute(model.Z, batch_size)
             history.append(record)
             if log_path is not None:
                 with open(log_path, "a", encoding="utf-8") as fh:

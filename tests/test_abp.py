@@ -440,6 +440,98 @@ def test_sample_with_a_bigger_latent_gives_a_bigger_image():
     assert abp.sample(2, rng=np.random.default_rng(3)).shape == (2, 1, 8, 8)
 
 
+def running_statistics(g):
+    """Copies of every batch norm's (running_mean, running_var), in order."""
+    return [
+        (layer.buffers["running_mean"].copy(), layer.buffers["running_var"].copy())
+        for layer in g.layers
+        if "running_mean" in layer.buffers
+    ]
+
+
+def test_using_a_model_leaves_batch_norms_running_statistics_alone():
+    """infer (its Langevin loop included), reconstruct, sample and the likelihood read the
+    model only; the running statistics stay bitwise as they were, in training mode too."""
+    g = small_net(seed=40)
+    abp = ABP(g, langevin_steps=3, seed=0)
+    rng = np.random.default_rng(41)
+    Y = np.tanh(rng.standard_normal((5, 12)))
+    z = rng.standard_normal((5, 3))
+    mask = rng.uniform(size=(5, 12)) < 0.5
+    before = running_statistics(g)
+    for use in (
+        lambda: abp.infer(Y),
+        lambda: abp.reconstruct(Y, steps=2),
+        lambda: abp.sample(4),
+        lambda: abp.log_likelihood(z, Y),
+        lambda: abp.log_likelihood_grad_z(z, Y),
+        lambda: abp.infer(Y, steps=2, finish_steps=2, observation=Masked(mask)),
+        lambda: abp.reconstruct(Y, steps=2, finish_steps=1, rng=np.random.default_rng(2)),
+    ):
+        use()
+        for (mean, var), (old_mean, old_var) in zip(running_statistics(g), before, strict=True):
+            np.testing.assert_array_equal(mean, old_mean)
+            np.testing.assert_array_equal(var, old_var)
+    # the steps of a training iteration still move them (PyTorch's momentum rule)
+    abp.langevin(z, Y, steps=1)
+    assert not np.array_equal(running_statistics(g)[0][0], before[0][0])
+
+
+def test_finish_steps_are_noise_free_steps_after_the_langevin_steps():
+    g = small_net(seed=42)
+    abp = ABP(g, sigma=0.4, step_size=0.2, seed=0)
+    Y = np.tanh(np.random.default_rng(43).standard_normal((5, 12)))
+    rng = np.random.default_rng(44)
+    z0 = rng.standard_normal((5, 3))  # infer's initial N(0, I) draw, then the noise, from rng
+    noisy = abp.langevin(z0, Y, steps=4, noise=True, rng=rng)
+    finished = abp.langevin(noisy, Y, steps=3, noise=False)
+    got = abp.infer(Y, steps=4, finish_steps=3, rng=np.random.default_rng(44))
+    np.testing.assert_array_equal(got, finished)
+    # none by default: the state of the last Langevin step, as before
+    np.testing.assert_array_equal(abp.infer(Y, steps=4, rng=np.random.default_rng(44)), noisy)
+    np.testing.assert_array_equal(
+        abp.infer(Y, steps=4, finish_steps=0, rng=np.random.default_rng(44)), noisy
+    )
+    # the finishing steps take the call's delta; reconstruct reads f from the finished state
+    rng = np.random.default_rng(45)
+    want = abp.langevin(np.zeros((5, 3)), Y, steps=2, step_size=0.1, noise=True, rng=rng)
+    want = abp.langevin(want, Y, steps=5, step_size=0.1, noise=False)
+    rec = abp.reconstruct(
+        Y, steps=2, init="zeros", step_size=0.1, finish_steps=5, rng=np.random.default_rng(45)
+    )
+    np.testing.assert_array_equal(rec, g.forward(want))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="finish_steps must be an integer >= 0"):
+            abp.infer(Y, finish_steps=bad)
+
+
+def test_in_eval_mode_an_examples_z_does_not_depend_on_the_rest_of_its_batch():
+    """Training mode (the paper's): batch statistics couple the examples of a batch. After
+    generator.eval(), infer uses the running statistics and each example stands alone."""
+    g = small_net(seed=46)
+    rng = np.random.default_rng(47)
+    g.layers[1].params["bias"][...] = rng.uniform(
+        0.2, 0.5, 8
+    )  # the ReLUs pass Z's gradient at Z = 0
+    abp = ABP(g, sigma=0.4, step_size=0.2, langevin_steps=2, seed=0)
+    abp.fit(np.tanh(rng.standard_normal((6, 12))), iterations=2, batch_size=3)
+    Y_new = np.tanh(rng.standard_normal((4, 12)))
+
+    def infer(rows):
+        return abp.infer(Y_new[rows], steps=30, init="zeros", noise=False)
+
+    whole, pair = infer([0, 1, 2, 3]), infer([2, 0])
+    assert np.abs(pair - whole[[2, 0]]).max() > 1e-3  # coupled
+    before = running_statistics(g)
+    g.eval()
+    whole, pair, alone = infer([0, 1, 2, 3]), infer([2, 0]), infer([3])
+    np.testing.assert_allclose(pair, whole[[2, 0]], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(alone, whole[[3]], rtol=1e-12, atol=1e-14)
+    for (mean, var), (old_mean, old_var) in zip(running_statistics(g), before, strict=True):
+        np.testing.assert_array_equal(mean, old_mean)
+        np.testing.assert_array_equal(var, old_var)
+
+
 # --- divergence and interruption ------------------------------------------------------------------
 
 

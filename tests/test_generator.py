@@ -22,7 +22,7 @@ from abp_np.generator import (
     texture_generator,
 )
 from abp_np.gradcheck import check_layer
-from abp_np.layers import ConvTranspose1d, Linear, ReLU, Reshape, Tanh
+from abp_np.layers import BatchNorm1d, ConvTranspose1d, Linear, ReLU, Reshape, Tanh
 
 import oracles
 
@@ -393,3 +393,147 @@ def test_build_by_name_gives_the_same_network():
     ):
         assert na == nb
         np.testing.assert_array_equal(pa, pb)
+
+
+# --- batch norm's running statistics --------------------------------------------------------------
+
+BN_NETWORKS = ["object-bn-relu", "texture", "sound"]
+
+
+def norm_statistics_oracle(g, z):
+    """Per batch norm of ``g``, in order: the mean and the unbiased variance of its input in one
+    training-mode pass over all of ``z`` as one batch, by the oracles (float64, plain loops)."""
+    x, stats = np.asarray(z, dtype=F64), []
+    for layer in g.layers:
+        if type(layer).__name__.startswith("BatchNorm"):
+            gamma, beta = (to_numpy(layer.params[k]) for k in ("weight", "bias"))
+            x, mean, unbiased_var = oracles.batchnorm(x, gamma, beta, layer.eps)
+            stats.append((mean, unbiased_var))
+        else:
+            x = oracles.layer_forward(layer, x)
+    return stats
+
+
+def running_statistics(g):
+    """Copies of every batch norm's (running_mean, running_var), in order."""
+    return [
+        (
+            to_numpy(layer.buffers["running_mean"]).copy(),
+            to_numpy(layer.buffers["running_var"]).copy(),
+        )
+        for layer in g.layers
+        if "running_mean" in layer.buffers
+    ]
+
+
+@pytest.mark.parametrize("name", BN_NETWORKS)
+def test_recompute_statistics_equals_one_training_mode_pass_over_all_of_z(name):
+    """Every batch norm gets the mean and unbiased variance of its input over all of Z, the
+    batch norms above it normalising with the whole set's statistics; whatever the batch size."""
+    rng = np.random.default_rng(11)
+    g = small(name, seed=3)
+    z = latent(g, 5, rng)
+    want = norm_statistics_oracle(g, z)
+    assert len(want) >= 2  # a batch norm below another one is checked too
+    weights = [p.copy() for p in g.parameters()]
+    g.eval()  # the layers' modes are left as they are
+    for batch_size in (None, 1, 2, 5, 9):
+        assert g.recompute_statistics(z, batch_size=batch_size) is g
+        got = running_statistics(g)
+        for (mean, var), (want_mean, want_var) in zip(got, want, strict=True):
+            np.testing.assert_allclose(mean, want_mean, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(var, want_var, rtol=1e-10, atol=1e-12)
+        assert not any(layer.training for layer in g.layers)
+    g.train()
+    g.recompute_statistics(z, batch_size=2)
+    assert all(layer.training for layer in g.layers)
+    for a, b in zip(weights, g.parameters(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recompute_statistics_in_float32_keeps_the_buffers_dtype():
+    g = small("sound", dtype=np.float32, seed=4)
+    z = latent(g, 4, np.random.default_rng(12), dtype=np.float32)
+    want = norm_statistics_oracle(g, z)
+    g.recompute_statistics(z, batch_size=3)
+    for layer in g.layers:
+        if "running_mean" in layer.buffers:
+            assert layer.buffers["running_mean"].dtype == layer.buffers["running_var"].dtype
+            assert layer.buffers["running_var"].dtype == np.float32
+    for (mean, var), (want_mean, want_var) in zip(running_statistics(g), want, strict=True):
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(var, want_var, rtol=1e-4, atol=1e-5)
+
+
+def test_recompute_statistics_refuses_bad_input_and_keeps_the_old_statistics():
+    g = small("object-bn-relu", seed=5)
+    z = latent(g, 3, np.random.default_rng(13))
+    before = running_statistics(g)
+    with pytest.raises(ValueError, match=r"expected z of shape \(N, \*\(3,\)\)"):
+        g.recompute_statistics(z[0])
+    with pytest.raises(ValueError, match="dtype is float32"):
+        g.recompute_statistics(z.astype(np.float32))
+    with pytest.raises(ValueError, match="holds no example"):
+        g.recompute_statistics(z[:0])
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            g.recompute_statistics(z, batch_size=bad)
+    # batch norm over (N, C): one example gives one value per channel, no variance
+    rng = np.random.default_rng(14)
+    one = Generator([Linear(2, 3, dtype=F64, rng=rng), BatchNorm1d(3, dtype=F64), Tanh(F64)], (2,))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        one.recompute_statistics(np.ones((1, 2)))
+    for (mean, var), (old_mean, old_var) in zip(running_statistics(g), before, strict=True):
+        np.testing.assert_array_equal(mean, old_mean)
+        np.testing.assert_array_equal(var, old_var)
+    assert all(layer.training for layer in g.layers)
+
+
+def test_recompute_statistics_puts_every_statistic_back_when_a_layer_fails(monkeypatch):
+    g = small("texture", seed=6)
+    z = latent(g, 2, np.random.default_rng(15))
+    before = running_statistics(g)
+    last = g.layers[-1]
+
+    def broken(x):
+        raise RuntimeError("a failing layer")
+
+    norms = [i for i, layer in enumerate(g.layers) if "running_mean" in layer.buffers]
+    monkeypatch.setattr(g.layers[norms[-1] - 1], "forward", broken)  # after some were set
+    with pytest.raises(RuntimeError, match="a failing layer"):
+        g.recompute_statistics(z)
+    for (mean, var), (old_mean, old_var) in zip(running_statistics(g), before, strict=True):
+        np.testing.assert_array_equal(mean, old_mean)
+        np.testing.assert_array_equal(var, old_var)
+    assert last.training and all(layer.training for layer in g.layers)
+
+
+def test_recompute_statistics_without_batch_norm_changes_nothing():
+    g = small("object-leaky")
+    state = g.state_dict()
+    assert g.recompute_statistics(latent(g, 2, np.random.default_rng(16))) is g
+    for k, v in g.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_frozen_statistics_keeps_running_statistics_and_computes_the_same():
+    g = small("texture", seed=7)
+    z = latent(g, 3, np.random.default_rng(17))
+    before = running_statistics(g)
+    with g.frozen_statistics() as same:
+        assert same is g
+        inside = g.forward(z)
+        with g.frozen_statistics():  # nested blocks
+            g.forward(z)
+        g.forward(z)  # still inside the outer block
+    for (mean, var), (old_mean, old_var) in zip(running_statistics(g), before, strict=True):
+        np.testing.assert_array_equal(mean, old_mean)
+        np.testing.assert_array_equal(var, old_var)
+    outside = g.forward(z)  # training mode outside the block: the statistics move, as in PyTorch
+    np.testing.assert_array_equal(inside, outside)
+    assert not np.array_equal(running_statistics(g)[0][0], before[0][0])
+    with pytest.raises(KeyError), g.frozen_statistics():  # left by an error: unfrozen again
+        raise KeyError("x")
+    moved = running_statistics(g)
+    g.forward(z)
+    assert not np.array_equal(running_statistics(g)[0][0], moved[0][0])
