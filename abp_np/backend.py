@@ -8,27 +8,33 @@ either :mod:`numpy` or :mod:`cupy`::
 
 This module holds the library's only ``import cupy``, done on first need (a device
 asked for, or a CuPy array met), so ``import abp_np`` works with NumPy alone and stays
-quick where CuPy is installed too. It also holds the switch that turns the custom CUDA
-kernels in ``kernels/`` on or off (:func:`using_kernels`), and the explicit random
-generators: abp_np has no hidden global random state.
+quick where CuPy is installed too; :func:`load_cupy` hands that module to the code that
+launches CUDA kernels. It also holds the one switch of the speed routes of
+:mod:`abp_np.fast` (:func:`using`), and the explicit random generators: abp_np has no
+hidden global random state. It imports nothing from the rest of the package.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+
+#: An array of either backend: :class:`numpy.ndarray` or :class:`cupy.ndarray`. Spelled ``Any``
+#: so that naming the CuPy type does not import CuPy.
+Array = Any
 
 _NOT_YET = object()
 #: :mod:`cupy`, None where it cannot be imported, or ``_NOT_YET`` before the first need.
 _cupy: Any = _NOT_YET
 
 
-def _load_cupy() -> Any:
+def load_cupy() -> Any:
     """:mod:`cupy`, imported on the first call, or None where it cannot be imported."""
     global _cupy
     if _cupy is _NOT_YET:
@@ -46,6 +52,9 @@ def _from_cupy(x: Any) -> bool:
 
 
 __all__ = [
+    "Array",
+    "Switches",
+    "load_cupy",
     "cupy_available",
     "gpu_available",
     "get_array_module",
@@ -54,9 +63,12 @@ __all__ = [
     "to_device",
     "to_numpy",
     "default_rng",
+    "using",
+    "switches",
     "using_kernels",
     "kernels_enabled",
     "check_float_dtype",
+    "pair",
     "FLOAT_DTYPES",
     "DeviceOutOfMemoryError",
     "is_device_out_of_memory",
@@ -74,12 +86,12 @@ _GPU_HELP = (
 
 def cupy_available() -> bool:
     """True when CuPy could be imported."""
-    return _load_cupy() is not None
+    return load_cupy() is not None
 
 
 def gpu_available() -> bool:
     """True when CuPy is importable and at least one CUDA GPU is visible."""
-    cupy = _load_cupy()
+    cupy = load_cupy()
     if cupy is None:
         return False
     try:
@@ -109,7 +121,7 @@ def resolve_device(device: str) -> Any:
         return np
     if name not in ("gpu", "cuda", "cupy"):
         raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'gpu'")
-    cupy = _load_cupy()
+    cupy = load_cupy()
     if cupy is None:
         raise RuntimeError(f"device='gpu' needs CuPy, which is not installed. {_GPU_HELP}")
     try:
@@ -133,7 +145,7 @@ def get_array_module(*arrays: Any) -> Any:
     if cupy is _NOT_YET:  # no CuPy array has been seen: only one could bring CuPy in
         if not any(_from_cupy(a) for a in arrays):
             return np
-        cupy = _load_cupy()
+        cupy = load_cupy()
     if cupy is not None:
         return cupy.get_array_module(*arrays)
     return np
@@ -154,7 +166,7 @@ def to_device(x: Any, device: str) -> Any:
 
 def to_numpy(x: Any) -> np.ndarray:
     """Return ``x`` as a NumPy array (copies from the GPU when needed)."""
-    cupy = _load_cupy() if _from_cupy(x) else _cupy
+    cupy = load_cupy() if _from_cupy(x) else _cupy
     if cupy is not None and cupy is not _NOT_YET and isinstance(x, cupy.ndarray):
         return cupy.asnumpy(x)
     return np.asarray(x)
@@ -179,30 +191,125 @@ def check_float_dtype(dtype: Any, owner: str) -> np.dtype:
     return dt
 
 
-# --- the custom-kernel switch -------------------------------------------------------------------
+def pair(value: Any, name: str, owner: str, minimum: int = 0) -> tuple[int, int]:
+    """``value`` as two ints ``(a, b)``, each at least ``minimum``; an int stands for both.
 
-_kernels_on = True
+    Used for every size pair (kernel size, stride, padding, output padding), by the layers and
+    by the CUDA kernels' wrappers alike.
+
+    Raises
+    ------
+    ValueError
+        Naming ``owner`` and ``name``, when ``value`` is neither an int nor a pair of them, or
+        an entry is below ``minimum``.
+    """
+    try:
+        if isinstance(value, (tuple, list)):
+            t = tuple(int(v) for v in value)
+        else:
+            t = (int(value), int(value))
+    except (TypeError, ValueError):
+        t = ()
+    if len(t) != 2 or any(v < minimum for v in t):
+        raise ValueError(
+            f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
+        )
+    return t  # type: ignore[return-value]
 
 
-def kernels_enabled() -> bool:
-    """True when the custom CUDA kernels may override the ``xp`` code on the GPU."""
-    return _kernels_on
+# --- the switch of the speed routes ---------------------------------------------------------------
+
+
+class Switches(NamedTuple):
+    """Which speed routes of :mod:`abp_np.fast` may replace the plain ``xp`` code (see :func:`using`).
+
+    Each route computes the same function as the reference in :mod:`abp_np.functional`; these
+    settings choose only how.
+    """
+
+    cuda: bool  # the CUDA kernels of kernels/deconv.cu, for CuPy arrays
+    c: bool  # the C kernels of kernels/*_cpu.c (batch norm, Winograd's data movement), for NumPy
+    winograd: str  # "auto", "on" or "off": the CPU's Winograd transposed convolution
+    cpu_forms: bool  # the CPU's NumPy forms of the transposed convolution: phases, blocks
+
+
+_WINOGRAD_MODES = ("auto", "on", "off")
+
+#: The settings now in force. ``c`` starts off where the environment has ``ABP_CPU_KERNELS=0``.
+_switches = Switches(
+    cuda=True,
+    c=os.environ.get("ABP_CPU_KERNELS", "1").strip() != "0",
+    winograd="auto",
+    cpu_forms=True,
+)
+
+
+def switches() -> Switches:
+    """The settings of the speed routes now in force (see :func:`using`)."""
+    return _switches
 
 
 @contextlib.contextmanager
-def using_kernels(enabled: bool) -> Iterator[None]:
-    """Turn the custom CUDA kernels on or off inside a ``with`` block.
+def using(
+    *,
+    cuda: bool | None = None,
+    c: bool | None = None,
+    winograd: str | None = None,
+    cpu_forms: bool | None = None,
+) -> Iterator[Switches]:
+    """Choose the speed routes inside a ``with`` block; each keyword left out (None) stays as is.
 
-    With ``using_kernels(False)`` a CuPy array takes the plain ``xp`` path, which lets
-    a test compare the kernel path against the reference path on one GPU.
+    Parameters
+    ----------
+    cuda : bool
+        The CUDA kernels (``kernels/deconv.cu``) for CuPy arrays: the transposed convolution's
+        ``col2im`` / ``im2col`` and the fused Langevin update. Default on.
+    c : bool
+        The C kernels (``kernels/*_cpu.c``, compiled on first use where a C compiler exists) for
+        NumPy arrays: batch norm in fewer passes, the data movement of the Winograd route.
+        Default on, off where the environment has ``ABP_CPU_KERNELS=0``.
+    winograd : {'auto', 'on', 'off'}
+        The CPU's Winograd transposed convolution (:mod:`abp_np.fast.winograd`) for the layers
+        whose geometry fits (kernel 5, stride 2, padding 2...). ``'auto'`` (default): where it
+        pays (:func:`abp_np.fast.winograd.worth_it`) and the C kernels run; ``'on'``: every
+        layer that fits, with NumPy data movement when the C kernels do not run; ``'off'``:
+        never.
+    cpu_forms : bool
+        The CPU's NumPy forms of the transposed convolution: the phase form and the column form
+        in blocks of examples (forward), the columns in blocks of rows (backward). Default on.
+
+    With every route off, ``using(cuda=False, c=False, winograd="off", cpu_forms=False)``, each
+    operation runs the plain ``xp`` reference of :mod:`abp_np.functional`, on either backend:
+    what the tests hold every route to. The block yields the settings in force inside it and
+    restores the previous ones on leaving, also on an exception.
     """
-    global _kernels_on
-    previous = _kernels_on
-    _kernels_on = bool(enabled)
+    global _switches
+    changes = {}
+    for name, value in (("cuda", cuda), ("c", c), ("cpu_forms", cpu_forms)):
+        if value is not None:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"using: {name} must be True or False, got {value!r}")
+            changes[name] = bool(value)
+    if winograd is not None:
+        if winograd not in _WINOGRAD_MODES:
+            raise ValueError(f"using: winograd must be one of {_WINOGRAD_MODES}, got {winograd!r}")
+        changes["winograd"] = winograd
+    previous = _switches
+    _switches = previous._replace(**changes)
     try:
-        yield
+        yield _switches
     finally:
-        _kernels_on = previous
+        _switches = previous
+
+
+def kernels_enabled() -> bool:
+    """``switches().cuda``: True when the CUDA kernels may run on CuPy arrays."""
+    return _switches.cuda
+
+
+def using_kernels(enabled: bool) -> contextlib.AbstractContextManager[Switches]:
+    """``using(cuda=enabled, c=enabled)``: the CUDA and C kernels together, on or off."""
+    return using(cuda=bool(enabled), c=bool(enabled))
 
 
 # --- GPU out of memory ----------------------------------------------------------------------------

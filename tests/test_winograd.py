@@ -794,18 +794,34 @@ def run_python(code: str, **env_changes: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def test_turned_off_by_the_environment():
-    """ABP_CPU_KERNELS=0: not available, and reason() names the variable."""
-    available, reason = run_python(
+def test_turned_off_by_the_environment(tmp_path):
+    """ABP_CPU_KERNELS=0: the ``c`` setting starts off, reason() names the variable, nothing is
+    compiled, and ``using(c=True)`` still turns the kernels on."""
+    lines = run_python(
         """
+        import numpy as np
+        from abp_np import backend
         from abp_np.fast import cpu as _cpu
-        print(_cpu.available())
+        from abp_np.layers import BatchNorm2d
+
+        print(backend.switches().c)
+        print(_cpu.enabled())
         print(_cpu.reason())
+        BatchNorm2d(3).forward(np.ones((2, 3, 4, 4), np.float32))
+        import os
+        print(len(os.listdir(os.environ["ABP_CACHE_DIR"])))
+        with backend.using(c=True):
+            print(backend.switches().c)
         """,
         ABP_CPU_KERNELS="0",
+        ABP_CACHE_DIR=str(tmp_path),
     )
-    assert available == "False"
+    setting, enabled, reason, built, inside = lines
+    assert setting == "False"
+    assert enabled == "False"
     assert "ABP_CPU_KERNELS" in reason
+    assert built == "0"  # not even a cache folder's worth of work
+    assert inside == "True"
 
 
 def test_failed_build_falls_back_to_numpy(tmp_path):

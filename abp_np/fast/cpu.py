@@ -11,10 +11,11 @@ sources and of the compiler command, so an edited source or another compiler bui
 folder that others may write to is not used (it could hand over someone else's library). The
 library is then loaded with :mod:`ctypes`.
 
-No compiler, a failed build, or ``ABP_CPU_KERNELS=0``: :func:`available` is False and
-abp_np computes everything with NumPy (:func:`reason` says why). Nothing here is needed for
-correctness; it only makes the CPU path faster. Like the CUDA kernels, these are used only
-while :func:`abp_np.backend.using_kernels` is on (see :func:`enabled`).
+No compiler or a failed build: :func:`available` is False and abp_np computes everything with
+NumPy (:func:`reason` says why). Nothing here is needed for correctness; it only makes the CPU
+path faster. The kernels run only while the ``c`` setting of :func:`abp_np.backend.using` is on
+(see :func:`enabled`); ``ABP_CPU_KERNELS=0`` in the environment starts it off, and then nothing
+is compiled.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import kernel_folder, kernels_enabled
+from ..backend import kernel_folder, switches
 
 __all__ = [
     "available",
@@ -149,17 +150,14 @@ def _get() -> Any:
         return _lib
     with _lock:
         if _lib is None and _reason is None:
-            if os.environ.get("ABP_CPU_KERNELS", "1").strip() == "0":
-                _reason = "turned off by ABP_CPU_KERNELS=0"
-            else:
-                try:
-                    _lib = _build()
-                except Exception as exc:  # optional speed-up: any failure means "use NumPy"
-                    _reason = (
-                        f"{type(exc).__name__}: {exc}"
-                        if not isinstance(exc, RuntimeError)
-                        else str(exc)
-                    )
+            try:
+                _lib = _build()
+            except Exception as exc:  # optional speed-up: any failure means "use NumPy"
+                _reason = (
+                    f"{type(exc).__name__}: {exc}"
+                    if not isinstance(exc, RuntimeError)
+                    else str(exc)
+                )
     return _lib
 
 
@@ -169,12 +167,17 @@ def available() -> bool:
 
 
 def enabled() -> bool:
-    """True when the CPU kernels should run: compiled and loaded, and kernels switched on."""
-    return kernels_enabled() and available()
+    """True when the C kernels run: switched on (``abp_np.backend.using(c=True)``), compiled
+    and loaded. Nothing is compiled while they are switched off."""
+    return switches().c and available()
 
 
 def reason() -> str | None:
-    """Why :func:`available` is False (None when it is True)."""
+    """Why :func:`enabled` is False (None when it is True): switched off, or the build failed."""
+    if not switches().c:
+        return (
+            "switched off: abp_np.backend.using(c=False), or ABP_CPU_KERNELS=0 in the environment"
+        )
     _get()
     return _reason
 

@@ -17,7 +17,8 @@ How it works:
   ``numpy.float64`` to match the C++ signature exactly.
 * The kernels use grid-stride loops, so a capped grid of 256-thread blocks serves any size.
 
-This module imports without CuPy; CuPy is imported inside the functions that need it.
+This module imports without CuPy: it asks :func:`abp_np.backend.load_cupy`, the one place
+that imports CuPy, when a kernel is compiled or launched.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import kernel_folder
+from ..backend import gpu_available, kernel_folder, load_cupy, pair
 
 __all__ = [
     "ACTIVATIONS",
@@ -94,14 +95,15 @@ def name_expressions() -> list[str]:
 
 def available() -> bool:
     """True when CuPy can be imported and at least one CUDA GPU is visible."""
-    try:
-        import cupy
-    except Exception:  # ImportError, or a CuPy that cannot load its CUDA libraries
-        return False
-    try:
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+    return gpu_available()
+
+
+def _cupy() -> Any:
+    """:mod:`cupy`, from :func:`abp_np.backend.load_cupy`; RuntimeError where it is missing."""
+    cupy = load_cupy()
+    if cupy is None:
+        raise RuntimeError("the CUDA kernels need CuPy, which cannot be imported here")
+    return cupy
 
 
 def _get_module() -> Any:
@@ -110,8 +112,7 @@ def _get_module() -> Any:
     if _module is None:
         with _lock:
             if _module is None:
-                import cupy
-
+                cupy = _cupy()
                 _functions.clear()  # they belong to the module they came from
                 _module = cupy.RawModule(
                     code=kernel_source(),
@@ -157,8 +158,7 @@ def _ctype(dtype: Any, owner: str) -> str:
 
 def _check_array(a: Any, name: str, owner: str, dtype: np.dtype | None = None) -> np.dtype:
     """Check that ``a`` is a C-contiguous CuPy float32/float64 array (of ``dtype`` if given)."""
-    import cupy
-
+    cupy = _cupy()
     if not isinstance(a, cupy.ndarray):
         raise ValueError(f"{owner}: {name} must be a cupy.ndarray, got {type(a).__name__}")
     _ctype(a.dtype, f"{owner}: {name}")
@@ -177,14 +177,6 @@ def _check_array(a: Any, name: str, owner: str, dtype: np.dtype | None = None) -
     return a.dtype
 
 
-def _pair(value: Any, name: str, owner: str) -> tuple[int, int]:
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{owner}: {name} must be a pair of ints, got {value!r}") from err
-    return a, b
-
-
 def _check_sizes(owner: str, **sizes: int) -> None:
     """Every size must be a positive int32 (the kernels index shapes with ``int``)."""
     for name, v in sizes.items():
@@ -199,11 +191,11 @@ def _check_geometry(
 
     Hout = (H - 1) sh - 2 ph + kh + oph with 0 <= oph < sh (likewise for W).
     """
-    sh, sw = _pair(stride, "stride", owner)
-    ph, pw = _pair(padding, "padding", owner)
+    sh, sw = pair(stride, "stride", owner, minimum=1)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
     _check_sizes(owner, sh=sh, sw=sw)
-    if ph < 0 or pw < 0 or ph > _INT32_MAX // 2 or pw > _INT32_MAX // 2:
-        raise ValueError(f"{owner}: padding must be non-negative, got {padding!r}")
+    if ph > _INT32_MAX // 2 or pw > _INT32_MAX // 2:
+        raise ValueError(f"{owner}: padding must be below 2**30, got {padding!r}")
     for axis, n_in, n_out, k, s, p in (("H", H, Hout, kh, sh, ph), ("W", W, Wout, kw, sw, pw)):
         base = (n_in - 1) * s - 2 * p + k
         if not 0 <= n_out - base < s:
@@ -279,8 +271,7 @@ def col2im(
     y : cupy.ndarray (N, Cout, Hout, Wout)
         A new array, dtype of ``cols``.
     """
-    import cupy
-
+    cupy = _cupy()
     owner = "col2im"
     _check_sizes(owner, N=N, Cout=Cout, Hout=Hout, Wout=Wout, kh=kh, kw=kw, H=H, W=W)
     sh, sw, ph, pw = _check_geometry(owner, H, W, Hout, Wout, kh, kw, stride, padding)
@@ -345,8 +336,7 @@ def im2col(
     dcols : cupy.ndarray (Cout, kh, kw, N, H, W)
         A new array, dtype of ``dy``.
     """
-    import cupy
-
+    cupy = _cupy()
     owner = "im2col"
     dtype = _check_array(dy, "dy", owner)
     if dy.ndim != 4:

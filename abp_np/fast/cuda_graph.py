@@ -55,6 +55,8 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..backend import is_device_out_of_memory, switches
+
 __all__ = ["KEEP", "CaptureError", "LangevinGraph", "graph_key"]
 
 #: How many captured graphs an :class:`~abp_np.abp.ABP` keeps (e.g. the full batches and a
@@ -92,11 +94,9 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
     dtypes of ``z`` and ``y``; ``steps``, ``delta``, ``noise`` and ``sigma``; each layer's
     ``repr`` (its sizes and settings), mode, and the addresses of its weights and buffers
     (not its gradients, which the loop does not touch); the observation's type, the shapes
-    and dtypes of its arrays and its other settings; whether the custom kernels are on; and
-    the device.
+    and dtypes of its arrays and its other settings; the settings of the speed routes
+    (:func:`abp_np.backend.using`); and the device.
     """
-    from ..backend import kernels_enabled
-
     layers = []
     for layer in abp.generator.layers:
         held = [  # not the gradients (the loop does not touch them) nor saved activations
@@ -133,7 +133,7 @@ def graph_key(abp: Any, z: Any, y: Any, obs: Any, steps: int, delta: float, nois
         float(abp.sigma),
         tuple(layers),
         (type(obs).__name__, observed),
-        kernels_enabled(),
+        tuple(switches()),
         int(getattr(getattr(z, "device", None), "id", 0)),
     )
 
@@ -203,8 +203,6 @@ class LangevinGraph:
             step(self.z, self.y, self.obs, None if self.U is None else self.U[t])
 
     def _capture(self, step: Callable[[Any, Any, Any, Any], None], buffers: Sequence[Any]) -> Any:
-        from ..backend import is_device_out_of_memory
-
         xp, stream = self.xp, self.stream
         kept = [b.copy() for b in buffers]
         xp.cuda.Device().synchronize()  # the buffers' copies (current stream) are done

@@ -77,11 +77,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..backend import switches
+from ..backend import using as backend_using
 from . import cpu as _cpu
 
 __all__ = [
@@ -226,32 +227,22 @@ def _weight_grad(dK, s: int, weight_shape) -> np.ndarray:
 
 # --- when to use it ------------------------------------------------------------------------------
 
-_mode = "auto"
-
 
 def mode() -> str:
-    """``"auto"``, ``"on"`` or ``"off"``: see :func:`using`."""
-    return _mode
+    """``"auto"``, ``"on"`` or ``"off"``: the ``winograd`` setting of :func:`abp_np.backend.using`."""
+    return switches().winograd
 
 
-@contextlib.contextmanager
-def using(new_mode: str) -> Iterator[None]:
-    """Choose when the CPU transposed convolutions take this path, inside a ``with`` block.
+def using(new_mode: str) -> contextlib.AbstractContextManager[Any]:
+    """``abp_np.backend.using(winograd=new_mode)``: when the CPU transposed convolutions take
+    this path, inside a ``with`` block.
 
-    ``"auto"`` (the default): for the layers where it was measured to pay (see
-    :func:`worth_it`), when the compiled data-movement kernels are available and custom
-    kernels are on (:func:`abp_np.backend.using_kernels`). ``"on"``: for every layer whose
-    geometry fits, with the NumPy data movement when the kernels are not available (slower;
-    the tests use it). ``"off"``: never.
+    ``"auto"`` (the default): for the layers where it pays (see :func:`worth_it`), when the
+    compiled data-movement kernels run (the ``c`` setting). ``"on"``: for every layer whose
+    geometry fits, with the NumPy data movement when the kernels do not run (slower; the tests
+    use it). ``"off"``: never.
     """
-    global _mode
-    if new_mode not in ("auto", "on", "off"):
-        raise ValueError(f"winograd.using: mode must be 'auto', 'on' or 'off', got {new_mode!r}")
-    previous, _mode = _mode, new_mode
-    try:
-        yield
-    finally:
-        _mode = previous
+    return backend_using(winograd=new_mode)
 
 
 def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
@@ -286,9 +277,10 @@ def choose(x, weight, stride, padding, out_hw, reuse: bool = False) -> Plan | No
 
     ``reuse``: the weights stay fixed over many calls, which reuse the transformed weights.
     """
-    if _mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
+    mode = switches().winograd
+    if mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
         return None
-    if _mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape, reuse)):
+    if mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape, reuse)):
         return None
     return plan(x.shape, weight.shape, stride, padding, out_hw)
 
