@@ -615,12 +615,13 @@ class ABP:
         The Langevin state is a draw near the posterior of Z, and its last step added
         ``delta U``; a recovery f(Z) read from it carries that noise. The noise-free steps
         are gradient ascent on L (2) in Z from there, towards a mode of the posterior: the
-        one way to finish with a noise-free state. They use the same delta as the Langevin
-        steps. Their update is the drift part of the same update, already stable at that
-        delta, so a fixed delta climbs steadily to the mode; a shrinking delta (as the
-        authors' own evaluation code used, annealing the noisy chain) would slow the climb
-        without removing anything more, since these steps have no noise to damp. For a
-        different finishing delta call :meth:`langevin` with ``noise=False`` and
+        one way to finish with a noise-free state. They keep the delta of the Langevin
+        steps, whose drift ``(delta^2 / 2) dL/dZ`` they are: a step that the chain took
+        stably, now without ``delta U``. The authors' own evaluation shrank delta instead,
+        which anneals a noisy chain towards the mode; without noise there is nothing left
+        to anneal, a shrinking step only climbs more slowly, and one delta keeps the result
+        equal to two plain :meth:`langevin` calls (``noise=True``, then ``noise=False``).
+        For another finishing delta call :meth:`langevin` with ``noise=False`` and
         ``step_size`` on the result.
 
         Batch norm: in training mode (the paper's setting) every layer normalises with the
