@@ -42,9 +42,16 @@ from .backend import (
     to_numpy,
     using_kernels,
 )
-from .generator import Generator, build, object_generator, sound_generator, texture_generator
+from .generator import (
+    Generator,
+    build,
+    linear_generator,
+    object_generator,
+    sound_generator,
+    texture_generator,
+)
 from .io.checkpoint import load_checkpoint, save_checkpoint
-from .observation import Complete, Masked, Observation, Projection
+from .observation import Complete, Masked, Observation, Projection, RandomProjections
 from .optim import SGD, Adam
 from .tools import evaluation, occlusion
 from .tools.evaluation import PCA, interpolate, latent_grid, mean_abs_error
@@ -64,6 +71,7 @@ __all__ = [
     "Masked",
     "Observation",
     "Projection",
+    "RandomProjections",
     "build",
     "default_rng",
     "evaluation",
@@ -74,6 +82,7 @@ __all__ = [
     "interpolate",
     "latent_grid",
     "layers",
+    "linear_generator",
     "load_checkpoint",
     "mean_abs_error",
     "object_generator",

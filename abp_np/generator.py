@@ -36,7 +36,14 @@ from .layers import (
     Tanh,
 )
 
-__all__ = ["Generator", "texture_generator", "sound_generator", "object_generator", "build"]
+__all__ = [
+    "Generator",
+    "texture_generator",
+    "sound_generator",
+    "object_generator",
+    "linear_generator",
+    "build",
+]
 
 
 class Generator:
@@ -537,6 +544,50 @@ def object_generator(
         geom=_DOUBLE,
     )
     return Generator(layers + g.layers, (latent_dim,))
+
+
+def linear_generator(
+    latent_dim: int,
+    image_shape: tuple[int, ...],
+    rng: Any = None,
+    dtype: Any = np.float32,
+    init_std: float = 0.005,
+) -> Generator:
+    """The linear factor model ``y = W z + b`` as a generator: Linear, then Reshape (no tanh).
+
+    ::
+
+        f(z) = reshape(W z + b, image_shape),   W (D, d),  b (D,),  D = prod(image_shape)
+
+    Probabilistic PCA's model (factor analysis with isotropic noise). Trained by the same ABP
+    from the same data (e.g. per-example random projections,
+    :class:`abp_np.observation.RandomProjections`), it is the fair linear baseline of the
+    non-linear generators.
+
+    Parameters
+    ----------
+    latent_dim : int
+        ``d``, the dimension of z.
+    image_shape : tuple of int
+        Shape of one output, e.g. ``(1, 20, 20)``.
+    rng : numpy.random.Generator, optional
+        Draws the initial ``W``.
+    dtype : float dtype
+    init_std : float
+        ``W`` starts from N(0, init_std^2) (the paper's 0.005); ``b`` from 0.
+    """
+    dtype = check_float_dtype(dtype, "linear_generator")
+    shape = tuple(int(s) for s in image_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(
+            f"linear_generator: image_shape must hold positive sizes, got {image_shape!r}"
+        )
+    rng = rng if rng is not None else np.random.default_rng()
+    layers: list[Layer] = [
+        Linear(latent_dim, int(np.prod(shape)), dtype=dtype, init_std=init_std, rng=rng),
+        Reshape(shape, dtype=dtype),
+    ]
+    return Generator(layers, (int(latent_dim),))
 
 
 def _activation(name: str, dtype: Any) -> Layer:

@@ -20,23 +20,39 @@ Every model below offers the same small interface:
 * ``squared_error(y_obs, f)``    ||y_obs - A f||^2 per example, shape (N,);
 * ``abs_error(y_obs, f)``        (sum |y_obs - A f| over observed entries, their count);
 * ``take(indices)``              the model restricted to a mini-batch of examples
-  (a mask is per example; a projection matrix is shared);
+  (a mask is per example; a :class:`Projection` matrix is shared; a
+  :class:`RandomProjections` batch draws its examples' matrices once);
 * ``check(y_obs, image_shape)``  raises ValueError when ``y_obs`` does not fit;
 * ``like(x)``                    a copy whose arrays live on ``x``'s device with ``x``'s dtype.
 
 The adjoint identity <A y, r> = <y, A^T r> holds for each of them (tested). Arrays may be
 NumPy or CuPy, float32 or float64.
+
+Random projections (experiment 6) come in two forms: :class:`Projection`, one matrix ``S``
+shared by every example, and :class:`RandomProjections`, one matrix ``S_i`` per example,
+drawn from a seed per example. With ONE shared ``S`` the ``D - m`` dimensions of its null
+space are observed in no image, so only the generator's structure can fill them in; with
+one ``S_i`` per image, the whole image space is observed across the training set.
+
+**Scale of S and sigma.** The data term is ``||x - S f||^2 / (2 sigma^2)`` with ``sigma``
+the noise of one measurement. With entries N(0, 1/D) (``D`` pixels), ``E ||S v||^2 = (m/D)
+||v||^2``: a measurement carries the noise level of one pixel when ``sigma`` is the
+per-pixel sigma of complete data. The Langevin step on the data term scales with the
+eigenvalues of ``S^T S / sigma^2``: about ``D/m`` times larger with entries N(0, 1/m)
+(norm-preserving matrices) than with N(0, 1/D), which needs a smaller step size ``delta``.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from typing import Any
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 
-__all__ = ["Observation", "Complete", "Masked", "Projection"]
+__all__ = ["Observation", "Complete", "Masked", "Projection", "RandomProjections"]
 
 
 def _sum_per_example(x: Any) -> Any:
@@ -239,6 +255,17 @@ class Projection(Observation):
 
     Shapes: y_obs (N, m); residual (N, m); adjoint (N, D) or (N, *image_shape).
     ``observe(f) = vec(f) S^T``, ``adjoint(r) = r S``.
+
+    **Scale of S and sigma.** The data term is ``||x - S f||^2 / (2 sigma^2)``, ``sigma`` per
+    measurement. With entries N(0, 1/D), ``E ||S v||^2 = (m/D) ||v||^2``: a measurement
+    carries the noise level of one pixel when ``sigma`` is the per-pixel sigma. The Langevin
+    step on the data term scales with the eigenvalues of ``S^T S / sigma^2``, about ``D/m``
+    times larger with entries N(0, 1/m), which then needs a smaller step size ``delta``.
+
+    **Shared S.** The ``D - m`` dimensions of the null space of the one ``S`` are observed
+    in no image: only the generator's structure fills them in. :class:`RandomProjections`
+    draws one matrix per image instead, so that across the training set every direction of
+    the image space is observed.
     """
 
     def __init__(self, S: Any, image_shape: tuple[int, ...] | None = None) -> None:
@@ -293,3 +320,248 @@ class Projection(Observation):
 
     def __repr__(self) -> str:
         return f"Projection(S of shape {tuple(self.S.shape)})"
+
+
+_SCALES = ("1/D", "1/m")
+
+
+class RandomProjections(Observation):
+    """Indirect data, one random projection matrix per example: X_i = S_i vec(f(Z_i)).
+
+    Compressed sensing as in experiment 6, with a fresh white-noise matrix for every
+    image: example ``i`` is seen only through its own ``S_i (m, D)``, ``D =
+    prod(image_shape)``, with independent entries ::
+
+        scale "1/D":  S_i[k, j] ~ N(0, 1/D)        scale "1/m":  S_i[k, j] ~ N(0, 1/m)
+
+    drawn from ``numpy.random.default_rng(seeds[i])`` (in float64, then cast), so the same
+    seed gives the same matrix on every call, on every device and in every dtype. The
+    matrices of all examples are never stored at once: :meth:`take` (which
+    :meth:`ABP.fit <abp_np.abp.ABP.fit>` calls for every mini-batch) draws those of the
+    batch once, ``S (batch, m, D)`` on the device and in the dtype set by :meth:`like`,
+    and every Langevin step on the batch reuses them.
+
+    **Why one matrix per image.** With one ``S`` shared by every image (:class:`Projection`)
+    the ``D - m`` directions of its null space are observed in no image at all: only the
+    structure of the generator can fill them in. With a matrix per image, each image is
+    observed in its own ``m`` directions, and across the training set the whole image space
+    is observed.
+
+    **Scale of S and sigma.** The data term of ABP is ``||X_i - S_i f||^2 / (2 sigma^2)``
+    with ``sigma`` the noise of one *measurement*. With N(0, 1/D) entries ``E ||S v||^2 =
+    (m / D) ||v||^2``: a measurement carries about the energy of one pixel, so ``sigma`` can
+    stay the per-pixel sigma of complete data (the paper's 0.3). The Langevin step on the
+    data term scales with the eigenvalues of ``S^T S / sigma^2``, which are of order
+    ``1 / sigma^2`` with N(0, 1/D) entries and about ``D / m`` times larger with N(0, 1/m)
+    entries (which preserve norms, ``E ||S v||^2 = ||v||^2``): those need a smaller step
+    size ``delta`` (or a larger ``sigma``).
+
+    Parameters
+    ----------
+    m : int
+        Measurements per example.
+    image_shape : tuple of int
+        Shape of one image, e.g. ``(1, 20, 20)``; ``D = prod(image_shape)``.
+    seeds : int array (N,)
+        One seed per example (non-negative); :meth:`for_examples` makes them from one seed.
+    scale : {"1/D", "1/m"}
+        Variance of the entries.
+    cache_limit : int
+        Used directly on all of its examples (``observe``, ``adjoint``, e.g. in
+        :meth:`ABP.infer <abp_np.abp.ABP.infer>` on a held-out set), the model keeps the
+        matrices it draws when they hold at most this many numbers (default 2**26, 256 MB
+        in float32); above it, each call draws them again, a chunk of examples at a time.
+
+    Shapes: y_obs (N, m); residual (N, m); observe ``(N, *image_shape) -> (N, m)``, ``X_i =
+    S_i vec(f_i)``; adjoint ``(N, m) -> (N, *image_shape)``, ``S_i^T r_i``.
+
+    Attributes
+    ----------
+    seeds : int array (N,)
+        On the device of the data (see :meth:`like`).
+    S : array (N, m, D) or None
+        The matrices, once drawn (always for a model returned by :meth:`take`).
+    """
+
+    def __init__(
+        self,
+        m: int,
+        image_shape: tuple[int, ...],
+        seeds: Any,
+        scale: str = "1/D",
+        cache_limit: int = 2**26,
+    ) -> None:
+        owner = "RandomProjections"
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(
+                f"{owner}: m (measurements per example) must be an int >= 1, got {m!r}"
+            )
+        try:
+            shape = tuple(int(s) for s in image_shape)
+        except TypeError as err:
+            raise ValueError(
+                f"{owner}: image_shape must be a tuple of ints, got {image_shape!r}"
+            ) from err
+        if not shape or any(s < 1 for s in shape):
+            raise ValueError(f"{owner}: image_shape must hold positive sizes, got {image_shape!r}")
+        if scale not in _SCALES:
+            raise ValueError(f"{owner}: scale must be '1/D' or '1/m', got {scale!r}")
+        if not hasattr(seeds, "shape"):
+            seeds = np.asarray(seeds)
+        xp = get_array_module(seeds)
+        if seeds.ndim != 1 or seeds.shape[0] < 1 or seeds.dtype.kind not in "iu":
+            raise ValueError(
+                f"{owner}: seeds must be a 1-d int array (one seed per example), got shape "
+                f"{tuple(seeds.shape)} and dtype {seeds.dtype}"
+            )
+        if bool((seeds < 0).any()) or (seeds.dtype.kind == "u" and bool((seeds >= 2**63).any())):
+            raise ValueError(f"{owner}: seeds must be non-negative and below 2**63")
+        self.m = int(m)
+        self.image_shape = shape
+        self.D = int(np.prod(shape))
+        self.scale = scale
+        self.std = float(1.0 / np.sqrt(self.D if scale == "1/D" else self.m))
+        self.seeds = seeds.astype(xp.int64, copy=False)
+        self.dtype = np.dtype(np.float32)
+        self.cache_limit = int(cache_limit)
+        self.S: Any = None
+
+    @classmethod
+    def for_examples(
+        cls,
+        n: int,
+        m: int,
+        image_shape: tuple[int, ...],
+        seed: int = 0,
+        scale: str = "1/D",
+        **kwargs: Any,
+    ) -> RandomProjections:
+        """``n`` examples whose seeds are drawn from ``numpy.random.default_rng(seed)``.
+
+        The first ``k`` seeds do not depend on ``n``. Use another ``seed`` for another set
+        of images (e.g. a held-out set), so that its matrices differ from the training ones.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"RandomProjections.for_examples: n must be an int >= 1, got {n!r}")
+        seeds = np.random.default_rng(seed).integers(0, 2**63 - 1, size=int(n), dtype=np.int64)
+        return cls(m, image_shape, seeds, scale=scale, **kwargs)
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.seeds.shape[0])
+
+    # -- the matrices ----------------------------------------------------------------------------
+    def matrices(self, indices: Any = None, like: Any = None) -> Any:
+        """Draw ``S_i`` for the examples ``indices`` (default all): ``(len(indices), m, D)``.
+
+        On the device and in the dtype of ``like`` when given, else those of this model
+        (:meth:`like`). Independent of what is cached: always drawn from the seeds.
+        """
+        seeds = to_numpy(self.seeds)
+        if indices is not None:
+            seeds = seeds[to_numpy(indices)]
+        xp = get_array_module(like if like is not None else self.seeds)
+        dtype = like.dtype if like is not None and like.dtype.kind == "f" else self.dtype
+        out = np.empty((seeds.shape[0], self.m, self.D), dtype=dtype)
+
+        def draw(i: int) -> None:
+            rng = np.random.default_rng(int(seeds[i]))
+            np.multiply(rng.standard_normal((self.m, self.D)), self.std, out=out[i])
+
+        if seeds.shape[0] * self.m * self.D >= 2**20 and (os.cpu_count() or 1) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # the generators release the GIL
+
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                list(pool.map(draw, range(seeds.shape[0])))
+        else:
+            for i in range(seeds.shape[0]):
+                draw(i)
+        return out if xp is np else xp.asarray(out)
+
+    def _apply(self, x: Any, fn: Any) -> Any:
+        """``fn(S_chunk, x_chunk)`` over the examples, with the cached or freshly drawn S."""
+        xp = get_array_module(x)
+        n = x.shape[0]
+        if n != self.n_examples:
+            raise ValueError(
+                f"RandomProjections: got {n} examples but the model has {self.n_examples} seeds; "
+                "select a batch's matrices with take(indices)"
+            )
+        if self.S is None and n * self.m * self.D <= self.cache_limit:
+            self.S = self.matrices(like=x)
+        if self.S is not None:
+            S = self.S if get_array_module(self.S) is xp else xp.asarray(self.S)
+            return fn(S, x)
+        chunk = max(1, self.cache_limit // (self.m * self.D))
+        parts = [
+            fn(self.matrices(np.arange(lo, min(n, lo + chunk)), like=x), x[lo : lo + chunk])
+            for lo in range(0, n, chunk)
+        ]
+        return xp.concatenate(parts, axis=0)
+
+    # -- the observation interface ---------------------------------------------------------------
+    def observe(self, images: Any) -> Any:
+        # (N, *image_shape) -> (N, D) -> (N, m): X_i = S_i vec(f_i)
+        flat = images.reshape(images.shape[0], -1)
+        if flat.shape[1] != self.D:
+            raise ValueError(
+                f"RandomProjections: images have {flat.shape[1]} pixels each but the model "
+                f"projects {self.D} = prod({self.image_shape})"
+            )
+        return self._apply(flat, lambda S, v: (S @ v[:, :, None])[:, :, 0])
+
+    def adjoint(self, r: Any) -> Any:
+        # (N, m) -> (N, D) -> (N, *image_shape): S_i^T r_i
+        if r.ndim != 2 or r.shape[1] != self.m:
+            raise ValueError(f"RandomProjections: r must be (N, {self.m}), got {tuple(r.shape)}")
+        dy = self._apply(r, lambda S, v: (v[:, None, :] @ S)[:, 0, :])
+        return dy.reshape(r.shape[0], *self.image_shape)
+
+    def take(self, indices: Any) -> RandomProjections:
+        """The model for the examples ``indices``, with their matrices drawn once (``.S``)."""
+        xp = get_array_module(self.seeds)
+        idx = to_numpy(indices).astype(np.int64, copy=False).reshape(-1)
+        out = copy.copy(self)
+        out.seeds = xp.asarray(to_numpy(self.seeds)[idx])
+        if self.S is not None:
+            out.S = self.S[xp.asarray(idx)]
+        else:
+            out.S = self.matrices(idx)
+        return out
+
+    def like(self, x: Any) -> RandomProjections:
+        xp = get_array_module(x)
+        dtype = x.dtype if x.dtype.kind == "f" else self.dtype
+        same_place = get_array_module(self.seeds) is xp
+        if same_place and dtype == self.dtype and (self.S is None or self.S.dtype == dtype):
+            return self
+        out = copy.copy(self)
+        out.seeds = self.seeds if same_place else xp.asarray(to_numpy(self.seeds))
+        out.dtype = np.dtype(dtype)
+        if self.S is not None:
+            S = self.S if get_array_module(self.S) is xp else xp.asarray(to_numpy(self.S))
+            out.S = S.astype(dtype, copy=False)
+        return out
+
+    def check(
+        self, y_obs: Any, image_shape: tuple[int, ...], owner: str = "RandomProjections"
+    ) -> None:
+        _check_array(y_obs, owner)
+        D = int(np.prod(image_shape))
+        if self.D != D:
+            raise ValueError(
+                f"{owner}: the projections take images of shape {self.image_shape} (D = "
+                f"{self.D}) but the generator's output {tuple(image_shape)} has D = {D} pixels"
+            )
+        if y_obs.ndim != 2 or y_obs.shape[1] != self.m or y_obs.shape[0] != self.n_examples:
+            raise ValueError(
+                f"{owner}: projected data must have shape ({self.n_examples}, {self.m}) "
+                f"(one row of {self.m} measurements per seed), got {tuple(y_obs.shape)}"
+            )
+
+    def __repr__(self) -> str:
+        held = "" if self.S is None else ", matrices drawn"
+        return (
+            f"RandomProjections(m={self.m}, image_shape={self.image_shape}, "
+            f"{self.n_examples} examples, scale={self.scale!r}{held})"
+        )

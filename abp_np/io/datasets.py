@@ -13,10 +13,20 @@ function            shape                                  stands in for
 ``moving_texture``  (T, 3, size, size)                     a dynamic-texture video
 ==================  =====================================  =================================
 
-:func:`footage` reads real video, a tree's leaves in the wind, from a file that a Debian package
-installs (``apt-get install opencv-doc``); it needs a video decoder (``pip install av``) and is
-the only function here that reads a file. :func:`release_root` finds the data of the paper's code
-release when it is present; nothing here needs it.
+Two functions read real data from files that Debian's package ``opencv-doc`` installs
+(``apt-get install opencv-doc``); nothing is downloaded:
+
+==================  =====================================  =================================
+function            shape                                  what
+==================  =====================================  =================================
+``footage``         (T, 3, size, size)                     a tree's leaves in the wind (needs
+                                                           a video decoder, ``pip install av``)
+``digits``          (N, 1, size, size) and (N,) labels     5,000 handwritten digits, 0 to 9
+``digits_split``    train / test sets and their labels     disjoint held-out digits
+==================  =====================================  =================================
+
+:func:`release_root` finds the data of the paper's code release when it is present; nothing
+here needs it.
 """
 
 from __future__ import annotations
@@ -40,6 +50,11 @@ __all__ = [
     "FOOTAGE",
     "footage",
     "footage_path",
+    "DIGITS_LOCATIONS",
+    "digits",
+    "digits_path",
+    "digits_split",
+    "DigitsSplit",
     "release_root",
 ]
 
@@ -618,6 +633,219 @@ def footage(
             f"asked for: is it {clip.package}'s {clip.file}?"
         )
     return video
+
+
+# --------------------------------------------------------------------------------------------------
+# real handwritten digits, from a file a package installs
+# --------------------------------------------------------------------------------------------------
+
+#: Where Debian's and Ubuntu's ``opencv-doc`` puts OpenCV's ``digits.png``, tried in order (the
+#: package may compress its documentation files; the ``.gz`` form is read as well).
+DIGITS_LOCATIONS = (
+    "/usr/share/doc/opencv-doc/examples/data/digits.png",
+    "/usr/share/doc/opencv-doc/examples/data/digits.png.gz",
+)
+
+_DIGITS_HINT = (
+    "5,000 handwritten digits come with Debian's opencv-doc: sudo apt-get install opencv-doc "
+    "(or set ABP_DIGITS to a copy of digits.png)"
+)
+_DIGITS_GRID = (50, 100)  # rows and columns of 20 x 20 tiles in digits.png
+_DIGIT_SIZE = 20
+
+
+def digits_path() -> Path | None:
+    """Where OpenCV's ``digits.png`` is, or None when it is not found.
+
+    Looked for, in order: the file named by the environment variable ``ABP_DIGITS`` (when
+    set, only there), then :data:`DIGITS_LOCATIONS`.
+
+    Returns
+    -------
+    Path or None
+        The first candidate that is a file.
+    """
+    env = os.environ.get("ABP_DIGITS")
+    if env:
+        path = Path(env).expanduser()
+        return path if path.is_file() else None
+    for location in DIGITS_LOCATIONS:
+        if Path(location).is_file():
+            return Path(location)
+    return None
+
+
+def _read_digits_sheet(path: Path) -> np.ndarray:
+    """The grey levels of ``digits.png`` (or its gzip-compressed form), ``(1000, 2000)`` uint8."""
+    import gzip
+    import io
+
+    from PIL import Image
+
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip, whatever the file is called
+        raw = gzip.decompress(raw)
+    with Image.open(io.BytesIO(raw)) as img:
+        sheet = np.asarray(img.convert("L"))
+    rows, cols = _DIGITS_GRID
+    want = (rows * _DIGIT_SIZE, cols * _DIGIT_SIZE)
+    if sheet.shape != want:
+        raise ValueError(
+            f"{str(path)!r} is {sheet.shape[1]} x {sheet.shape[0]} pixels, not the "
+            f"{want[1]} x {want[0]} sheet of OpenCV's digits.png"
+        )
+    return sheet
+
+
+def _digits_order(seed: int) -> np.ndarray:
+    """The fixed shuffle of the 5,000 tiles that ``seed`` gives."""
+    rows, cols = _DIGITS_GRID
+    return np.random.default_rng(seed).permutation(rows * cols)
+
+
+def _digit_tiles(
+    order: np.ndarray, size: int, path: str | os.PathLike | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tiles ``order`` of the sheet, resized and min-max rescaled: (N, 1, size, size), labels (N,)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"size must be an int >= 2, got {size!r}")
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no such file: {str(file)!r} ({_DIGITS_HINT})")
+    else:
+        file = digits_path()
+        if file is None:
+            where = os.environ.get("ABP_DIGITS")
+            looked = f"ABP_DIGITS={where}" if where else ", ".join(DIGITS_LOCATIONS)
+            raise FileNotFoundError(f"digits.png not found (looked in {looked}); {_DIGITS_HINT}")
+    rows, cols = _DIGITS_GRID
+    n = _DIGIT_SIZE
+    tiles = _read_digits_sheet(file).reshape(rows, n, cols, n).transpose(0, 2, 1, 3)
+    tiles = tiles.reshape(rows * cols, n, n)[order]  # tile k: row k // cols, column k % cols
+    labels = (order // cols) // (rows // 10)  # five tile rows per class
+    if size != n:
+        from PIL import Image
+
+        tiles = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(t.astype(np.float32), mode="F").resize(
+                        (size, size), Image.Resampling.LANCZOS
+                    )
+                )
+                for t in tiles
+            ]
+        )
+    out = np.empty((len(order), 1, size, size), dtype=np.float32)
+    for i, t in enumerate(tiles):
+        lo, hi = float(t.min()), float(t.max())
+        out[i, 0] = 0.0 if hi <= lo else (t - lo) * (2.0 / (hi - lo)) - 1.0
+    return out, labels.astype(np.int64)
+
+
+def digits(
+    n: int | None = None,
+    size: int = 20,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real handwritten digits: OpenCV's 5,000 samples, 500 of each digit 0 to 9.
+
+    ``digits.png`` of OpenCV (a 2000 x 1000 grey sheet of 50 rows by 100 columns of 20 x 20
+    digits; tile rows ``5k`` to ``5k + 4`` hold the digit ``k``), which Debian's and
+    Ubuntu's package ``opencv-doc`` installs under ``/usr/share/doc/opencv-doc/examples/data/``
+    (licensed Apache-2.0 and BSD-3-Clause, as the package's copyright file gives it). Nothing
+    is downloaded at run time; to get it::
+
+        sudo apt-get install opencv-doc
+
+    or set the environment variable ``ABP_DIGITS`` to a copy of ``digits.png`` (it is
+    ``samples/data/digits.png`` in OpenCV's sources).
+
+    Parameters
+    ----------
+    n : int or None
+        The first ``n`` digits of the shuffled order; None: all 5,000.
+    size : int
+        Height and width; other than 20, each digit is resized (Lanczos) before rescaling.
+    seed : int
+        The fixed shuffle of the 5,000 digits, so that any prefix mixes the classes; the same
+        seed gives the same order.
+    path : str, path-like or None
+        The file to read instead of the one :func:`digits_path` finds.
+
+    Returns
+    -------
+    images : ndarray, shape (n, 1, size, size), float32 in [-1, 1]
+        Each digit min-max rescaled on its own (as :func:`abp_np.io.data.load_images` rescales
+        each image): its darkest pixel -1, its brightest +1, a constant tile 0.
+    labels : ndarray, shape (n,), int64
+        The digit, 0 to 9.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file is missing (the message gives the command that installs it).
+    """
+    rows, cols = _DIGITS_GRID
+    total = rows * cols
+    if n is not None and (
+        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= total
+    ):
+        raise ValueError(f"n must be None or an int between 1 and {total}, got {n!r}")
+    order = _digits_order(seed)
+    if n is not None:
+        order = order[: int(n)]
+    return _digit_tiles(order, size, path)
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """Disjoint training and held-out digits from :func:`digits_split`.
+
+    Attributes
+    ----------
+    train, test : ndarray, shape (N, 1, size, size), float32 in [-1, 1]
+    train_labels, test_labels : ndarray, shape (N,), int64
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+
+
+def digits_split(
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    size: int = 20,
+    path: str | os.PathLike | None = None,
+) -> DigitsSplit:
+    """Training and held-out digits with no digit in both.
+
+    The first ``n_train`` digits of :func:`digits`' shuffled order (for the same ``seed``)
+    train; the next ``n_test`` are held out.
+
+    Returns
+    -------
+    DigitsSplit
+        ``.train`` (n_train, 1, size, size), ``.test`` (n_test, 1, size, size) and their
+        ``*_labels``.
+    """
+    rows, cols = _DIGITS_GRID
+    total = rows * cols
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if n_train + n_test > total:
+        raise ValueError(
+            f"n_train + n_test = {n_train + n_test} exceeds the {total} digits of digits.png"
+        )
+    order = _digits_order(seed)[: n_train + n_test]
+    images, labels = _digit_tiles(order, size, path)
+    return DigitsSplit(images[:n_train], images[n_train:], labels[:n_train], labels[n_train:])
 
 
 # --------------------------------------------------------------------------------------------------

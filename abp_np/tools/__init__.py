@@ -4,9 +4,10 @@ benchmark and charts.
 ==================  ===========================================================================
 module              what it holds
 ==================  ===========================================================================
-``evaluation``      the paper's error measure, latent grids and paths, and the baselines (PCA,
-                    PCA with missing data, interpolation from neighbours, total variation,
-                    the vector auto-regression of dynamic textures)
+``evaluation``      the paper's error measure, latent grids and paths (re-exports the baselines)
+``baselines``       the baselines: PCA, probabilistic PCA with missing data (EM),
+                    interpolation from neighbours, total-variation inpainting, the vector
+                    auto-regression of dynamic textures
 ``occlusion``       the paper's occlusion masks (salt-and-pepper P.x, squares Mx)
 ``plot``            line and bar charts as PNG, with NumPy alone
 ``cli``             the ``abp`` command
