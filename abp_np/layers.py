@@ -517,7 +517,8 @@ class _BatchNorm(Layer):
                     f"{self}: batch statistics need more than one value per channel, got input "
                     f"shape {tuple(x.shape)}"
                 )
-            y, self._cache, mu, var = F.batchnorm_forward(x, p["weight"], p["bias"], self.eps, axes)
+            y, self._cache = F.batchnorm_forward(x, p["weight"], p["bias"], self.eps, axes)
+            mu, var = self._cache.mean, self._cache.var  # the batch statistics
             if self.momentum > 0 and self.update_running_stats:
                 rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
                 rm *= 1 - self.momentum
@@ -525,7 +526,7 @@ class _BatchNorm(Layer):
                 rv *= 1 - self.momentum
                 rv += self.momentum * var * (m / (m - 1))  # unbiased, as PyTorch
         else:
-            y, self._cache, _, _ = F.batchnorm_forward(
+            y, self._cache = F.batchnorm_forward(
                 x,
                 p["weight"],
                 p["bias"],

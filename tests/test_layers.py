@@ -496,13 +496,13 @@ def test_backward_in_blocks_of_rows_or_examples_matches_the_oracle(monkeypatch, 
     examples. dx must be the oracle's adjoint convolution of dy, and dW pass the gradient check,
     for a layer whose dx is written in place (narrow: Cout kh kw <= 2 Cin) and one whose dx goes
     through a buffer (wide)."""
-    import abp_np.functional as F
+    from abp_np.fast import columns
 
     rng = np.random.default_rng(4)
     layer = randomize(ConvTranspose2d(cin, cout, 5, 2, 2, 1, dtype=F64), rng)
     x = rng.standard_normal((3, cin, 5, 4))
     per_row = cout * 25 * 4 * 8  # K W values of float64: one row of one example's columns
-    monkeypatch.setattr(F, "_BLOCK_BYTES", 2 * per_row if block == "rows" else 2 * 5 * per_row)
+    monkeypatch.setattr(columns, "BLOCK_BYTES", 2 * per_row if block == "rows" else 2 * 5 * per_row)
     y = layer.forward(x)
     dy = rng.standard_normal(y.shape)
     dx = layer.backward(dy)
@@ -517,13 +517,13 @@ def test_column_form_in_blocks_of_examples_matches_naive_loops(monkeypatch, dtyp
     """An RGB output layer takes the column form on the CPU, a block of examples at a time:
     with blocks of 2 examples (the last one short), the output and the gradients must be
     those of the oracle and of the finite differences."""
-    import abp_np.functional as F
+    from abp_np.fast import columns
 
     rng = np.random.default_rng(3)
     layer = randomize(ConvTranspose2d(4, 3, 5, 2, 2, 1, dtype=dtype), rng)
     x = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
     per_example = 3 * 5 * 5 * 3 * 3 * np.dtype(dtype).itemsize  # Cout kh kw H W values
-    monkeypatch.setattr(F, "_BLOCK_BYTES", 2 * per_example)
+    monkeypatch.setattr(columns, "BLOCK_BYTES", 2 * per_example)
     y = layer.forward(x)
     tol = TOL[np.dtype(dtype)]
     np.testing.assert_allclose(y, expected_output(layer, x), rtol=tol["rtol"], atol=tol["atol"])

@@ -88,8 +88,7 @@ def make_layer(cin, cout, dtype=F64, seed=0, **geometry):
 
 def took_winograd(layer) -> bool:
     """True when the layer's last forward went through abp_np/fast/winograd.py."""
-    head = layer._cache[0]
-    return isinstance(head, str) and head == "winograd"
+    return isinstance(layer._cache, winograd.WinogradCache) and layer._cache.route == "winograd"
 
 
 def run_layer(layer, x, dy):
@@ -843,7 +842,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
         x = rng.standard_normal((2, 3, 4, 6))
         with winograd.using("on"):
             y = layer.forward(x)
-        print(layer._cache[0])
+        print(layer._cache.route)
         w, b = layer.params["weight"], layer.params["bias"]
         expected = oracles.conv_transpose2d(x, w, b, (2, 2), (2, 2), (1, 1))
         print(np.allclose(y, expected, rtol=1e-10, atol=1e-12))
@@ -853,7 +852,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
         print(winograd.worth_it(x_big.shape, big.params["weight"].shape))
         with winograd.using("auto"):
             big.forward(x_big)
-        print(isinstance(big._cache[0], str))
+        print(isinstance(big._cache, winograd.WinogradCache))
         """,
         CC=shutil.which("false") or "/bin/false",  # a "compiler" that always fails
         ABP_CACHE_DIR=str(tmp_path),

@@ -46,6 +46,8 @@ __all__ = [
     "bn_stats",
     "bn_scale_shift",
     "bn_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
 ]
 
 _SOURCE_FILES = ("winograd_cpu.c", "batchnorm_cpu.c")
@@ -300,3 +302,56 @@ def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
     fn = getattr(_get(), f"bn_backward_{sfx}")
     ptrs = (dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc)
     fn(*(q.ctypes.data for q in ptrs), N, C, L)
+
+
+# --- batch normalisation with the kernels ---------------------------------------------------------
+
+
+def batchnorm_forward(x, gamma, beta, eps: float, mean=None, var=None):
+    """:func:`abp_np.functional.batchnorm_forward` with batch statistics, by the kernels.
+
+    The same quantities in 3 passes over x instead of 7; the sums are accumulated in double
+    (rounding may differ from the ``xp`` code in the last bits). ``mean`` and ``var`` must be
+    None (batch statistics: the route is not taken otherwise).
+
+    Returns
+    -------
+    y : array like x
+    xc : array like x, x - mean
+    inv_std : array (1, C, 1, ...), 1 / sqrt(var + eps)
+    mean, var : array (C,), the batch statistics (biased variance)
+    """
+    x = np.ascontiguousarray(x)
+    C = x.shape[1]
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    xc, y = np.empty_like(x), np.empty_like(x)
+    mu, v = np.empty(C, x.dtype), np.empty(C, x.dtype)
+    bn_stats(x, xc, mu, v)
+    inv_std = (1.0 / np.sqrt(v + eps)).astype(x.dtype, copy=False).reshape(shape)
+    scale = np.ascontiguousarray((gamma.reshape(shape) * inv_std).reshape(-1))
+    bn_scale_shift(xc, y, scale, np.ascontiguousarray(beta))
+    return y, xc, inv_std, mu, v
+
+
+def batchnorm_backward(dy, cache, need_param_grads: bool = True):
+    """:func:`abp_np.functional.batchnorm_backward` with batch statistics, by the kernels.
+
+    The same formula in 2 passes over memory. ``cache`` is the forward pass's
+    :class:`~abp_np.functional.BatchNormCache` (read: ``xc``, ``inv_std``, ``gamma``, ``shape``).
+
+    Returns
+    -------
+    dx : array like dy
+    dgamma, dbeta : array (C,) or None
+    """
+    inv_std = cache.inv_std
+    a = cache.gamma.reshape(cache.shape) * inv_std  # (1, C, 1, ...)
+    xc = np.ascontiguousarray(cache.xc)
+    C = xc.shape[1]
+    dx = np.empty_like(xc)
+    sum_dy, sum_dy_xc = np.empty(C, dy.dtype), np.empty(C, dy.dtype)
+    vec = [np.ascontiguousarray(v.reshape(-1)) for v in (a, inv_std)]
+    bn_backward(np.ascontiguousarray(dy), xc, dx, *vec, sum_dy, sum_dy_xc)
+    if not need_param_grads:
+        return dx, None, None
+    return dx, sum_dy_xc * inv_std.reshape(-1), sum_dy

@@ -2,8 +2,10 @@
 
 The transposed convolution's scatter (``col2im``) and gather (``im2col``) steps and the
 fused Langevin update run as custom kernels when the arrays live on the GPU; the GEMMs
-around them stay with cuBLAS through CuPy. ``abp_np/functional.py`` holds the NumPy /
-CuPy reference that these kernels must match.
+around them stay with cuBLAS through CuPy (:func:`conv_transpose2d_forward`,
+:func:`conv_transpose2d_backward`: the reference's lines with the kernels in place of its
+``col2im`` and ``im2col``). ``abp_np/functional.py`` holds the NumPy / CuPy reference that
+these kernels must match.
 
 How it works:
 
@@ -36,6 +38,8 @@ __all__ = [
     "KERNEL_NAMES",
     "available",
     "col2im",
+    "conv_transpose2d_backward",
+    "conv_transpose2d_forward",
     "get_function",
     "im2col",
     "kernel_dir",
@@ -392,3 +396,63 @@ def langevin_step_(z: Any, dz_data: Any, noise: Any, delta: float) -> Any:
     args = (z, dz_data, noise, dtype.type(0.5 * delta * delta), dtype.type(delta))
     _launch(get_function("langevin_step", dtype), z.size, (*args, np.int64(z.size)))
     return z
+
+
+# --- the transposed convolution with the kernels --------------------------------------------------
+
+
+def conv_transpose2d_forward(
+    x: Any, weight: Any, bias: Any, stride: tuple[int, int], padding: tuple[int, int], out_hw
+) -> Any:
+    """:func:`abp_np.functional.conv_transpose2d_forward`'s column form, ``col2im`` a kernel.
+
+    ``cols = W^T x`` is one cuBLAS GEMM for the whole batch, as in the reference; then
+    :func:`col2im` gathers it into y and adds the bias, one thread per output element.
+
+    Returns
+    -------
+    y : cupy.ndarray (N, Cout, Hout, Wout), ``(Hout, Wout) = out_hw``
+    """
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
+    # (N, Cin, H, W) -> (Cin, N H W)
+    x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
+    # (Cout kh kw, N H W), one GEMM for the whole batch
+    cols = (weight.reshape(Cin, Cout * kh * kw).T @ x2d).reshape(Cout, kh, kw, N, H, W)
+    return col2im(cols, N, Cout, *out_hw, kh, kw, H, W, stride, padding, bias=bias)
+
+
+def conv_transpose2d_backward(
+    dy: Any,
+    x: Any,
+    weight: Any,
+    has_bias: bool,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    need_param_grads: bool = True,
+) -> tuple[Any, Any, Any]:
+    """:func:`abp_np.functional.conv_transpose2d_backward`, ``im2col`` a kernel.
+
+    ``dcols = im2col(dy)`` by :func:`im2col`, one thread per column element; then the
+    reference's GEMMs ``dx = W dcols`` and, for learning, ``dW = x dcols^T`` (cuBLAS).
+
+    Returns
+    -------
+    dx : cupy.ndarray (N, Cin, H, W)
+    dW : cupy.ndarray (Cin, Cout, kh, kw) or None
+    db : cupy.ndarray (Cout,) or None
+    """
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
+    K = Cout * kh * kw
+    dcols = im2col(_cupy().ascontiguousarray(dy), kh, kw, H, W, stride, padding)
+    # (Cout kh kw, N H W)
+    dcols2d = dcols.reshape(K, N * H * W)
+    # (Cin, N H W) -> (N, Cin, H, W)
+    dx = (weight.reshape(Cin, K) @ dcols2d).reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
+    if not need_param_grads:
+        return dx, None, None
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    # (N, Cin, H, W) -> (Cin, N H W)
+    x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
+    return dx, (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw), db

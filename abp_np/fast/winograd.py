@@ -8,7 +8,7 @@ The idea in three steps
 -----------------------
 1. **One stride-1 convolution.** Group the outputs of a stride-2 transposed convolution by
    phase, (oh mod 2, ow mod 2). Each phase is an ordinary stride-1 correlation of x with some of
-   the taps (see ``_conv_transpose2d_phases`` in :mod:`abp_np.functional`); for kernel 5 they
+   the taps (see :mod:`abp_np.fast.phases`); for kernel 5 they
    read a 3 x 3 window of x, ending at the output's position. Stacking the four phases as
    channels gives ONE 3 x 3 correlation with ``R = 4 Cout`` outputs::
 
@@ -81,12 +81,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import switches
+from ..backend import Array, switches
 from ..backend import using as backend_using
 from . import cpu as _cpu
+from .phases import phases
 
 __all__ = [
     "Plan",
+    "WinogradCache",
     "backward",
     "choose",
     "forward",
@@ -169,14 +171,17 @@ def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
     at most 3 taps (so the phases together read a 3-wide window); Q a multiple of 2.
     Kernel 5, stride 2, padding 2, output padding 1 (Hout = 2 H) qualifies.
     """
-    from ..functional import _phases
+    return _plan(tuple(x_shape), tuple(weight_shape), tuple(stride), tuple(padding), tuple(out_hw))
 
+
+@functools.lru_cache(maxsize=256)
+def _plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
     sh, sw = stride
     if sh != 2 or sw != 2:  # the pixel shuffle is written for stride 2
         return None
     q0s, Qs = [], []
     for k, p, size in zip(weight_shape[2:], padding, out_hw, strict=True):
-        ph = _phases(k, sh, p, size)
+        ph = phases(k, sh, p, size)
         if len(ph) != sh or len({(q0, Q) for _, q0, Q, _ in ph}) != 1:
             return None
         _, q0, Q, _ = ph[0]
@@ -189,6 +194,24 @@ def plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
     # values as F(2x2)'s: 75 MB there, 1.7 x faster in the GEMMs (BENCHMARKS.md).
     m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 else 2
     return Plan(m, sh, (q0s[0], q0s[1]), (Qs[0], Qs[1]))
+
+
+class WinogradCache(NamedTuple):
+    """What :func:`backward` needs from :func:`forward`; its type marks the Winograd route.
+
+    :func:`abp_np.functional.conv_transpose2d_backward` hands a cache of this type back here.
+    """
+
+    x: Array  # (N, Cin, H, W), the input
+    U: Array  # (a^2, 4 Cout, Cin), the transformed weights G K G^T
+    plan: Plan
+    weight_shape: tuple[int, int, int, int]  # (Cin, Cout, kh, kw)
+    has_bias: bool
+
+    @property
+    def route(self) -> str:
+        """The route that made this cache: ``"winograd"``."""
+        return "winograd"
 
 
 def _combined_kernel(weight, s: int) -> np.ndarray:
@@ -460,12 +483,14 @@ def transformed_weights(weight, p: Plan, derived=None):
     return U
 
 
-def forward(x, weight, p: Plan, bias=None, derived=None):
+def forward(
+    x: Array, weight: Array, p: Plan, bias: Array | None = None, derived: dict | None = None
+) -> tuple[Array, WinogradCache]:
     """y (N, Cout, 2 Q, 2 Q') = the transposed convolution of x by weight, plus the bias.
 
     ``derived``: where the transformed weights are kept between calls (see
-    :func:`transformed_weights`). Returns ``(y, ctx)``; ``ctx`` is what :func:`backward` needs
-    (x and the transformed weights).
+    :func:`transformed_weights`). Returns ``(y, cache)``; the :class:`WinogradCache` holds what
+    :func:`backward` needs (x and the transformed weights).
     """
     N = x.shape[0]
     Cout = weight.shape[1]
@@ -479,15 +504,19 @@ def forward(x, weight, p: Plan, bias=None, derived=None):
         del V
         _output_transform(M, y[n0 : n0 + t.block], t, bias)  # A^T M A, shuffled
         del M
-    return y, (x, U, p, weight.shape)
+    return y, WinogradCache(x, U, p, tuple(weight.shape), bias is not None)
 
 
-def backward(dy, ctx, need_param_grads: bool = True):
-    """dx and (when asked) dW of :func:`forward`: the adjoint of each of its steps, in reverse.
+def backward(
+    dy: Array, cache: WinogradCache, need_param_grads: bool = True
+) -> tuple[Array, Array | None, Array | None]:
+    """dx and (when asked) dW and db of :func:`forward`: the adjoint of each of its steps, in
+    reverse.
 
-    Returns ``(dx, dW)``; dW is None when ``need_param_grads`` is False.
+    Returns ``(dx, dW, db)``; dW and db are None when ``need_param_grads`` is False (db also
+    when the layer has no bias).
     """
-    x, U, p, weight_shape = ctx
+    x, U, p, weight_shape, has_bias = cache
     Cout = weight_shape[1]
     GG = transforms(p.m, dy.dtype)[1]
     t = _tiling(p, x.shape, Cout, dy.dtype.itemsize)
@@ -506,6 +535,7 @@ def backward(dy, ctx, need_param_grads: bool = True):
         _input_transform_adjoint(dV, dx[n0:n1], t)  # B dV B^T, added back where read
         del dV
     if not need_param_grads:
-        return dx, None
+        return dx, None, None
     dK = GG.T @ dU.reshape(GG.shape[0], -1)  # G^T dU G: (9, 4 Cout Cin)
-    return dx, _weight_grad(dK, p.s, weight_shape)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, _weight_grad(dK, p.s, weight_shape), db

@@ -1,0 +1,240 @@
+"""The route table: for each operation, the ways to compute it, tried in order.
+
+Every operation of :mod:`abp_np.functional` is written once, as plain ``xp`` code that runs on
+NumPy and CuPy alike: the *reference*. A *route* computes the same function faster on some
+inputs. Each operation asks :func:`choose` which to take, and the table below answers it in
+one place: the first route whose condition holds, the reference last, as Thinc's ``CupyOps``
+overrides a method of ``Ops`` and falls back to it.
+
+=============================  ============================================================
+operation                      routes, in order (then ``"xp"``, the reference)
+=============================  ============================================================
+``conv_transpose2d_forward``   ``winograd`` (:mod:`~abp_np.fast.winograd`), ``cuda``
+                               (:mod:`~abp_np.fast.cuda`), ``phases``, ``columns``
+                               (:mod:`~abp_np.fast.columns`)
+``conv_transpose2d_backward``  ``winograd`` (for a :class:`~abp_np.fast.winograd.WinogradCache`),
+                               ``cuda``, ``blocks`` (:mod:`~abp_np.fast.columns`)
+``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics)
+``batchnorm_backward``         ``c``
+``langevin_step``              ``cuda`` (the fused update of equation (5))
+=============================  ============================================================
+
+Each route's condition reads the arrays (NumPy or CuPy, dtype, size) and the settings of
+:func:`abp_np.backend.using` (``cuda``, ``c``, ``winograd``, ``cpu_forms``); nowhere else is a
+route chosen. The forward pass records the route it took in its cache (``cache.route``), and the
+backward pass of the Winograd route is chosen by the cache's type.
+
+The reference entry has no function (``run`` is None): it is the ``xp`` code of
+:mod:`abp_np.functional` (and of ``ABP._langevin_step`` in :mod:`abp_np.abp`), which this module
+does not import, as no speed route imports the method above it.
+
+What ``when`` and ``run`` receive, per operation:
+
+* ``conv_transpose2d_forward``: ``(x, weight, bias, stride, padding, out_hw, derived)``; ``run``
+  returns ``(y, cache)``, with cache None when the route needs only what the reference keeps (a
+  :class:`~abp_np.functional.DeconvCache`), else its own (a ``WinogradCache``).
+* ``conv_transpose2d_backward``, ``batchnorm_backward``: ``(dy, cache, need_param_grads)``;
+  ``run`` returns the op's gradients, ``(dx, dW, db)`` or ``(dx, dgamma, dbeta)``.
+* ``batchnorm_forward``: ``(x, gamma, beta, eps, mean, var)``; ``run`` returns
+  ``(y, xc, inv_std, mean, var)``, the batch statistics last.
+* ``langevin_step``: ``when(z)``, chosen once per chain; ``run(z, dz_data, noise, delta)``
+  updates z in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import get_array_module, switches
+from . import columns, winograd
+from . import cpu as _cpu
+from . import cuda as _cuda
+
+__all__ = ["REFERENCE", "TABLE", "Route", "choose", "names"]
+
+
+class Route(NamedTuple):
+    """One way to compute an operation."""
+
+    name: str  # recorded in the caches, e.g. "winograd"
+    when: Callable[..., bool]  # does this route take these arguments now?
+    run: Callable[..., Any] | None  # the route; None for the reference in abp_np.functional
+
+
+def _always(*args: Any) -> bool:
+    return True
+
+
+#: The last entry of every operation: the plain ``xp`` code of :mod:`abp_np.functional`.
+REFERENCE = Route("xp", _always, None)
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+
+def _on_cpu(a: Any) -> bool:
+    return get_array_module(a) is np
+
+
+def _kernel_fits(a: Any) -> bool:
+    """A non-empty float32 / float64 array: what the compiled kernels take (empty: nothing to do)."""
+    return a.size > 0 and a.dtype in (np.float32, np.float64)
+
+
+def _cuda_runs(a: Any) -> bool:
+    """``a`` is a CuPy array the CUDA kernels take, and they are switched on."""
+    return switches().cuda and not _on_cpu(a) and _kernel_fits(a)
+
+
+def _cpu_forms(a: Any) -> bool:
+    return switches().cpu_forms and _on_cpu(a)
+
+
+# --- transposed convolution -----------------------------------------------------------------------
+
+
+def _winograd_plan(x, weight, stride, padding, out_hw, derived) -> winograd.Plan | None:
+    if not _on_cpu(x):
+        return None
+    return winograd.choose(x, weight, stride, padding, out_hw, reuse=derived is not None)
+
+
+def _winograd_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    return _winograd_plan(x, weight, stride, padding, out_hw, derived) is not None
+
+
+def _winograd_forward(x, weight, bias, stride, padding, out_hw, derived):
+    plan = _winograd_plan(x, weight, stride, padding, out_hw, derived)
+    return winograd.forward(x, weight, plan, bias, derived)
+
+
+def _cuda_forward_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    return _cuda_runs(x)
+
+
+def _cuda_forward(x, weight, bias, stride, padding, out_hw, derived):
+    return _cuda.conv_transpose2d_forward(x, weight, bias, stride, padding, out_hw), None
+
+
+def _phases_take(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    """The phase form where it moves less data: the column buffer (Cout kh kw, N H W) is larger
+    than x (Cout kh kw > 2 Cin) and than the weights (N H W > Cin), which the phase form copies
+    into its GEMM layout while the column form's GEMM reads them in place."""
+    N, Cin, H, W = x.shape
+    _, Cout, kh, kw = weight.shape
+    return _cpu_forms(x) and Cout * kh * kw > 2 * Cin and N * H * W > Cin
+
+
+def _phases_forward(x, weight, bias, stride, padding, out_hw, derived):
+    return columns.conv_transpose2d_phases(x, weight, bias, stride, padding, out_hw), None
+
+
+def _columns_take(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    return _cpu_forms(x)
+
+
+def _columns_forward(x, weight, bias, stride, padding, out_hw, derived):
+    return columns.conv_transpose2d_columns(x, weight, bias, stride, padding, out_hw), None
+
+
+def _winograd_cache(dy, cache, need_param_grads) -> bool:
+    return isinstance(cache, winograd.WinogradCache)
+
+
+def _winograd_backward(dy, cache, need_param_grads):
+    return winograd.backward(dy, cache, need_param_grads)
+
+
+def _cuda_backward_takes(dy, cache, need_param_grads) -> bool:
+    return _cuda_runs(dy)
+
+
+def _cuda_backward(dy, cache, need_param_grads):
+    c = cache  # a DeconvCache
+    args = (c.x, c.weight, c.has_bias, c.stride, c.padding, need_param_grads)
+    return _cuda.conv_transpose2d_backward(dy, *args)
+
+
+def _blocks_take(dy, cache, need_param_grads) -> bool:
+    return _cpu_forms(dy)
+
+
+def _blocks_backward(dy, cache, need_param_grads):
+    c = cache  # a DeconvCache
+    args = (c.x, c.weight, c.has_bias, c.stride, c.padding, need_param_grads)
+    return columns.conv_transpose2d_backward(dy, *args)
+
+
+# --- batch normalisation --------------------------------------------------------------------------
+
+
+def _c_batchnorm_takes(x, gamma, beta, eps, mean, var) -> bool:
+    return mean is None and _on_cpu(x) and _kernel_fits(x) and _cpu.enabled()
+
+
+def _c_batchnorm_backward_takes(dy, cache, need_param_grads) -> bool:
+    return (
+        cache.mean is not None
+        and _on_cpu(dy)
+        and _kernel_fits(dy)
+        and dy.dtype == cache.xc.dtype
+        and _cpu.enabled()
+    )
+
+
+# --- the Langevin update --------------------------------------------------------------------------
+
+
+def _cuda_langevin_takes(z) -> bool:
+    return _cuda_runs(z)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+#: For each operation, its routes in the order they are tried; the reference last.
+TABLE: dict[str, tuple[Route, ...]] = {
+    "conv_transpose2d_forward": (
+        Route("winograd", _winograd_takes, _winograd_forward),
+        Route("cuda", _cuda_forward_takes, _cuda_forward),
+        Route("phases", _phases_take, _phases_forward),
+        Route("columns", _columns_take, _columns_forward),
+        REFERENCE,
+    ),
+    "conv_transpose2d_backward": (
+        Route("winograd", _winograd_cache, _winograd_backward),
+        Route("cuda", _cuda_backward_takes, _cuda_backward),
+        Route("blocks", _blocks_take, _blocks_backward),
+        REFERENCE,
+    ),
+    "batchnorm_forward": (
+        Route("c", _c_batchnorm_takes, _cpu.batchnorm_forward),
+        REFERENCE,
+    ),
+    "batchnorm_backward": (
+        Route("c", _c_batchnorm_backward_takes, _cpu.batchnorm_backward),
+        REFERENCE,
+    ),
+    "langevin_step": (
+        Route("cuda", _cuda_langevin_takes, _cuda.langevin_step_),
+        REFERENCE,
+    ),
+}
+
+
+def choose(op: str, *args: Any) -> Route:
+    """The first route of ``op`` in :data:`TABLE` whose condition holds for ``args``.
+
+    Returns :data:`REFERENCE` (``run`` None) when no speed route takes them.
+    """
+    for route in TABLE[op]:
+        if route.when(*args):
+            return route
+    return REFERENCE  # not reached: every list ends with the reference
+
+
+def names(op: str) -> list[str]:
+    """The names of ``op``'s routes, in the order they are tried."""
+    return [route.name for route in TABLE[op]]
