@@ -20,6 +20,11 @@ smoke       tiny images, networks and iteration counts: seconds; for the test su
 quick       small images and networks, tens to hundreds of iterations: minutes on a 2-core CPU
 full        the paper's settings (networks, sizes, 600 iterations): meant for a GPU
 ==========  ==================================================================================
+
+The demos of the paper's quantitative claims (reconstruction, inpainting, compressed sensing,
+error curves) also take ``--paper-cpu``: the paper's protocols on 1,000 real training images and
+300 held-out ones, at most 30 minutes each on a 2-core CPU (``demos/_protocol.py``; with
+``--smoke``, seconds). Their output goes to ``runs/<demo>_paper_cpu``.
 """
 
 from __future__ import annotations
@@ -148,7 +153,13 @@ class Demo:
         self.title = title
         self.args = args
         self.mode = mode_of(args)
-        self.out = Path(args.out) if args.out is not None else Path("runs") / name
+        folder = name
+        if getattr(args, "paper_cpu", False):  # demos/_protocol.py
+            if args.quick:
+                raise SystemExit(f"{name}: --paper-cpu has its own sizes: drop --quick")
+            self.mode = "paper-cpu (smoke)" if args.smoke else "paper-cpu"
+            folder = f"{name}_paper_cpu"
+        self.out = Path(args.out) if args.out is not None else Path("runs") / folder
         self.out.mkdir(parents=True, exist_ok=True)
         if getattr(args, "cuda_graph", False) and args.device != "gpu":
             raise SystemExit(f"{name}: --cuda-graph replays CUDA graphs: add --device gpu")
@@ -325,9 +336,38 @@ def fmt(x: Any) -> str:
     return str(x)
 
 
+#: Column names ending in one of these words are errors of competing methods on one set of
+#: images ("ABP held-out", "PCA held-out"): the lowest of each row's group is the winner.
+GROUPS = ("train", "held-out", "test")
+
+
+def winners(columns: Sequence[str], row: Sequence[Any]) -> set[int]:
+    """Indices of the lowest error in each group of two or more competing columns of a row."""
+    best = set()
+    for word in GROUPS:
+        group = [
+            k
+            for k, c in enumerate(columns)
+            if str(c).endswith(f" {word}")
+            and isinstance(row[k], (float, np.floating))
+            and not math.isnan(row[k])
+        ]
+        if len(group) > 1:
+            best.add(min(group, key=lambda k: row[k]))
+    return best
+
+
 def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    """A Markdown table; in each row the winner of every group of competing errors is bold."""
+
+    def cell(v: Any) -> str:
+        return fmt(v).replace("|", "\\|")  # a '|' inside a cell would end it
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        best = winners(columns, r)
+        cells = [f"**{cell(v)}**" if k in best else cell(v) for k, v in enumerate(r)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
