@@ -53,18 +53,18 @@ def main(argv: list[str] | None = None) -> dict:
         "--deltas",
         type=float,
         nargs="+",
-        default=[0.3, 0.2, 0.1, 0.05],
-        help="step sizes to compare (default 0.3 0.2 0.1 0.05)",
+        default=[0.3, 0.1, 0.05],
+        help="step sizes to compare (default 0.3 0.1 0.05)",
     )
     p.add_argument(
-        "--epochs", type=int, default=None, help="epochs of each run (default 30; smoke 2)"
+        "--epochs", type=int, default=None, help="epochs of each run (default 15; smoke 2)"
     )
     args = p.parse_args(argv)
     if not args.paper_cpu:
         raise SystemExit("step_size.py measures the --paper-cpu protocol: add --paper-cpu")
     demo = C.Demo("step_size", "The Langevin step size, chosen on validation images", args)
     s = P.settings_of(args)
-    epochs = args.epochs or (2 if args.smoke else 30)
+    epochs = args.epochs or (2 if args.smoke else 15)
     P.note_settings(demo, s)
     demo.settings["epochs of each run"] = epochs
     demo.settings["deltas"] = args.deltas

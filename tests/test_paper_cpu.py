@@ -150,3 +150,43 @@ def test_tables_bold_the_lowest_error_of_each_group_of_competing_methods():
     assert header.count(" | ") == len(columns) - 1  # the '|' of a name is escaped
     cells = [c.strip() for c in row.strip("|").split(" | ")]
     assert cells == ["10", "**0.05**", "0.07", "0.09", "**0.08**", "4"]
+
+
+def test_results_page_states_each_claim_from_the_runs(tmp_path):
+    import shutil
+
+    images = _folder(tmp_path / "images", 40, 0)
+    runs = tmp_path / "runs"
+    run(
+        "reconstruction",
+        runs / "reconstruction_paper_cpu",
+        "--data",
+        str(images),
+        "--size",
+        "20",
+        "--channels",
+        "1",
+        "--sizes",
+        "12",
+        "24",
+    )
+    demos = tmp_path / "demos"  # a copy, so that the real page and pictures stay as they are
+    shutil.copytree(DEMOS, demos, ignore=shutil.ignore_patterns("results", "RESULTS.md"))
+    proc = subprocess.run(
+        [sys.executable, str(demos / "_results_page.py"), str(runs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = (demos / "RESULTS.md").read_text(encoding="utf-8")
+    report = json.loads((runs / "reconstruction_paper_cpu" / "results.json").read_text())
+    wins, n = report["results"]["abp_wins_held_out"], len(report["results"]["rows"])
+    verdict = "Reproduced" if wins == n else "Not reproduced" if wins == 0 else "Partly reproduced"
+    assert f"Held-out reconstruction (experiment 7): {verdict}." in page
+    assert f"at {wins} of {n} values of d" in page
+    assert "**" in page.split("## reconstruction_paper_cpu", 1)[1]  # winners in bold
+    assert (demos / "results" / "reconstruction_paper_cpu" / "crossover.png").is_file()
+    assert "## Not run yet" in page and "inpainting.py --paper-cpu" in page
