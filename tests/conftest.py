@@ -50,6 +50,12 @@ def device(xp):
     return "cpu" if xp is np else "gpu"
 
 
+def reference_only():
+    """A ``with`` block with every speed route off: the plain ``xp`` reference of
+    :mod:`abp_np.functional` runs everywhere."""
+    return backend.using(cuda=False, c=False, winograd="off", cpu_forms=False)
+
+
 REPO = Path(__file__).resolve().parent.parent
 
 

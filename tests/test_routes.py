@@ -1,16 +1,36 @@
-"""The one switch of the speed routes (``abp_np.backend.using``).
+"""The speed routes: their one switch (``abp_np.backend.using``), their one table
+(``abp_np.fast.routes``), the reference they fall back to, and every route held to it.
 
-Expected values are the settings written in each test, never read back from the code that sets
-them.
+Expected values: the settings written in each test; for the reference, the naive loops of
+``tests/oracles.py`` and finite differences; for each route, the reference (itself held to the
+oracles here), with every route switched off.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from abp_np import backend
+from abp_np import functional as F
 from abp_np.backend import Switches, switches, using, using_kernels
-from abp_np.fast import winograd
+from abp_np.fast import cpu as _cpu
+from abp_np.fast import routes, winograd
+from abp_np.gradcheck import assert_gradients_close
+from abp_np.layers import BatchNorm2d, ConvTranspose2d
+
+import oracles
+from conftest import TOL, reference_only
+
+F64 = np.float64
+TOL64 = TOL[np.dtype(F64)]
+HYPO = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 DEFAULT = Switches(cuda=True, c=True, winograd="auto", cpu_forms=True)
 
@@ -65,3 +85,183 @@ def test_the_older_names_are_the_same_switch():
         with winograd.using("off"):
             assert winograd.mode() == "off" == switches().winograd
     assert switches() == DEFAULT
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_last():
+    assert routes.names("conv_transpose2d_forward") == [
+        "winograd",
+        "cuda",
+        "phases",
+        "columns",
+        "xp",
+    ]
+    assert routes.names("conv_transpose2d_backward") == ["winograd", "cuda", "blocks", "xp"]
+    assert routes.names("batchnorm_forward") == ["c", "xp"]
+    assert routes.names("batchnorm_backward") == ["c", "xp"]
+    assert routes.names("langevin_step") == ["cuda", "xp"]
+    for op, entries in routes.TABLE.items():
+        assert entries[-1] is routes.REFERENCE and entries[-1].run is None, op
+        assert all(r.run is not None for r in entries[:-1]), op
+
+
+# --- the reference against independent oracles ----------------------------------------------------
+
+
+@st.composite
+def geometries(draw):
+    """(N, Cin, Cout, (H, W), kernel, stride, padding, output_padding), non-empty output."""
+    size, k, s, p, op = [], [], [], [], []
+    for _ in range(2):
+        size.append(draw(st.integers(1, 4)))
+        k.append(draw(st.integers(1, 5)))
+        s.append(draw(st.integers(1, 3)))
+        op.append(draw(st.integers(0, s[-1] - 1)))
+        uncropped = (size[-1] - 1) * s[-1] + k[-1] + op[-1]
+        p.append(draw(st.integers(0, min(3, (uncropped - 1) // 2))))
+    n, cin, cout = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return n, cin, cout, tuple(size), tuple(k), tuple(s), tuple(p), tuple(op)
+
+
+@HYPO
+@given(geom=geometries(), seed=st.integers(0, 2**16))
+def test_reference_col2im_and_im2col_are_the_oracles_loops(geom, seed):
+    """The reference scatter and gather, element for element (integer data: exact sums)."""
+    n, _, c, (h, w), k, s, p, op = geom
+    rng = np.random.default_rng(seed)
+    hout, wout = (oracles.out_size(a, b, d, e, f) for a, b, d, e, f in zip((h, w), k, s, p, op))
+    cols = rng.integers(-8, 9, (c, *k, n, h, w)).astype(F64)
+    np.testing.assert_array_equal(
+        F.col2im(cols, (n, c, hout, wout), s, p), oracles.col2im_oracle(cols, hout, wout, s, p)
+    )
+    dy = rng.integers(-8, 9, (n, c, hout, wout)).astype(F64)
+    np.testing.assert_array_equal(
+        F.im2col(dy, k, (h, w), s, p), oracles.im2col_oracle(dy, *k, h, w, s, p)
+    )
+
+
+@HYPO
+@given(geom=geometries(), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_reference_conv_transpose2d_matches_the_oracles(geom, bias, seed):
+    """With every route off: y is the naive scatter's, dx the naive convolution's (the adjoint),
+    and dW, db pass the finite-difference check."""
+    n, cin, cout, hw, k, s, p, op = geom
+    rng = np.random.default_rng(seed)
+    layer = ConvTranspose2d(cin, cout, k, s, p, op, bias=bias, dtype=F64, rng=rng)
+    for value in layer.params.values():
+        value[...] = rng.standard_normal(value.shape)
+    x = rng.standard_normal((n, cin, *hw))
+    w, b = layer.params["weight"], layer.params.get("bias")
+    with reference_only():
+        y = layer.forward(x)
+        assert layer._cache.route == "xp"
+        dy = rng.standard_normal(y.shape)
+        dx = layer.backward(dy)
+        assert_gradients_close(layer, x, rng=rng)
+    np.testing.assert_allclose(y, oracles.conv_transpose2d(x, w, b, s, p, op), **TOL64)
+    np.testing.assert_allclose(dx, oracles.conv2d(dy, w, s, p, hw), **TOL64)
+
+
+def test_reference_batchnorm_matches_the_oracle():
+    """With every route off (the C kernels too): batch statistics, y and the gradients."""
+    rng = np.random.default_rng(2)
+    layer = BatchNorm2d(3, dtype=F64)
+    layer.params["weight"][...] = 1 + 0.5 * rng.standard_normal(3)
+    layer.params["bias"][...] = rng.standard_normal(3)
+    x = rng.standard_normal((4, 3, 5, 2))
+    with reference_only():
+        y = layer.forward(x)
+        assert layer._cache.route == "xp"
+        assert_gradients_close(layer, x, rng=rng)
+    y_ref, mean, unbiased = oracles.batchnorm(x, layer.params["weight"], layer.params["bias"], 1e-5)
+    np.testing.assert_allclose(y, y_ref, **TOL64)
+    np.testing.assert_allclose(layer._cache.mean, mean, **TOL64)
+    np.testing.assert_allclose(layer._cache.var, unbiased * 39 / 40, **TOL64)
+
+
+# --- every CPU route against the reference --------------------------------------------------------
+
+# (name, layer arguments, x shape, settings that make the route take this layer)
+CPU_ROUTES = [
+    ("phases", (3, 8, 5, 2, 2, 1), (2, 3, 4, 4), {"winograd": "off"}),
+    ("columns", (40, 3, 5, 2, 2, 1), (3, 40, 3, 3), {"winograd": "off"}),  # an RGB output layer
+    ("columns", (9, 3, 5, 2, 2, 1), (1, 9, 3, 3), {"winograd": "off"}),  # N H W <= Cin
+    ("phases", (2, 4, (3, 4), (1, 3), (1, 0), (0, 2)), (2, 2, 3, 5), {}),  # no Winograd fit
+    ("winograd", (3, 5, 5, 2, 2, 1), (2, 3, 4, 6), {"winograd": "on", "c": False}),
+    ("winograd", (3, 5, 5, 2, 2, 1), (2, 3, 4, 6), {"winograd": "on", "c": True}),
+]
+
+
+def _run(layer, x, dy, need_param_grads):
+    y = layer.forward(x).copy()
+    route = layer._cache.route
+    dx = layer.backward(dy, need_param_grads=need_param_grads).copy()
+    grads = [g.copy() for g in layer.grads.values()]
+    layer.zero_grad()
+    return route, y, dx, grads
+
+
+@pytest.mark.parametrize("need_param_grads", [True, False])
+@pytest.mark.parametrize("name, args, x_shape, settings", CPU_ROUTES)
+def test_each_cpu_route_gives_the_reference_s_results(
+    name, args, x_shape, settings, need_param_grads
+):
+    """The route named is the one taken (recorded in the cache), and its y, dx, dW and db are
+    the reference's (float64; the blocked backward runs after every route but Winograd's)."""
+    if settings.get("c") and not _cpu.available():
+        pytest.skip(f"compiled CPU kernels not available: {_cpu.reason()}")
+    rng = np.random.default_rng(5)
+    layer = ConvTranspose2d(*args, dtype=F64, rng=rng)
+    for value in layer.params.values():
+        value[...] = rng.standard_normal(value.shape)
+    x = rng.standard_normal(x_shape)
+    dy = rng.standard_normal(layer.output_shape(x_shape))
+    with using(**settings):
+        got = _run(layer, x, dy, need_param_grads)
+    with reference_only():
+        want = _run(layer, x, dy, need_param_grads)
+    assert got[0] == name and want[0] == "xp"
+    scale = max(1.0, float(np.abs(want[1]).max()))
+    for a, b in zip([got[1], got[2], *got[3]], [want[1], want[2], *want[3]], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)
+
+
+def test_the_winograd_backward_is_chosen_by_the_cache_s_type():
+    """A Winograd forward's cache goes back to the Winograd backward even where the switch has
+    since been turned off; any other cache never does."""
+    rng = np.random.default_rng(6)
+    layer = ConvTranspose2d(3, 5, 5, 2, 2, 1, dtype=F64, rng=rng)
+    x = rng.standard_normal((2, 3, 4, 4))
+    dy = rng.standard_normal((2, 5, 8, 8))
+    with using(winograd="on"):
+        layer.forward(x)
+    assert isinstance(layer._cache, winograd.WinogradCache)
+    with using(winograd="off", cpu_forms=False):
+        assert routes.choose("conv_transpose2d_backward", dy, layer._cache, True).name == (
+            "winograd"
+        )
+    with using(winograd="off"):
+        layer.forward(x)
+    assert isinstance(layer._cache, F.DeconvCache)
+    assert routes.choose("conv_transpose2d_backward", dy, layer._cache, True).name == "blocks"
+
+
+def test_the_gpu_route_and_the_reference_on_the_fake_device(fake_gpu):
+    """On CuPy arrays: the CUDA route while ``cuda`` is on, the reference otherwise; batch norm
+    and the Langevin update likewise (``c`` and ``cpu_forms`` do not apply to the GPU)."""
+    cp = fake_gpu
+    rng = np.random.default_rng(7)
+    layer = ConvTranspose2d(2, 3, 5, 2, 2, 1, rng=rng).to("gpu")
+    x = cp.asarray(rng.standard_normal((2, 2, 3, 3)).astype(np.float32))
+    layer.forward(x)
+    assert layer._cache.route == "cuda"
+    assert routes.choose("langevin_step", x).name == "cuda"
+    with using(cuda=False):
+        layer.forward(x)
+        assert layer._cache.route == "xp"
+        assert routes.choose("langevin_step", x).name == "xp"
+    bn = BatchNorm2d(2).to("gpu")
+    bn.forward(x)
+    assert bn._cache.route == "xp"
