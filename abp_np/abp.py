@@ -69,11 +69,11 @@ import numpy as np
 from .backend import (
     get_array_module,
     is_device_out_of_memory,
-    kernels_enabled,
     out_of_memory_error,
     resolve_device,
     to_numpy,
 )
+from .fast import routes
 from .observation import Complete, Observation
 from .optim import SGD, Optimizer
 from .training import DivergenceError  # the run's error, defined with the run
@@ -120,13 +120,10 @@ class LearnStats(NamedTuple):
         }
 
 
-def _langevin_kernel() -> Any:
-    """``abp_np.fast.cuda.langevin_step_`` when it can be imported, else None."""
-    try:
-        from .fast import cuda as _cuda
-    except ImportError:  # pragma: no cover - a build without the kernel module
-        return None
-    return getattr(_cuda, "langevin_step_", None)
+def _langevin_kernel(z: Any) -> Any:
+    """The fused update of (5) for ``z`` from the route table (:mod:`abp_np.fast.routes`), or
+    None for the code of :meth:`ABP._langevin_step`."""
+    return routes.choose("langevin_step", z).run
 
 
 class ABP:
@@ -449,7 +446,7 @@ class ABP:
         xp = get_array_module(z)
         if noise and noise_arrays is None:
             rng = rng if rng is not None else self.noise_rng()
-        kernel = _langevin_kernel() if (xp is not np and kernels_enabled()) else None
+        kernel = _langevin_kernel(z)
         if self.cuda_graph and xp is not np and steps > 0:
             return self._langevin_graph(z, y, obs, steps, delta, noise, rng, noise_arrays, kernel)
         z = xp.array(z, copy=True, order="C")

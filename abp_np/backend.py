@@ -66,7 +66,6 @@ __all__ = [
     "using",
     "switches",
     "using_kernels",
-    "kernels_enabled",
     "check_float_dtype",
     "pair",
     "FLOAT_DTYPES",
@@ -300,11 +299,6 @@ def using(
         yield _switches
     finally:
         _switches = previous
-
-
-def kernels_enabled() -> bool:
-    """``switches().cuda``: True when the CUDA kernels may run on CuPy arrays."""
-    return _switches.cuda
 
 
 def using_kernels(enabled: bool) -> contextlib.AbstractContextManager[Switches]:
