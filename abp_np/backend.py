@@ -220,7 +220,7 @@ def pair(value: Any, name: str, owner: str, minimum: int = 0) -> tuple[int, int]
 
 
 class Switches(NamedTuple):
-    """Which speed routes of :mod:`abp_np.fast` may replace the plain ``xp`` code (see :func:`using`).
+    """Which speed routes of :mod:`abp_np.fast` may replace the plain ``xp`` code (:func:`using`).
 
     Each route computes the same function as the reference in :mod:`abp_np.functional`; these
     settings choose only how.

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from .backend import check_float_dtype, get_array_module, resolve_device, to_device
+from .backend import check_float_dtype, get_array_module, pair, resolve_device, to_device
 
 __all__ = [
     "Layer",
@@ -38,15 +38,6 @@ __all__ = [
     "Tanh",
     "Reshape",
 ]
-
-
-def _pair(v: Any, name: str, owner: str, minimum: int) -> tuple[int, int]:
-    t = tuple(int(a) for a in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
-    if len(t) != 2 or any(a < minimum for a in t):
-        raise ValueError(
-            f"{owner}: {name} must be an int >= {minimum} or a pair of them, got {v!r}"
-        )
-    return t  # type: ignore[return-value]
 
 
 class Layer:
@@ -289,10 +280,10 @@ class ConvTranspose2d(Layer):
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ValueError(f"{name}: channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        self.padding = _pair(padding, "padding", name, 0)
-        self.output_padding = _pair(output_padding, "output_padding", name, 0)
+        self.kernel_size = pair(kernel_size, "kernel_size", name, 1)
+        self.stride = pair(stride, "stride", name, 1)
+        self.padding = pair(padding, "padding", name, 0)
+        self.output_padding = pair(output_padding, "output_padding", name, 0)
         for op, s in zip(self.output_padding, self.stride):
             if op >= s:
                 raise ValueError(
@@ -486,7 +477,8 @@ class _BatchNorm(Layer):
             self._set_param("weight", np.ones(c, self.dtype))
             self._set_param("bias", np.zeros(c, self.dtype))
         else:
-            self._fixed = {"weight": np.ones(c, self.dtype), "bias": np.zeros(c, self.dtype)}
+            # gamma = 1 and beta = 0, not learned: y is the normalised x
+            self._unit_affine = {"weight": np.ones(c, self.dtype), "bias": np.zeros(c, self.dtype)}
         stat = np.promote_types(self.dtype, np.float32)
         self.buffers["running_mean"] = np.zeros(c, stat)
         self.buffers["running_var"] = np.ones(c, stat)
@@ -494,7 +486,7 @@ class _BatchNorm(Layer):
     def to(self, device):
         super().to(device)
         if not self.affine:
-            self._fixed = {k: to_device(v, device) for k, v in self._fixed.items()}
+            self._unit_affine = {k: to_device(v, device) for k, v in self._unit_affine.items()}
         return self
 
     def _extra_repr(self) -> str:
@@ -509,7 +501,7 @@ class _BatchNorm(Layer):
             )
         self._expect_channels(x, self.num_features)
         axes = (0,) + tuple(range(2, x.ndim))
-        p = self.params if self.affine else self._fixed
+        p = self.params if self.affine else self._unit_affine
         if self.training:
             m = x.size // x.shape[1]
             if m < 2:

@@ -172,7 +172,7 @@ def im2col_into(cols, dy, stride: Pair, padding: Pair):
     return cols
 
 
-# --- the forms ----------------------------------------------------------------------------------------
+# --- the forms ----------------------------------------------------------------------------------
 
 
 def conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
@@ -265,10 +265,10 @@ def conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_hw
 def conv_transpose2d_columns(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
     """The column form on the CPU, a block of examples at a time.
 
-    The same two lines as in :func:`abp_np.functional.conv_transpose2d_forward`, per block of ``nb`` examples:
-    ``cols = W^T x_n`` for each example n of the block (a GEMM (Cout kh kw, Cin) @ (Cin, H W)
-    that reads x_n in place, where the whole-batch GEMM needs x transposed to (Cin, N H W),
-    a copy), then ``col2im`` of the block into its rows of y. The column buffer of a block
+    The same two lines as in :func:`abp_np.functional.conv_transpose2d_forward`, per block of
+    ``nb`` examples: ``cols = W^T x_n`` for each example n of the block (a GEMM
+    (Cout kh kw, Cin) @ (Cin, H W) that reads x_n in place, where the whole-batch GEMM needs x
+    transposed to (Cin, N H W), a copy), then ``col2im`` of the block into its rows of y. The column buffer of a block
     (:data:`BLOCK_BYTES`) is reused: built whole, it would be kh kw / (sh sw) times the
     output and, with the copy of x, the largest temporary of a Langevin step.
     """

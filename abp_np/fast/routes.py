@@ -80,7 +80,7 @@ def _on_cpu(a: Any) -> bool:
 
 
 def _kernel_fits(a: Any) -> bool:
-    """A non-empty float32 / float64 array: what the compiled kernels take (empty: nothing to do)."""
+    """A non-empty float32 / float64 array: what the compiled kernels take."""
     return a.size > 0 and a.dtype in (np.float32, np.float64)
 
 
