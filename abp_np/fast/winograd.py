@@ -44,10 +44,11 @@ The idea in three steps
    to dM; ``need_param_grads`` only adds the dU GEMMs.
 
 Accuracy: F(4 x 4, 3 x 3) rounds differently from the direct sum (its constants reach 8 and
-1/24). In float32 the outputs of the faces network's layers differ from a float64 reference by
-4e-6 to 1.2e-5 of the output's largest value (the direct sums: 2e-7 to 3e-7); in float64 the
-difference is at rounding level (tested). F(2 x 2, 3 x 3), whose constants are 0, +-1 and 1/2,
-is about as accurate as the direct sum; it is used when the size is not a multiple of 4.
+1/24): in float32 its outputs lie further from a float64 reference than the direct sums' do
+(figures: ``BENCHMARKS.md``, "Figures behind the routes' rules"; the tests bound it); in
+float64 the difference is at rounding level (tested). F(2 x 2, 3 x 3), whose constants are 0,
++-1 and 1/2, is about as accurate as the direct sum; it is used when the size is not a multiple
+of 4.
 
 Data movement: gathering the overlapping tiles, adding them back (overlap-add), the pixel
 shuffle and its inverse are strided rearrangements that NumPy does slowly (tiny inner loops),
@@ -57,9 +58,10 @@ C (``kernels/winograd_cpu.c`` through :mod:`abp_np.fast.cpu`), with the transfor
 formulas; otherwise, the NumPy code below. The two compute the same sums in a different order
 (tested to agree to rounding). The products by U are BLAS GEMMs in either case.
 
-When: by default (:func:`using`), only where it was measured to pay: the compiled kernels are
-available and the layer has many pixels per input channel (:func:`worth_it`). With the NumPy
-data movement the rearrangements cost about as much as the multiplications saved.
+When: by default (the ``winograd="auto"`` setting of :func:`abp_np.backend.using`), only where
+it was measured to pay: the compiled kernels run and the layer has many pixels per input
+channel (:func:`worth_it`). With the NumPy data movement the rearrangements cost about as much
+as the multiplications saved.
 
 Transformed weights: U depends on W alone. A forward pass computes it, and its backward reuses
 it. The inferential back-propagation runs many passes with W fixed (the Langevin loop of
@@ -191,7 +193,8 @@ def _plan(x_shape, weight_shape, stride, padding, out_hw) -> Plan | None:
         Qs.append(Q)
     # F(4x4) wherever it fits: 2.25 multiplications per output where F(2x2) needs 4. On a 4 x 4
     # input (faces64's 512 -> 256 layer) one tile covers it, and its U holds 36 / 16 as many
-    # values as F(2x2)'s: 75 MB there, 1.7 x faster in the GEMMs (BENCHMARKS.md).
+    # values as F(2x2)'s, and still its GEMMs were faster (BENCHMARKS.md, "Figures behind the
+    # routes' rules").
     m = 4 if Qs[0] % 4 == 0 and Qs[1] % 4 == 0 else 2
     return Plan(m, sh, (q0s[0], q0s[1]), (Qs[0], Qs[1]))
 
@@ -273,18 +276,19 @@ def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
     the size of the input (``36 * 4 Cout * Cin <= 8 N Cin H W``, i.e. ``N H W >= 18 Cout``).
 
     The transforms cost time in proportion to the activations and the transformed weights, the
-    saving is in proportion to the GEMMs. Measured per layer (BENCHMARKS.md): inputs of 4 x 4
-    gained nothing when U was computed for each pass; layers whose U dwarfs their input (the
-    first layers of the texture network at batch 1) lost time or raised the peak memory above
-    that of the direct path; the layers of 8 x 8 and more with a batch of images gained 10-30 %.
+    saving is in proportion to the GEMMs. Measured per layer (``BENCHMARKS.md``, "Figures behind
+    the routes' rules"): inputs of 4 x 4 gained nothing when U was computed for each pass; layers
+    whose U dwarfs their input (the first layers of the texture network at batch 1) lost time or
+    raised the peak memory above that of the direct path; the layers of 8 x 8 and more with a
+    batch of images gained.
 
     With ``reuse`` (the weights stay fixed over many passes, which share one U: the Langevin
     loop, :meth:`abp_np.generator.Generator.fixed_weights`) U's cost is paid once, and the rule
     widens to inputs of at least 4 x 4 with ``N H W >= 4 Cout`` (a kept U of F(4x4), 144 Cout
     Cin values, at most 36 x the input). That adds faces64's 512 -> 256 layer at 4 x 4 and
     texture224's 256 -> 128 at 28 x 28; taking every layer that fits as well (texture224's
-    512 -> 256 at 14 x 14, U 84 x its input) raised texture224's peak memory by 30 MiB and
-    gained no time.
+    512 -> 256 at 14 x 14, U 84 x its input) raised texture224's peak memory and gained no
+    time.
     """
     N, Cin, H, W = x_shape
     Cout = weight_shape[1]
@@ -332,9 +336,9 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     per_example = (p.m + 2) ** 2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
     block = max(1, min(N, BLOCK_BYTES // per_example))
     # Each block's GEMMs read all of U once. For a wide layer on few tiles that read is most of
-    # their time (faces64's 512 -> 256 layer: U is 75 MB, M of the whole batch 9.4 MB; in the
-    # Langevin loop its GEMMs took 25 ms in blocks of 56 + 8 examples, 20 ms in one block), so
-    # the batch stays whole when its M is at most 1.5 x the target.
+    # their time (faces64's 512 -> 256 layer: U is 8 x the whole batch's M; BENCHMARKS.md,
+    # "Figures behind the routes' rules"), so the batch stays whole when its M is at most
+    # 1.5 x the target.
     if N * per_example <= 1.5 * BLOCK_BYTES:
         block = N
     return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
