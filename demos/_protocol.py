@@ -41,7 +41,7 @@ from abp_np import layers as L
 
 #: Langevin step size of the ``--paper-cpu`` runs, chosen by ``demos/step_size.py --paper-cpu``
 #: on the 300 validation digits (never on the held-out ones): see demos/RESULTS.md.
-DELTA = 0.1
+DELTA = 0.05
 
 PAPER_CPU = {
     "training images": 1000,
