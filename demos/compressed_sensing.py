@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     Y, Y_test = train_test(args, demo, size, n_train, n_test)
     demo.settings["training images"] = len(Y)
     demo.settings["held-out images"] = len(Y_test)
-    pca = evaluation.PCA(min(d, len(Y))).fit(Y)
+    pca = evaluation.PCA(min(d, len(Y) - 2)).fit(Y)
 
     rows = []
     for k, m in enumerate(ms):

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         abp_test = C.to_numpy(g.forward(z_test))
 
         # baselines
-        pca, pca_train = evaluation.fit_pca_incomplete(Y_obs, mask, min(d, len(Y)))
+        pca, pca_train = evaluation.fit_pca_incomplete(Y_obs, mask, min(d, len(Y) - 2))
         pca_test = evaluation.pca_complete(Y_test_obs, mask_test, pca)
         nb_train = evaluation.neighbour_fill(Y_obs, mask)
         nb_test = evaluation.neighbour_fill(Y_test_obs, mask_test)

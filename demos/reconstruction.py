@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     pictures = [Y_test[:8]]
     for d in dims:
-        if d >= len(Y):
+        if d >= len(Y) - 1:
             demo.note(
-                f"d = {d} skipped: PCA of {len(Y)} images has at most {len(Y) - 1} components."
+                f"d = {d} skipped: PCA of {len(Y)} images needs d well below {len(Y)} (at most "
+                f"{len(Y) - 2} here)."
             )
             continue
         g = abp_np.object_generator(latent_dim=d, channels=channels, rng=demo.rng(1))

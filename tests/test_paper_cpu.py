@@ -78,7 +78,7 @@ def test_paper_cpu_protocol_runs_on_a_folder(name, tmp_path):
         for t in report["tables"]
         for r in t["rows"]
         for c, v in zip(t["columns"], r, strict=True)
-        if isinstance(v, float) and ("error" in c or "train" in c or "held-out" in c)
+        if isinstance(v, float) and c.endswith(("error", " train", " held-out", " test"))
     ]
     assert errors and all(0.0 <= v <= 1.0 for v in errors if not math.isnan(v))
 
