@@ -1,7 +1,7 @@
 """A NumPy-backed stand-in for the few CuPy APIs that abp_np's GPU path touches (tests only).
 
-There is no GPU in CI, yet the Python side of the GPU path (``functional``'s kernel branch,
-``abp_np.fast.cuda``'s launch wrappers, ``ABP.langevin``'s fused update) should run there. This
+There is no GPU in CI, yet the Python side of the GPU path (the CUDA routes of
+``abp_np.fast.routes``, ``abp_np.fast.cuda``'s launch wrappers, ``ABP.langevin``'s fused update) should run there. This
 module plays CuPy just well enough for that:
 
 * :class:`ndarray` is a subclass of :class:`numpy.ndarray`, so ``get_array_module`` can tell a

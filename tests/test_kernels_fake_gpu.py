@@ -1,13 +1,14 @@
 """The Python side of the GPU path, run on the CPU through a fake CuPy (``tests/fake_cupy.py``).
 
 No CI machine has a GPU, so ``tests/test_kernels_gpu.py`` is skipped there. These tests install
-a NumPy-backed stand-in for CuPy as ``abp_np.backend._cupy`` (and as ``cupy`` for the imports in
-``abp_np.fast.cuda``). Its ``RawModule`` checks every kernel argument as the C++ signature in
+a NumPy-backed stand-in for CuPy as ``abp_np.backend._cupy``, the CuPy that
+``backend.load_cupy`` hands to ``abp_np.fast.cuda`` (the ``fake_gpu`` fixture of
+``tests/conftest.py``). Its ``RawModule`` checks every kernel argument as the C++ signature in
 ``kernels/deconv.cu`` needs it, then runs the kernel's host build (``kernels/host_shim.h``).
-What runs for real is everything in Python: ``functional``'s kernel branch, ``_cuda``'s
+What runs for real is everything in Python: the route table's CUDA routes, ``_cuda``'s
 validation, grid and argument lists, and ``ABP.langevin``'s fused update.
 
-The reference is the library's ``xp`` path on the same fake device (``using_kernels(False)``).
+The reference is the library's ``xp`` path on the same fake device (``using(cuda=False)``).
 Both paths do the same GEMMs (NumPy's) and sum the transposed convolution's taps in the same
 order (i ascending, then j), and the host build has no fused multiply-add, so the two must agree
 bit for bit; only ``tanh`` (libm against NumPy) gets a tolerance.
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from abp_np.abp import ABP
-from abp_np.backend import using_kernels
+from abp_np.backend import using
 from abp_np.fast import cuda as _cuda
 from abp_np.generator import Generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
@@ -93,7 +94,7 @@ def both_paths(cp, layer, x, dy, need_param_grads):
     fast = run_layer(layer, x, dy, need_param_grads)
     fast_launches = launched(cp)
     cp.launches.clear()
-    with using_kernels(False):
+    with using(cuda=False):
         slow = run_layer(layer, x, dy, need_param_grads)
     assert launched(cp) == []  # the xp path launches nothing
     return fast, slow, fast_launches
@@ -311,7 +312,7 @@ def test_langevin_fused_kernel_equals_xp_update(fake_gpu, dtype, net):
     names = [e.split("<")[0] for e in launched(cp)]
     assert names.count("langevin_step") == steps
     assert names.count("col2im") == names.count("im2col") == n_deconv * steps
-    with using_kernels(False):
+    with using(cuda=False):
         cp.launches.clear()
         slow = abp.langevin(z0_d, y_d, steps=steps, noise_arrays=U_d)
         assert launched(cp) == []
@@ -333,7 +334,7 @@ def test_langevin_without_noise_launches_the_kernel_with_a_null_noise(fake_gpu, 
     z0 = cp.asarray(rng.standard_normal((2, 2, 3, 3)).astype(dtype))
     y = cp.asarray(rng.uniform(-1, 1, (2, *abp.image_shape)).astype(dtype))
     fast = abp.langevin(z0, y, steps=3, noise=False)
-    with using_kernels(False):
+    with using(cuda=False):
         slow = abp.langevin(z0, y, steps=3, noise=False)
     assert launched(cp).count(f"langevin_step<{'float' if dtype == np.float32 else 'double'}>") == 3
     np.testing.assert_array_equal(fast.get(), slow.get())

@@ -17,7 +17,7 @@ Where the expected values come from, never from abp_np itself:
   that every sum is exact;
 * the gradients, once more: central differences (:mod:`abp_np.gradcheck`).
 
-The compiled kernels and the NumPy path (``using_kernels(False)``) compute the same sums in a
+The compiled kernels and the NumPy path (``using(c=False)``) compute the same sums in a
 different order, so they must agree to rounding. Tests that need the compiled library skip,
 saying why, where it cannot be built.
 """
@@ -36,7 +36,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from abp_np.backend import using_kernels
+from abp_np.backend import switches, using
 from abp_np.fast import cpu as _cpu
 from abp_np.fast import winograd
 from abp_np.generator import Generator
@@ -70,11 +70,11 @@ def need_compiled():
 
 
 def kernels(kind: str):
-    """``using_kernels(True)`` with the compiled library (skipping without it), or NumPy only."""
+    """``using(c=True)`` with the compiled library (skipping without it), or NumPy only."""
     if kind == "compiled":
         need_compiled()
-        return using_kernels(True)
-    return using_kernels(False)
+        return using(c=True)
+    return using(c=False)
 
 
 def make_layer(cin, cout, dtype=F64, seed=0, **geometry):
@@ -242,11 +242,11 @@ def test_plan_refuses_other_geometries(why, x_shape, kernel, stride, padding, ou
 )
 @HYPO
 def test_layer_matches_oracles(kind, n, cin, cout, h, w, seed):
-    """Forward, dx, dW and db of the paper's layer under using("on") equal the oracles'."""
+    """Forward, dx, dW and db of the paper's layer under using(winograd="on") equal the oracles'."""
     rng = np.random.default_rng(seed)
     layer = make_layer(cin, cout, seed=seed)
     x = rng.standard_normal((n, cin, h, w))
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         check_against_oracles(layer, x, rng)
 
 
@@ -269,7 +269,7 @@ def test_compiled_and_numpy_paths_agree(n, cin, cout, h, w, dtype, seed):
     results = []
     for on in (True, False):
         layer = make_layer(cin, cout, dtype=dtype, seed=seed)
-        with using_kernels(on), winograd.using("on"):
+        with using(c=on, winograd="on"):
             results.append(run_layer(layer, x, dy))
         assert took_winograd(layer)
     # float32: both paths are within about 1e-5 of the exact values (F(4x4)'s constants reach 8)
@@ -298,7 +298,7 @@ def test_other_geometries_the_rule_admits(kind, geometry, hw):
     rng = np.random.default_rng(3)
     layer = make_layer(3, 2, **geometry)
     x = rng.standard_normal((2, 3, *hw))
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         check_against_oracles(layer, x, rng)
 
 
@@ -313,7 +313,7 @@ def test_need_param_grads_false_gives_the_same_dx(kind, hw):
     layer = make_layer(3, 5)
     x = rng.standard_normal((3, 3, *hw))
     dy = rng.standard_normal((3, 5, 2 * hw[0], 2 * hw[1]))
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         layer.forward(x)
         assert took_winograd(layer)
         dx_full = layer.backward(dy).copy()
@@ -334,7 +334,7 @@ def test_non_contiguous_input_gives_the_same_results(kind):
     dy = rng.standard_normal((2, 5, 16, 8))
     wide = np.zeros((2, 3, 8, 8))
     wide[..., ::2] = x
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         expected = run_layer(make_layer(3, 5), x, dy)
         fortran = run_layer(make_layer(3, 5), np.asfortranarray(x), np.asfortranarray(dy))
         strided = run_layer(make_layer(3, 5), wide[..., ::2], dy)
@@ -366,7 +366,7 @@ def test_blocks_of_examples_give_the_same_results(kind, per_block, expected_bloc
     # m = 2 (Q = 4 x 6): 2 x 3 tiles of 4 x 4 per example, so the product M of one example
     # holds 16 x (4 phases x 4 Cout) x 6 float64 numbers
     m_bytes_per_example = 16 * 4 * 4 * 6 * 8
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         whole = run_layer(make_layer(3, 4), x, dy)
         blocks = []
         transform = winograd._input_transform
@@ -393,7 +393,7 @@ def test_float32_is_close_to_the_float64_oracle(kind, hw):
     rng = np.random.default_rng(6)
     layer = make_layer(6, 5, dtype=F32)
     x = rng.standard_normal((2, 6, *hw)).astype(F32)
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         y = layer.forward(x)
     assert took_winograd(layer) and y.dtype == F32
     p = layer.params
@@ -411,7 +411,7 @@ def test_gradients_match_finite_differences(kind, hw):
     rng = np.random.default_rng(7)
     layer = make_layer(2, 3)
     x = rng.standard_normal((2, 2, *hw))
-    with kernels(kind), winograd.using("on"):
+    with kernels(kind), using(winograd="on"):
         assert_gradients_close(layer, x, rng=rng)
         assert took_winograd(layer)
 
@@ -422,7 +422,7 @@ def test_gradients_match_finite_differences(kind, hw):
 def test_auto_skips_small_layers():
     """auto: a 2 x 2 input (one example, 4 channels) keeps the ordinary path."""
     layer = make_layer(4, 8)
-    with winograd.using("auto"):
+    with using(winograd="auto"):
         layer.forward(np.ones((1, 4, 2, 2)))
     assert not took_winograd(layer)
 
@@ -447,10 +447,10 @@ def test_auto_rule(x_shape, cout, takes_it):
     """auto takes the path exactly for the layers the rule names, and never without kernels."""
     need_compiled()
     layer = make_layer(x_shape[1], cout)
-    with winograd.using("auto"):
+    with using(winograd="auto"):
         layer.forward(np.ones(x_shape))
         assert took_winograd(layer) == takes_it
-        with using_kernels(False):  # auto needs the compiled kernels
+        with using(c=False):  # auto needs the compiled kernels
             layer.forward(np.ones(x_shape))
             assert not took_winograd(layer)
 
@@ -460,14 +460,14 @@ def test_off_and_on():
     big, small = np.ones((2, 4, 4, 4)), np.ones((1, 4, 2, 2))
     for x in (big, small):
         layer = make_layer(4, 8)
-        with winograd.using("off"):
+        with using(winograd="off"):
             layer.forward(x)
         assert not took_winograd(layer)
-        with winograd.using("on"):
+        with using(winograd="on"):
             layer.forward(x)
         assert took_winograd(layer)
     layer = make_layer(4, 8, kernel_size=3, stride=2, padding=1, output_padding=1)
-    with winograd.using("on"):  # a geometry that does not fit
+    with using(winograd="on"):  # a geometry that does not fit
         layer.forward(small)
     assert not took_winograd(layer)
 
@@ -493,7 +493,7 @@ def test_auto_rule_with_fixed_weights(x_shape, cout, takes_it):
     layer = make_layer(x_shape[1], cout)
     g = Generator([layer], x_shape[1:])
     x = np.ones(x_shape)
-    with winograd.using("auto"):
+    with using(winograd="auto"):
         with g.fixed_weights():
             g.forward(x)
             assert took_winograd(layer) == takes_it
@@ -518,7 +518,7 @@ def test_fixed_weights_transform_once_and_change_nothing(monkeypatch):
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((2, 3, 8, 8)) for _ in range(3)]
     dy = rng.standard_normal((2, 8, 16, 16))
-    with winograd.using("on"):
+    with using(winograd="on"):
         outside = [(g.forward(x).copy(), g.backward(dy, False).copy()) for x in xs]
         calls = count_transforms(monkeypatch)
         with g.fixed_weights():
@@ -539,7 +539,7 @@ def test_fixed_weights_follow_new_weights(monkeypatch):
     g = Generator([layer], (3, 8, 8))
     other = Generator([make_layer(3, 8, seed=5)], (3, 8, 8))
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
-    with winograd.using("on"):
+    with using(winograd="on"):
         want = other.forward(x).copy()
         with g.fixed_weights():
             g.forward(x)
@@ -559,7 +559,7 @@ def test_fixed_weights_nest(monkeypatch):
     layer = make_layer(3, 8)
     g = Generator([layer], (3, 8, 8))
     x = np.ones((2, 3, 8, 8))
-    with winograd.using("on"):
+    with using(winograd="on"):
         calls = count_transforms(monkeypatch)
         with g.fixed_weights():
             g.forward(x)
@@ -582,7 +582,7 @@ def test_langevin_reuses_the_transformed_weights(monkeypatch):
     rng = np.random.default_rng(3)
     z = rng.standard_normal((2, 3, 8, 8))
     y = rng.standard_normal((2, 8, 16, 16))
-    with winograd.using("on"):
+    with using(winograd="on"):
         calls = count_transforms(monkeypatch)
         got = abp.langevin(z, y)
         assert len(calls) == 1
@@ -610,21 +610,21 @@ def test_langevin_with_a_generator_that_has_no_fixed_weights():
     g = Generator([make_layer(3, 8)], (3, 8, 8))
     rng = np.random.default_rng(4)
     z, y = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((2, 8, 16, 16))
-    with winograd.using("on"):
+    with using(winograd="on"):
         want = ABP(g, sigma=0.3, langevin_steps=2, step_size=0.1, noise=False).langevin(z, y)
         got = ABP(Plain(g), sigma=0.3, langevin_steps=2, step_size=0.1, noise=False).langevin(z, y)
     np.testing.assert_array_equal(got, want)
 
 
 def test_using_rejects_unknown_modes():
-    """using("bogus") raises ValueError and leaves the mode as it was."""
-    before = winograd.mode()
-    with pytest.raises(ValueError, match="bogus"), winograd.using("bogus"):
+    """using(winograd="bogus") raises ValueError and leaves the mode as it was."""
+    before = switches().winograd
+    with pytest.raises(ValueError, match="bogus"), using(winograd="bogus"):
         pass
-    assert winograd.mode() == before
-    with winograd.using("off"):
-        assert winograd.mode() == "off"
-    assert winograd.mode() == before
+    assert switches().winograd == before
+    with using(winograd="off"):
+        assert switches().winograd == "off"
+    assert switches().winograd == before
 
 
 # --- 9. the four compiled kernels, element by element ----------------------------------------------
@@ -829,6 +829,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
         """
         import numpy as np
         import oracles
+        from abp_np.backend import using
         from abp_np.fast import cpu as _cpu
         from abp_np.fast import winograd
         from abp_np.layers import ConvTranspose2d
@@ -840,7 +841,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
                                 dtype=np.float64, rng=rng)
         layer.params["bias"][...] = rng.standard_normal(4)
         x = rng.standard_normal((2, 3, 4, 6))
-        with winograd.using("on"):
+        with using(winograd="on"):
             y = layer.forward(x)
         print(layer._cache.route)
         w, b = layer.params["weight"], layer.params["bias"]
@@ -850,7 +851,7 @@ def test_failed_build_falls_back_to_numpy(tmp_path):
                               dtype=np.float64, rng=rng)
         x_big = np.ones((3, 3, 8, 8))
         print(winograd.worth_it(x_big.shape, big.params["weight"].shape))
-        with winograd.using("auto"):
+        with using(winograd="auto"):
             big.forward(x_big)
         print(isinstance(big._cache, winograd.WinogradCache))
         """,
