@@ -4,14 +4,21 @@ Nothing here is needed to understand the method; everything here is checked agai
 ``xp`` reference in :mod:`abp_np.functional`, which is the oracle of the tests.
 
 ==================  ===========================================================================
-module              what it speeds up
+module              what it holds
 ==================  ===========================================================================
+``routes``          the route table: for each operation its routes in order, the reference last
+                    (:func:`abp_np.fast.routes.choose`), under the switch
+                    :func:`abp_np.backend.using`
+``columns``         the CPU's NumPy forms of the transposed convolution: phase form, column
+                    blocks, blocked backward, scratch buffers
+``phases``          the sub-pixel phase arithmetic that ``columns`` and ``winograd`` share
+``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
 ``cpu``             the C kernels of ``kernels/*_cpu.c`` (Winograd transforms, batch norm),
                     compiled once with the system's C compiler and called through ctypes
-``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
 ``cuda``            the CUDA kernels of ``kernels/deconv.cu`` through ``cupy.RawModule``
 ``cuda_graph``      the Langevin loop recorded once as a CUDA graph and replayed
 ==================  ===========================================================================
 
-These modules import :mod:`abp_np.backend` and each other, never the method above them.
+These modules import :mod:`abp_np.backend` and each other, never the method above them
+(``tests/test_imports.py`` checks it).
 """

@@ -77,7 +77,13 @@ def workspace(slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 # --- scatter and gather, phase by phase -----------------------------------------------------------
 
 
-def col2im(cols, out_shape, stride: Pair, padding: Pair, out=None):
+def col2im(
+    cols: np.ndarray,
+    out_shape: tuple[int, ...],
+    stride: Pair,
+    padding: Pair,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """:func:`abp_np.functional.col2im`, phase by phase, optionally into ``out``.
 
     Parameters
@@ -127,7 +133,7 @@ def col2im(cols, out_shape, stride: Pair, padding: Pair, out=None):
     return y
 
 
-def im2col_into(cols, dy, stride: Pair, padding: Pair):
+def im2col_into(cols: np.ndarray, dy: np.ndarray, stride: Pair, padding: Pair) -> np.ndarray:
     """Fill ``cols`` (C, kh, kw, N, H, W) with :func:`abp_np.functional.im2col` of ``dy``.
 
     Done phase by phase rather than tap by tap. Write the tap index as i = r + sh t (phase
@@ -175,7 +181,14 @@ def im2col_into(cols, dy, stride: Pair, padding: Pair):
 # --- the forms ----------------------------------------------------------------------------------
 
 
-def conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
+def conv_transpose2d_phases(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Pair,
+    padding: Pair,
+    out_hw: Pair,
+) -> np.ndarray:
     """Transposed convolution by sub-pixel phases: GEMMs that write the output directly.
 
     The maths, along one axis (the other is the same). Output pixel oh lies at
@@ -262,7 +275,14 @@ def conv_transpose2d_phases(x, weight, bias, stride: Pair, padding: Pair, out_hw
     return y
 
 
-def conv_transpose2d_columns(x, weight, bias, stride: Pair, padding: Pair, out_hw: Pair):
+def conv_transpose2d_columns(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Pair,
+    padding: Pair,
+    out_hw: Pair,
+) -> np.ndarray:
     """The column form on the CPU, a block of examples at a time.
 
     The same two lines as in :func:`abp_np.functional.conv_transpose2d_forward`, per block of

@@ -307,7 +307,14 @@ def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
 # --- batch normalisation with the kernels ---------------------------------------------------------
 
 
-def batchnorm_forward(x, gamma, beta, eps: float, mean=None, var=None):
+def batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    mean: np.ndarray | None = None,
+    var: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`abp_np.functional.batchnorm_forward` with batch statistics, by the kernels.
 
     The same quantities in 3 passes over x instead of 7; the sums are accumulated in double
@@ -333,7 +340,9 @@ def batchnorm_forward(x, gamma, beta, eps: float, mean=None, var=None):
     return y, xc, inv_std, mu, v
 
 
-def batchnorm_backward(dy, cache, need_param_grads: bool = True):
+def batchnorm_backward(
+    dy: np.ndarray, cache: Any, need_param_grads: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """:func:`abp_np.functional.batchnorm_backward` with batch statistics, by the kernels.
 
     The same formula in 2 passes over memory. ``cache`` is the forward pass's
