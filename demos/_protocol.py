@@ -13,7 +13,7 @@ the same protocols on enough real data for the claims to be tested:
 * network: fc -> (64, 5, 5) -> (32, 10, 10) -> (1, 20, 20), batch norm and ReLU on the hidden
   layers, tanh at the output (:func:`network`): the paper's object network with two doubling
   layers, sized for 20-pixel images;
-* learning: mini-batches of 50, 60 epochs (1,200 weight updates), 10 Langevin steps per batch,
+* learning: mini-batches of 25, 30 epochs (1,200 weight updates), 10 Langevin steps per batch,
   Adam (lr 1e-3, beta1 0.5), sigma 0.3 and the step size ``delta`` that ``demos/step_size.py``
   chose on the validation images (:data:`DELTA`);
 * recovery (:func:`recover`): every recovered image is read from a noise-free state. Training
@@ -50,8 +50,8 @@ PAPER_CPU = {
     "image size": 20,
     "d": 20,
     "network channels": [64, 32],
-    "batch size": 50,
-    "epochs": 60,
+    "batch size": 25,
+    "epochs": 30,
     "Langevin steps": 10,
     "delta": DELTA,
     "sigma": 0.3,
@@ -59,7 +59,7 @@ PAPER_CPU = {
     "lr": 1e-3,
     "beta1": 0.5,
     "held-out Langevin steps": 100,
-    "noise-free finishing steps": 50,
+    "noise-free finishing steps": 30,
 }
 SMOKE = {
     **PAPER_CPU,

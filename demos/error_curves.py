@@ -194,7 +194,7 @@ def paper_cpu(args, demo: C.Demo) -> dict:
         "noise-free finishing steps": 2 if args.smoke else 20,
     }
     epochs = s["epochs"]
-    every = max(1, epochs // 10)
+    every = max(1, epochs // 6)
     demo.settings["evaluated every (epochs)"] = every
     demo.settings["evaluation"] = (
         f"{n_eval} images of each set: {s_eval['held-out Langevin steps']} Langevin steps from "
