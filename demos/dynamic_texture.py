@@ -36,13 +36,13 @@ import numpy as np
 import abp_np
 from abp_np.io import data as D
 from abp_np.io import datasets
-from abp_np.tools import evaluation
+from abp_np.tools import dynamic, evaluation
 
 # Steps of the auto-regression run and discarded before the first synthesised frame. The chain
 # starts from the Z of a random training frame: started from N(0, Q) instead, a nearly noiseless
 # fit (small Q, as the linear model gets on smooth videos) would need hundreds of steps to reach
 # the scale of the data and the synthesis would show a faint, almost still mean frame.
-BURN_IN = 20
+BURN_IN = dynamic.BURN_IN
 
 # The real footage tried when no --data is given (a key of abp_np.io.datasets.FOOTAGE).
 FOOTAGE = "tree"
@@ -127,13 +127,14 @@ def main(argv: list[str] | None = None) -> dict:
     Z = C.to_numpy(model.Z).astype(np.float64)  # (T, d)
     recon = C.to_numpy(g.forward(model.Z))
 
-    # the auto-regression on the inferred factors, and a new sequence from it
-    A, Q, mu = evaluation.fit_var(Z, max_radius=0.99)
+    # the auto-regression on the inferred factors, and a new sequence from it (the library's
+    # abp_np.tools.dynamic, as `abp train VIDEO` and `abp synthesize` use it)
+    dyn = dynamic.fit_dynamics(Z, max_radius=0.99)
     start = int(demo.rng(4).integers(T))  # the VAR starts from the Z of a random training frame
-    Z_new = evaluation.run_var(A, Q, mu, T, demo.rng(2), z0=Z[start], burn_in=BURN_IN)
+    Z_new = dyn.run(T, demo.rng(2), start=start, burn_in=BURN_IN)
     synth = C.to_numpy(g.forward(C.to_device(Z_new.astype(np.float32), demo)))
     # one-step prediction of each frame from the previous frame's factors
-    Z_pred = mu + (Z[:-1] - mu) @ A.T  # (T - 1, d)
+    Z_pred = dyn.predict(Z)  # (T - 1, d)
     pred = C.to_numpy(g.forward(C.to_device(Z_pred.astype(np.float32), demo)))
 
     # Doretto et al.'s linear dynamic texture at the same d
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         "abp": {"recon_error": rows[0][1], "one_step_error": rows[0][2], "motion": rows[0][3]},
         "linear": {"recon_error": rows[1][1], "one_step_error": rows[1][2], "motion": rows[1][3]},
         "original_motion": rows[2][3],
-        "var_spectral_radius": float(np.max(np.abs(np.linalg.eigvals(A)))),
+        "var_spectral_radius": dyn.spectral_radius,
     }
     demo.table(
         f"Dynamic texture, d = {d}: errors on the training video (mean abs, [0, 1] scale)",
