@@ -1179,18 +1179,24 @@ def cmd_complete(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.HelpFormatter):
     """Shows each option's default, unless it has none or its help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if (
             "default" not in text
-            and action.default not in (None, False, argparse.SUPPRESS)
+            and action.default is not None
+            and action.default is not False
+            and action.default is not argparse.SUPPRESS
             and (action.option_strings or action.nargs in ("?", "*"))
         ):
             text += " (default: %(default)s)"
         return text
+
+
+class _TopFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The command's own help: its examples keep their lines."""
 
 
 OCCLUSION_HELP = (
@@ -1203,10 +1209,10 @@ OCCLUSION_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="abp",
-        description="Alternating back-propagation for generator networks (Han et al. 2017): "
-        "learn a generator from images, a texture, a sound or a video, then sample, "
+        description="Alternating back-propagation for generator networks (Han et al. 2017):\n"
+        "learn a generator from images, a texture, a sound or a video, then sample,\n"
         "reconstruct, interpolate and complete with it. `abp COMMAND --help` for each.",
-        formatter_class=_Formatter,
+        formatter_class=_TopFormatter,
         epilog="examples:" + __doc__.split("Examples::")[1].split("Errors are")[0]
         if __doc__
         else None,
@@ -1461,7 +1467,38 @@ def build_parser() -> argparse.ArgumentParser:
     outputs(c)
     common(c, reads_files=True)
     c.set_defaults(func=cmd_complete)
+    for parser in sub.choices.values():  # short names for the values in the usage lines
+        for action in parser._actions:
+            if action.dest in METAVARS and action.option_strings and action.nargs != 0:
+                action.metavar = METAVARS[action.dest]
     return p
+
+
+METAVARS = {
+    "out": "FOLDER",
+    "minutes": "M",
+    "iterations": "N",
+    "batch_size": "N",
+    "size": "PIXELS",
+    "length": "SAMPLES",
+    "rate": "HZ",
+    "limit": "N",
+    "latent_dim": "D",
+    "width": "W",
+    "langevin_steps": "N",
+    "step_size": "DELTA",
+    "sigma": "SIGMA",
+    "lr": "LR",
+    "checkpoint_every": "N",
+    "fps": "FPS",
+    "occlusion": "NAME",
+    "seed": "SEED",
+    "n": "N",
+    "scale": "S",
+    "frames": "N",
+    "a": "I",
+    "b": "J",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
