@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
         type=int,
         nargs="+",
         default=None,
-        help="--paper-cpu: training-set sizes of the crossover chart (default 100 300 1000 3000)",
+        help="--paper-cpu: training-set sizes of the crossover chart (default 30 100 300 1000 3000)",
     )
     args = p.parse_args(argv)
     demo = C.Demo("reconstruction", "Reconstruction of held-out images: ABP against PCA", args)
@@ -165,7 +165,7 @@ def paper_cpu(args, demo: C.Demo) -> dict:
     """Experiment 7 on 1,000 real images, and the crossover chart (see demos/_protocol.py)."""
     s = P.settings_of(args)
     dims = args.dims or ([2, 3] if args.smoke else [10, 20, 40])
-    sizes = args.sizes or ([12, 24] if args.smoke else [100, 300, 1000, 3000])
+    sizes = args.sizes or ([12, 24] if args.smoke else [30, 100, 300, 1000, 3000])
     P.note_settings(demo, s)
     demo.settings["dimensions d"] = dims
     demo.settings["crossover: training-set sizes (d = 20, same number of weight updates)"] = sizes
