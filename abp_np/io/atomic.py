@@ -3,7 +3,9 @@
 A write goes to a temporary file in the destination folder, which then replaces the destination in
 one ``os.replace``: a reader sees the old file or the new one, never half of either, and an
 interrupted write (Ctrl-C, a kill, a full disk) leaves the destination as it was. Images, sounds,
-checkpoints and a run's ``model.json`` all land through :func:`atomic_write`.
+checkpoints and a run's ``model.json`` all land through :func:`atomic_write`. A written file gets
+the mode a file made by ``open`` would have (``0o666`` less the umask), not the owner-only mode of
+the temporary file it was written as.
 
 Three rules make a write safe to interrupt:
 
@@ -154,6 +156,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         except OSError as err:
             raise _naming(err, path, None) from err
         try:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0o600; the file follows the umask
+                os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
@@ -168,6 +172,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
                 raise _naming(err, path, tmp) from err
             raise
     return path
+
+
+def _umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class _WriteError(OSError):
