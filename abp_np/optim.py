@@ -33,6 +33,7 @@ CuPy), never synchronise with the device, and keep their state as plain arrays
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any
@@ -207,6 +208,10 @@ class Optimizer:
             steps = int(np.asarray(state["steps"]))
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{owner}.load_state_dict: missing or bad config ({err})") from err
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{owner}.load_state_dict: its config is not a JSON object")
+        if steps < 0:
+            raise ValueError(f"{owner}.load_state_dict: step count {steps} is negative")
         bufs: dict[str, dict[str, Any]] = {b: {} for b in self._buffer_names}
         for key, value in state.items():
             if "/" not in key:
@@ -215,9 +220,31 @@ class Optimizer:
             if kind not in bufs:
                 raise ValueError(f"{owner}.load_state_dict: unexpected state {key!r}")
             bufs[kind][name] = np.array(value)
+        probe = copy.copy(self)  # the config is tried on a copy: a bad one changes nothing
+        try:
+            probe._set_config(cfg)
+        except KeyError as err:
+            raise ValueError(f"{owner}.load_state_dict: its config lacks {err}") from err
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"{owner}.load_state_dict: bad config ({err})") from err
+        probe._check_config()
         self._set_config(cfg)
         self.steps = steps
         self.state = bufs
+
+    def _check_config(self) -> None:
+        """The hyper-parameters' ranges, as the constructor checks them."""
+        owner = type(self).__name__
+        for name in ("lr", "initial_lr", "weight_decay"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {v!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"{owner}: clip must be None or a number > 0, got {self.clip!r}")
+        if set(self.lr_mult) != {*GROUPS, "other"} or any(
+            not (math.isfinite(v) and v >= 0) for v in self.lr_mult.values()
+        ):
+            raise ValueError(f"{owner}: lr_mult must give every group {GROUPS} a number >= 0")
 
     def _set_config(self, cfg: dict[str, Any]) -> None:
         self.lr = float(cfg["lr"])
@@ -284,6 +311,11 @@ class SGD(Optimizer):
         super()._set_config(cfg)
         self.momentum = float(cfg["momentum"])
 
+    def _check_config(self) -> None:
+        super()._check_config()
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {self.momentum!r}")
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), a common modern substitute for the paper's SGD.
@@ -345,3 +377,11 @@ class Adam(Optimizer):
         super()._set_config(cfg)
         self.beta1, self.beta2 = float(cfg["beta1"]), float(cfg["beta2"])
         self.eps = float(cfg["eps"])
+
+    def _check_config(self) -> None:
+        super()._check_config()
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"Adam: {name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"Adam: eps must be a finite number > 0, got {self.eps!r}")

@@ -15,10 +15,16 @@ key                          what
 ``Z``                        the persistent chains, (n, *latent_shape), when there are any
 ===========================  ==================================================================
 
-Writing is atomic: the arrays go to a temporary file in the same folder, which is
-flushed and fsync'ed, then renamed over the target with :func:`os.replace`. A writer
-killed half-way leaves the previous checkpoint intact (and at worst a stray
-``.<name>.*.tmp`` file, never mistaken for a checkpoint).
+Writing is atomic (:mod:`abp_np.io.atomic`): the arrays go to a temporary file in the same
+folder, which is flushed and fsync'ed, then renamed over the target with :func:`os.replace`.
+A writer killed half-way leaves the previous checkpoint intact and at worst a stray
+``.<name>.<pid>.*.tmp`` file, never mistaken for a checkpoint and removed by the next write
+of the same checkpoint. Ctrl-C during a write waits for the write to finish.
+
+Loading is all or nothing: the file's settings (sigma > 0, step size >= 0, Langevin steps
+>= 0, ...), its iteration count, the shapes and dtypes of the weights, buffers, optimiser
+state and chains, the optimiser's configuration and the random state are all checked, and
+every floating-point array must be finite, before anything is changed.
 
 On the CPU, a run of k iterations, saved, loaded into a fresh :class:`ABP` and continued
 gives bit-for-bit the numbers of an uninterrupted run. (On the GPU the CuPy noise
@@ -27,7 +33,9 @@ generator's state is not saved: a resumed GPU run is statistically, not bitwise,
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -37,6 +45,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from .atomic import atomic_write as _atomic_write
+from .atomic import deferred_interrupt
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT_VERSION"]
 
@@ -81,10 +90,12 @@ def save_checkpoint(path: str | os.PathLike, abp: Any) -> str:
     path = os.fspath(path)
     arrays = _arrays(abp)
     folder = os.path.dirname(os.path.abspath(path))
-    # temporary file beside `path`, fsync, then os.replace: atomic on POSIX and Windows
-    _atomic_write(path, lambda fh: _write(fh, arrays))
-    _fsync_folder(folder)
-    abp.last_checkpoint = path
+    # Ctrl-C waits until the file is in place and recorded (then raises KeyboardInterrupt)
+    with deferred_interrupt():
+        # temporary file beside `path`, fsync, then os.replace: atomic on POSIX and Windows
+        _atomic_write(path, lambda fh: _write(fh, arrays))
+        _fsync_folder(folder)
+        abp.last_checkpoint = path
     return path
 
 
@@ -179,9 +190,18 @@ def load_checkpoint(path: str | os.PathLike, abp: Any, restore_settings: bool = 
     try:
         settings = json.loads(str(arrays["settings"]))
         rng_state = json.loads(str(arrays["rng_state"]))
-        iteration = int(arrays["iteration"])
+        iteration = arrays["iteration"]
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path!r}: unreadable settings or RNG state ({err})") from err
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path!r}: its settings are not a JSON object")
+    if iteration.shape != () or iteration.dtype.kind not in "iu" or int(iteration) < 0:
+        raise ValueError(
+            f"{path!r}: its iteration count must be an integer >= 0, got {iteration!r}; the "
+            "file was not written by abp_np or was altered"
+        )
+    iteration = int(iteration)
+    settings = _checked_settings(settings, path) if restore_settings else settings
 
     # -- the architecture must match, key by key, in order -----------------------------------------
     model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
@@ -227,6 +247,8 @@ def load_checkpoint(path: str | os.PathLike, abp: Any, restore_settings: bool = 
             f"this ABP's is {type(abp.optimizer).__name__}; build the ABP with "
             f"a {saved_cls} optimiser"
         )
+    _check_finite(arrays, path)
+    optimizer = _checked_optimizer(abp, optim, path)
     probe = np.random.Generator(type(abp.rng.bit_generator)())
     try:
         probe.bit_generator.state = rng_state
@@ -235,11 +257,12 @@ def load_checkpoint(path: str | os.PathLike, abp: Any, restore_settings: bool = 
             f"{path!r}: RNG state does not fit {type(abp.rng.bit_generator).__name__} ({err})"
         ) from err
 
-    # -- apply ------------------------------------------------------------------------------------
+    # -- apply: everything above was checked, nothing below can fail on the file's content ---------
     abp.generator.load_state_dict(model)
     device = abp.device
-    abp.optimizer.load_state_dict(optim)
+    abp.optimizer.load_state_dict(optim)  # the same state that `optimizer` took
     abp.optimizer.to(device)
+    del optimizer
     if z is not None:
         xp = abp.xp
         abp.Z = xp.asarray(z) if xp is not np else np.array(z)
@@ -249,11 +272,90 @@ def load_checkpoint(path: str | os.PathLike, abp: Any, restore_settings: bool = 
     abp.rng.bit_generator.state = rng_state
     abp._device_rng = None
     if restore_settings:
-        for key in ("sigma", "step_size", "lr_decay"):
-            setattr(abp, key, float(settings[key]))
-        abp.langevin_steps = int(settings["langevin_steps"])
-        abp.noise = bool(settings["noise"])
-        abp.chains = str(settings["chains"])
-        abp.init_z = str(settings["init_z"])
+        for key, value in settings.items():
+            setattr(abp, key, value)
     abp.last_checkpoint = path
     return abp
+
+
+# The algorithm's settings a checkpoint stores, each with its check: (kind, allowed).
+_SETTINGS: dict[str, tuple[str, Any]] = {
+    "sigma": ("number", "> 0"),
+    "step_size": ("number", ">= 0"),
+    "lr_decay": ("number", "> 0"),
+    "langevin_steps": ("count", ">= 0"),
+    "noise": ("bool", None),
+    "chains": ("choice", ("persistent", "restart")),
+    "init_z": ("choice", ("zeros", "normal")),
+}
+
+
+def _checked_settings(settings: dict[str, Any], path: str) -> dict[str, Any]:
+    """The checkpoint's algorithm settings, each checked as :class:`ABP` checks its arguments."""
+    out: dict[str, Any] = {}
+    for key, (kind, allowed) in _SETTINGS.items():
+        if key not in settings:
+            raise ValueError(f"{path!r}: its settings lack {key!r}")
+        v = settings[key]
+        if kind == "number":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > 0 if allowed == "> 0" else v >= 0)
+            value: Any = float(v) if ok else None
+        elif kind == "count":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            value = int(v) if ok else None
+        elif kind == "bool":
+            ok = isinstance(v, bool)
+            value = v
+        else:
+            ok = v in allowed
+            value = v
+            allowed = "one of " + ", ".join(map(repr, allowed))
+        if not ok:
+            what = {"number": "a finite number", "count": "an integer", "bool": "true or false"}
+            rule = f"{what.get(kind, '')} {allowed or ''}".strip()
+            raise ValueError(
+                f"{path!r}: its setting {key} = {v!r} is invalid (must be {rule}); the file was "
+                "not written by abp_np or was altered"
+            )
+        out[key] = value
+    return out
+
+
+def _check_finite(arrays: dict[str, np.ndarray], path: str) -> None:
+    """Every floating-point array of the state is finite (a run's state never holds NaN/inf)."""
+    for key, value in arrays.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ValueError(
+                f"{path!r}: {key!r} holds NaN or inf; a checkpoint of a sound run never does "
+                "(the file was altered, or written by a run that diverged)"
+            )
+
+
+def _checked_optimizer(abp: Any, optim: dict[str, np.ndarray], path: str) -> Any:
+    """A copy of ``abp``'s optimiser with the checkpoint's state loaded: the state is usable.
+
+    Its buffers must belong to the generator's parameters, with their shapes and dtypes.
+    """
+    params = {name: p for name, p, _, _ in abp.generator.named_parameters()}
+    for key, value in optim.items():
+        if "/" not in key:
+            continue
+        name = key.split("/", 1)[1]
+        if name not in params:
+            raise ValueError(
+                f"{path!r}: optimiser state {key!r} belongs to no parameter of the model"
+            )
+        p = params[name]
+        if value.shape != p.shape or value.dtype != p.dtype:
+            raise ValueError(
+                f"{path!r}: optimiser state {key!r} is {value.shape} {value.dtype}, its "
+                f"parameter {p.shape} {p.dtype}"
+            )
+    probe = copy.copy(abp.optimizer)  # shallow: its own state is replaced, not touched
+    probe.state = {k: {} for k in probe.state}
+    try:
+        probe.load_state_dict(optim)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path!r}: unusable optimiser state ({err})") from err
+    return probe
