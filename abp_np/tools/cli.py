@@ -528,40 +528,93 @@ def model_spec(kind: str, cfg: dict[str, Any], n_channels: int) -> dict[str, Any
     }
 
 
-def build_generator(spec: dict[str, Any], seed: int) -> Any:
+def build_generator(spec: dict[str, Any], seed: int, source: Path | None = None) -> Any:
+    """The network of ``spec``; ``source``: the model.json it was read from, named in errors."""
     from ..generator import build
 
-    kwargs = {
-        k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "builder"
-    }
     try:
+        kwargs = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "builder"
+        }
         return build(spec["builder"], rng=np.random.default_rng(seed), **kwargs)
-    except ValueError as err:
-        raise CLIError(str(err)) from err
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        if source is None and isinstance(err, ValueError):
+            raise CLIError(str(err)) from err
+        where = f"{source}: its 'spec'" if source is not None else "the network's spec"
+        raise CLIError(
+            f"{where} does not describe a network ({type(err).__name__}: {err}); restore the "
+            "run's model.json, or train a new run"
+        ) from err
 
 
-def make_abp(spec: dict[str, Any], cfg: dict[str, Any], seed: int, device: str) -> Any:
+def make_abp(
+    spec: dict[str, Any], cfg: dict[str, Any], seed: int, device: str, source: Path | None = None
+) -> Any:
     from ..abp import ABP
     from ..optim import SGD, Adam
 
-    g = build_generator(spec, seed)
-    opt = Adam(lr=cfg["lr"]) if cfg["optimizer"] == "adam" else SGD(lr=cfg["lr"])
-    abp = ABP(
-        g,
-        sigma=cfg["sigma"],
-        langevin_steps=cfg["langevin_steps"],
-        step_size=cfg["step_size"],
-        init_z=cfg["init_z"],
-        optimizer=opt,
-        seed=seed,
-    )
+    g = build_generator(spec, seed, source)
+    try:
+        opt = Adam(lr=cfg["lr"]) if cfg["optimizer"] == "adam" else SGD(lr=cfg["lr"])
+        abp = ABP(
+            g,
+            sigma=cfg["sigma"],
+            langevin_steps=cfg["langevin_steps"],
+            step_size=cfg["step_size"],
+            init_z=cfg["init_z"],
+            optimizer=opt,
+            seed=seed,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        if source is None:
+            raise
+        raise CLIError(
+            f"{source}: its 'config' does not give the run's settings ({type(err).__name__}: "
+            f"{err}); restore the run's model.json, or train a new run"
+        ) from err
     return abp.to(device)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    from ..io.atomic import atomic_write
+
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+KINDS = ("texture", "sound", "images", "video")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A run's model.json, checked: a JSON object with ``spec``, ``config``, ``seed``, ``kind``."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CLIError(
+            f"{path}: unreadable ({type(err).__name__}: {err}); this run folder's model.json "
+            "is damaged: restore it, or train a new run"
+        ) from err
+    problem = None
+    if not isinstance(meta, dict):
+        problem = "it is not a JSON object"
+    elif not isinstance(meta.get("spec"), dict) or meta["spec"].get("builder") not in (
+        "texture",
+        "sound",
+        "object",
+    ):
+        problem = "its 'spec' (the network) is missing or has no known 'builder'"
+    elif not isinstance(meta.get("config"), dict):
+        problem = "its 'config' (the settings) is missing"
+    elif meta.get("kind") not in KINDS:
+        problem = f"its 'kind' must be one of {', '.join(KINDS)}"
+    elif isinstance(meta.get("seed"), bool) or not isinstance(meta.get("seed"), int):
+        problem = "its 'seed' must be an integer"
+    if problem:
+        raise CLIError(
+            f"{path}: {problem}; this run folder's model.json is damaged: restore it, or "
+            "train a new run"
+        )
+    return meta
 
 
 def load_run(run: str, device: str) -> tuple[Any, dict[str, Any]]:
@@ -572,8 +625,8 @@ def load_run(run: str, device: str) -> tuple[Any, dict[str, Any]]:
         raise CLIError(
             f"{run}: not a run folder (needs model.json and checkpoint.npz written by `abp train`)"
         )
-    meta = json.loads(spec_path.read_text())
-    abp = make_abp(meta["spec"], meta["config"], meta["seed"], "cpu")
+    meta = read_meta(spec_path)
+    abp = make_abp(meta["spec"], meta["config"], meta["seed"], "cpu", spec_path)
     abp.load(ckpt)
     return abp.to(device), meta
 
@@ -839,7 +892,7 @@ class Progress:
                 print(line, file=sys.stderr, flush=True)
 
     def _beat(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(min(0.5, HEARTBEAT / 4)):
             now = time.perf_counter()
             if now - self.last >= HEARTBEAT:
                 running = now - self._iteration_start
@@ -906,7 +959,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     meta = None
     if args.resume and (out / "model.json").is_file():
-        meta = json.loads((out / "model.json").read_text())
+        meta = read_meta(out / "model.json")
+        resume_options(args, meta, out)  # the run's data settings; refuses other ones
+    if args.seed is None:
+        args.seed = 0
     kind = args.kind if args.kind != "auto" else detect_kind(args.data)
     if meta is not None:
         kind = meta["kind"]
@@ -915,6 +971,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.data, kind, args, args.device, None if meta is None else meta["config"]
     )
     Y = prep.Y
+    fingerprint = data_fingerprint(Y)
+    if meta is not None:
+        same_data(meta, fingerprint, args.data, out)
+    if kind == "sound":
+        check_audible(Y, args.data, prep.cfg.get("rate") or AUTO_RATE)
     if kind in ("images", "video") and len(Y) < 2:
         what = "images" if kind == "images" else "frames"
         raise CLIError(f"{args.data}: need at least 2 {what} to learn from, found {len(Y)}")
@@ -933,10 +994,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if kind == "video":
             cfg["fps"] = args.fps
         fixed_spec = None
+        cfg["limit"] = args.limit
     else:
         cfg = dict(meta["config"])
-        if args.iterations is not None:
-            cfg["iterations"] = args.iterations
+        for key in ("iterations", "batch_size", *RESUME_SETTINGS):  # applied to the run
+            if getattr(args, key, None) is not None:
+                cfg[key] = getattr(args, key)
         fixed_spec = meta["spec"]
     Yt = Y * mask if mask is not None else Y  # the hidden pixels are never seen
     abp, spec, timing = plan_run(
@@ -944,13 +1007,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     if meta is None:
-        meta = {"spec": spec, "config": cfg, "seed": args.seed, "kind": kind, "data": args.data}
-    _write_json(out / "model.json", meta)
+        meta = {
+            "spec": spec,
+            "config": cfg,
+            "seed": args.seed,
+            "kind": kind,
+            "data": args.data,
+            "occlusion": args.occlusion,
+            **fingerprint,
+        }
+    else:
+        meta = {**meta, "config": cfg}
     start = 0
     if args.resume and ckpt.exists():
         abp.load(ckpt)
         start = abp.iteration
-        _say(f"resuming {out} at iteration {abp.iteration}")
+        if cfg["iterations"] <= start:
+            raise CLIError(
+                f"{out}: the run has already completed {start} iterations (its --iterations is "
+                f"{cfg['iterations']}); pass --iterations N with N > {start} to continue it"
+            )
+        changed = apply_resume_settings(abp, args)
+        _say(
+            f"resuming {out} at iteration {abp.iteration}"
+            + (f" with {', '.join(changed)}" if changed else "")
+        )
+    _write_json(out / "model.json", meta)
     print_plan(kind, prep, cfg, spec, abp, timing, args, start)
 
     observation = None
@@ -977,7 +1059,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 130
     except DivergenceError as err:
-        raise CLIError(str(err)) from err
+        hint = ""
+        if err.option is not None and err.suggestion is not None:
+            hint = (
+                f" Continue from iteration {err.iteration - 1} with the same command and "
+                f"--resume {err.option} {err.suggestion:g}"
+            )
+        raise CLIError(f"{err}{hint}") from err
 
     rate = cfg["rate"]
     existed = any(out.glob("*.png")) or any(out.glob("*.wav")) or any(out.glob("*.gif"))
@@ -991,6 +1079,140 @@ def cmd_train(args: argparse.Namespace) -> int:
     verb = "updated" if existed else "wrote"
     _say(f"done: {out} ({verb} {', '.join(written)}; checkpoint.npz, log.jsonl)")
     return 0
+
+
+# --- resuming a run -------------------------------------------------------------------------------
+
+#: Settings that --resume applies to the run from the next iteration (recorded in the log, the
+#: checkpoint and model.json): the learning rate, and the Langevin dynamics' step size, noise and
+#: steps. dest -> option.
+RESUME_SETTINGS = {
+    "lr": "--lr",
+    "step_size": "--step-size",
+    "sigma": "--sigma",
+    "langevin_steps": "--langevin-steps",
+}
+#: Options that fix the data or the network of a run: --resume takes the run's, and refuses
+#: others. dest -> (option, where the run keeps it: "config", or a key of model.json).
+RUN_OPTIONS = {
+    "size": ("--size", "config"),
+    "channels": ("--channels", "config"),
+    "length": ("--length", "config"),
+    "rate": ("--rate", "config"),
+    "limit": ("--limit", "config"),
+    "latent_dim": ("--latent-dim", "config"),
+    "width": ("--width", "config"),
+    "optimizer": ("--optimizer", "config"),
+    "occlusion": ("--occlusion", "meta"),
+    "seed": ("--seed", "meta"),
+    "kind": ("--kind", "meta"),
+}
+
+
+def resume_options(args: argparse.Namespace, meta: dict[str, Any], out: Path) -> None:
+    """Set the data and network options left out to the run's; refuse ones that differ."""
+    for dest, (option, where) in RUN_OPTIONS.items():
+        source = meta["config"] if where == "config" else meta
+        if dest not in source:  # an older run that did not record it
+            if dest == "seed" and args.seed is None:
+                args.seed = 0
+            continue
+        run_value = source[dest]
+        given = getattr(args, dest, None)
+        if dest in ("channels", "kind") and given == "auto":
+            given = None
+        if given is None:
+            if dest not in ("channels", "kind"):
+                setattr(args, dest, run_value)
+            continue
+        if dest == "channels":
+            given = int(given)
+        if dest == "occlusion" and run_value is not None:
+            same = str(given).strip().upper() == str(run_value).strip().upper()
+        else:
+            same = given == run_value
+        if not same:
+            shown = "none" if run_value is None else run_value
+            extra = " (the checkpoint holds its optimiser's state)" if dest == "optimizer" else ""
+            raise CLIError(
+                f"{option} {given} differs from the run's {option} {shown} in {out}{extra}: a "
+                f"resumed run keeps the data, the network and the seed it started with; leave "
+                f"{option} out to continue it, or train a new run with another --out"
+            )
+
+
+def apply_resume_settings(abp: Any, args: argparse.Namespace) -> list[str]:
+    """Apply --lr, --step-size, --sigma and --langevin-steps to a loaded run; say what changed.
+
+    ``--lr`` sets the optimiser's base learning rate (the one that learning-rate decay
+    multiplies); the others the Langevin dynamics' settings. The checkpoints written from now
+    on, and the log's records, hold the new values.
+    """
+    changed = []
+    for dest, option in RESUME_SETTINGS.items():
+        v = getattr(args, dest, None)
+        if v is None:
+            continue
+        if dest == "lr":
+            old = abp.optimizer.initial_lr
+            abp.optimizer.initial_lr = float(v)
+            abp.optimizer.lr = float(v) * abp.lr_decay**abp.iteration
+        else:
+            old = getattr(abp, dest)
+            setattr(abp, dest, int(v) if dest == "langevin_steps" else float(v))
+        if v != old:
+            changed.append(f"{option} {v:g} (was {old:g})")
+    return changed
+
+
+def data_fingerprint(Y: np.ndarray) -> dict[str, Any]:
+    """What model.json records of the training data, to recognise them on --resume."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(Y).tobytes()).hexdigest()
+    return {"data_shape": list(Y.shape), "data_sha256": digest}
+
+
+def same_data(meta: dict[str, Any], fingerprint: dict[str, Any], data: str, out: Path) -> None:
+    """Refuse to resume a run on data other than its own."""
+    shape, digest = meta.get("data_shape"), meta.get("data_sha256")
+    if shape is None or digest is None:  # an older run: fit compares the shapes
+        return
+    if list(shape) != fingerprint["data_shape"]:
+        why = (
+            f"{data} gives {len(fingerprint['data_shape'])}-d data of shape "
+            f"{tuple(fingerprint['data_shape'])}, the run learned {tuple(shape)}"
+        )
+    elif digest != fingerprint["data_sha256"]:
+        why = f"{data} gives data of the run's shape {tuple(shape)} but other values"
+    else:
+        return
+    raise CLIError(
+        f"the data differ from the run's in {out} ({meta.get('data', 'its data')}): {why}; "
+        "resume with the run's data and settings, or train a new run with another --out"
+    )
+
+
+def check_audible(Y: np.ndarray, data: str, rate: int) -> None:
+    """Refuse a sound that is more than half silence or padding: it would learn silence."""
+    from ..io.data import SILENCE
+
+    x = np.abs(Y.reshape(-1))
+    audible = np.flatnonzero(x >= SILENCE)
+    sound = int(audible[-1]) + 1 if audible.size else 0
+    if 2 * sound >= x.size:
+        return
+    if sound * 2 >= SOUND_STEP:
+        fix = f"pass a --length of at most {sound * 2 // SOUND_STEP * SOUND_STEP:,}"
+    else:
+        fix = (
+            f"the sound network needs a clip of at least {SOUND_STEP // 2:,} samples "
+            f"({SOUND_STEP // 2 / rate:.3f} s at {rate:,} Hz)"
+        )
+    raise CLIError(
+        f"{data}: only the first {sound:,} of the {x.size:,} samples to learn are sound (the "
+        f"rest is silence or padding), so the network would learn mostly silence; {fix}"
+    )
 
 
 def _video_outputs(out: Path, abp: Any, Y: np.ndarray, args: argparse.Namespace) -> list[str]:
@@ -1058,17 +1280,51 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.scale != 1:
         if kind not in ("texture", "sound"):
             raise CLIError("--scale needs a fully convolutional network (texture or sound)")
+        trained = latent
         latent = (
             latent[:-2] + tuple(int(s * args.scale) for s in latent[-2:])
             if kind == "texture"
             else latent[:-1] + (int(latent[-1] * args.scale),)
         )
+        if min(latent) < 1:
+            smallest = 1 / min(trained[-2:] if kind == "texture" else trained[-1:])
+            raise CLIError(
+                f"--scale {args.scale:g} shrinks the run's latent {trained} to {latent}, which "
+                f"holds nothing: use --scale {smallest:g} or more"
+            )
+        check_memory(abp, args.n, latent, f"--scale {args.scale:g}")
     rng = np.random.default_rng(args.seed)
     x = abp.sample(args.n, latent_shape=latent, rng=rng if abp.device == "cpu" else None)
     stem = f"{name}_synthesized" + (f"_x{args.scale:g}" if args.scale != 1 else "")
     written = write_outputs(out, stem, x, kind, meta["config"]["rate"], args.overwrite)
     _say(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, where it can be told."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(abp: Any, n: int, latent: tuple[int, ...], option: str) -> None:
+    """Refuse a synthesis whose network's largest layer would not fit in this machine's memory."""
+    shape: tuple[int, ...] = (n, *latent)
+    largest = math.prod(shape)
+    for layer in abp.generator.layers:
+        shape = layer.output_shape(shape)
+        largest = max(largest, math.prod(shape))
+    need = largest * np.dtype(abp.dtype).itemsize * 2  # a layer's input and output at least
+    have = _memory_bytes()
+    if have is not None and need > have:
+        out = abp.generator.output_shape(latent)
+        raise CLIError(
+            f"{option} asks for {n} sample(s) of shape {' x '.join(map(str, out))}: about "
+            f"{need / 2**30:,.0f} GiB in the network's largest layer, more than this machine's "
+            f"{have / 2**30:,.0f} GiB; use a smaller --scale (or --n)"
+        )
 
 
 def _load_like_run(path: str, meta: dict[str, Any], args: argparse.Namespace) -> np.ndarray:
@@ -1224,11 +1480,22 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=description, formatter_class=_Formatter
         )
 
-    def common(sp, reads_files: bool) -> None:
+    def common(sp, reads_files: bool, resumable: bool = False) -> None:
         sp.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to compute")
-        sp.add_argument(
-            "--seed", type=int, default=0, help="seed of every random choice (same seed, same run)"
-        )
+        if resumable:  # None: not given, so that --resume takes the run's own
+            sp.add_argument(
+                "--seed",
+                type=int,
+                help="seed of every random choice (same seed, same run) (default: 0; "
+                "--resume: the run's)",
+            )
+        else:
+            sp.add_argument(
+                "--seed",
+                type=int,
+                default=0,
+                help="seed of every random choice (same seed, same run)",
+            )
         if reads_files:
             sp.add_argument(
                 "--skip-bad",
@@ -1385,7 +1652,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fps", type=float, default=10, help="video: frames per second of the clips written"
     )
     t.add_argument("--occlusion", help="learn from occluded images: " + OCCLUSION_HELP)
-    common(t, reads_files=True)
+    common(t, reads_files=True, resumable=True)
     t.set_defaults(func=cmd_train)
 
     s = command(
@@ -1501,10 +1768,63 @@ METAVARS = {
 }
 
 
+# --- checks of the numbers given -----------------------------------------------------------------
+
+#: dest -> (option, rule): "count>=k" an integer >= k; "positive" a finite number > 0.
+NUMBERS: dict[str, tuple[str, str]] = {
+    "iterations": ("--iterations", "count>=1"),
+    "batch_size": ("--batch-size", "count>=1"),
+    "size": ("--size", "count>=1"),
+    "length": ("--length", "count>=1"),
+    "rate": ("--rate", "count>=1"),
+    "limit": ("--limit", "count>=1"),
+    "latent_dim": ("--latent-dim", "count>=1"),
+    "langevin_steps": ("--langevin-steps", "count>=0"),
+    "checkpoint_every": ("--checkpoint-every", "count>=1"),
+    "seed": ("--seed", "count>=0"),
+    "frames": ("--frames", "count>=1"),
+    "a": ("--from", "count>=0"),
+    "b": ("--to", "count>=0"),
+    "width": ("--width", "positive"),
+    "step_size": ("--step-size", "positive"),
+    "sigma": ("--sigma", "positive"),
+    "lr": ("--lr", "positive"),
+    "minutes": ("--minutes", "positive"),
+    "fps": ("--fps", "positive"),
+    "scale": ("--scale", "positive"),
+}
+#: The largest sample rate accepted (Hz).
+MAX_RATE = 1_000_000
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number given is in its range, or a :class:`CLIError` names the option."""
+    for dest, (option, rule) in NUMBERS.items():
+        v = getattr(args, dest, None)
+        if v is None:
+            continue
+        if rule.startswith("count"):
+            low = int(rule.split(">=")[1])
+            if v < low:
+                what = "a positive integer" if low == 1 else f"an integer >= {low}"
+                raise CLIError(f"{option} must be {what}, got {v}")
+        elif not (math.isfinite(v) and v > 0):
+            raise CLIError(f"{option} must be a finite number > 0, got {v}")
+    n = getattr(args, "n", None)
+    if n is not None:
+        low = 2 if args.command == "interpolate" else 1
+        if n < low:
+            raise CLIError(f"--n must be an integer >= {low}, got {n}")
+    rate = getattr(args, "rate", None)
+    if rate is not None and rate > MAX_RATE:
+        raise CLIError(f"--rate must be at most {MAX_RATE:,} Hz, got {rate:,}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_numbers(args)
         return args.func(args)
     except (
         CLIError,
