@@ -1002,9 +1002,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                 cfg[key] = getattr(args, key)
         fixed_spec = meta["spec"]
     Yt = Y * mask if mask is not None else Y  # the hidden pixels are never seen
-    abp, spec, timing = plan_run(
-        args, kind, Prepared(Yt, prep.cfg, prep.source, []), cfg, mask, fixed_spec
-    )
+    try:
+        abp, spec, timing = plan_run(
+            args, kind, Prepared(Yt, prep.cfg, prep.source, []), cfg, mask, fixed_spec
+        )
+    except DivergenceError as err:  # the timed steps, on a copy: nothing of the run changed
+        hint = ""
+        if err.option is not None and err.suggestion is not None:
+            again = "the same command" + (" (with --resume)" if args.resume else "")
+            hint = f"; run {again} with {err.option} {err.suggestion:g}"
+        raise CLIError(
+            f"the timed first learning step, on a copy of the model, diverged: {err}{hint}"
+        ) from err
     out.mkdir(parents=True, exist_ok=True)
     if meta is None:
         meta = {
