@@ -728,7 +728,17 @@ class ABP:
         f : array (n, *output_shape)
         """
         n = _count(n, "n", minimum=1)
-        shape = (n, *(self.latent_shape if latent_shape is None else tuple(latent_shape)))
+        if latent_shape is not None:
+            if not isinstance(latent_shape, (tuple, list)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                for s in latent_shape
+            ):
+                raise ValueError(
+                    f"ABP.sample: latent_shape must be a tuple of sizes >= 1, like "
+                    f"{self.latent_shape}, got {latent_shape!r}"
+                )
+            latent_shape = tuple(int(s) for s in latent_shape)
+        shape = (n, *(self.latent_shape if latent_shape is None else latent_shape))
         if len(shape) != len(self.latent_shape) + 1:
             raise ValueError(
                 f"ABP.sample: latent_shape must have {len(self.latent_shape)} axes "
@@ -736,7 +746,16 @@ class ABP:
             )
         z = (rng if rng is not None else self.noise_rng()).standard_normal(shape, dtype=self.dtype)
         with self._frozen_statistics():
-            return self.generator.forward(z)
+            try:
+                return self.generator.forward(z)
+            except ValueError as err:
+                if latent_shape is None or latent_shape == self.latent_shape:
+                    raise
+                raise ValueError(
+                    f"ABP.sample: latent_shape {latent_shape} does not fit this generator, whose "
+                    f"latent shape is {self.latent_shape} ({err}); only a fully convolutional "
+                    "generator (texture, sound) takes a latent of another size"
+                ) from err
 
     def _frozen_statistics(self) -> Any:
         """``Generator.frozen_statistics()``: a block that leaves running statistics alone."""

@@ -337,6 +337,22 @@ def _read_sound(path: Path) -> tuple[np.ndarray, int]:
     return x, int(sr)
 
 
+#: The highest sample rate accepted, in a file's header or as ``rate`` (Hz). Audio files go up to
+#: 768 kHz; a header that claims more is damaged, and resampling from it would need a filter of
+#: gigabytes.
+MAX_RATE = 1_000_000
+#: A signal whose every sample is below this in magnitude is silent (one step of 16-bit audio).
+SILENCE = 2.0**-15
+
+
+def _count_arg(v: Any, name: str, minimum: int, none_ok: bool = True) -> int | None:
+    if v is None and none_ok:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"load_audio: {name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
 def load_audio(
     path: str | os.PathLike,
     rate: int | None = 11025,
@@ -367,7 +383,21 @@ def load_audio(
     -------
     signal : ndarray, shape (1, 1, L), float32 in [-1, 1]
         ``(N, C, L)`` layout, ready for the 1-d generator.
+
+    Raises
+    ------
+    ValueError
+        For a ``rate`` outside 1 .. :data:`MAX_RATE`, a ``length`` below 1, a negative
+        ``offset``; a file whose header claims a rate above :data:`MAX_RATE`; a file that holds
+        no sample (at ``offset``); a silent one (every sample below :data:`SILENCE` in
+        magnitude once the channels are averaged, e.g. stereo channels in opposite phase,
+        which cancel).
     """
+    rate = _count_arg(rate, "rate (samples per second)", 1)
+    if rate is not None and rate > MAX_RATE:
+        raise ValueError(f"load_audio: rate must be at most {MAX_RATE:,} Hz, got {rate:,}")
+    length = _count_arg(length, "length (samples)", 1)
+    offset = _count_arg(offset, "offset (samples)", 0, none_ok=False)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such sound file or folder: {str(path)!r}")
@@ -379,21 +409,45 @@ def load_audio(
                 f"{', '.join(AUDIO_EXTENSIONS)}); give the file itself"
             )
         path = files[0]
-    if offset < 0:
-        raise ValueError(f"offset must be >= 0, got {offset}")
     try:
         x, sr = _read_sound(path)
     except Exception as e:
         raise ValueError(f"cannot read sound file {str(path)!r}: {e}") from e
+    if not 1 <= sr <= MAX_RATE:
+        raise ValueError(
+            f"sound file {str(path)!r} claims a sample rate of {sr:,} Hz; audio files go up to "
+            f"768,000 Hz, so its header is damaged (re-encode it, e.g. with ffmpeg or sox)"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"sound file {str(path)!r} holds no samples")
+    if not np.isfinite(x).all():
+        raise ValueError(f"sound file {str(path)!r} holds NaN or inf samples")
 
     # (L, channels) -> (L,)
+    channels = x
     x = x.mean(axis=1, dtype=np.float64)
+    if np.abs(x).max() < SILENCE:
+        if np.abs(channels).max() >= SILENCE:
+            raise ValueError(
+                f"sound file {str(path)!r} is silent once its {channels.shape[1]} channels are "
+                "averaged to mono: they cancel (in opposite phase); keep one channel, e.g. "
+                "`sox in.wav out.wav remix 1`"
+            )
+        raise ValueError(
+            f"sound file {str(path)!r} is silent: every sample is below {SILENCE:.1e} in "
+            "magnitude (there is nothing to learn)"
+        )
     if rate is not None and int(rate) != sr:
         from scipy.signal import resample_poly
 
         g = math.gcd(int(rate), sr)
         x = resample_poly(x, int(rate) // g, sr // g)
     x = np.clip(x, -1.0, 1.0).astype(np.float32)
+    if offset >= x.shape[0]:
+        raise ValueError(
+            f"load_audio: offset {offset:,} is past the end of {str(path)!r} "
+            f"({x.shape[0]:,} samples at {rate or sr:,} Hz)"
+        )
     x = x[offset:]
     if length is not None:
         out = np.zeros(int(length), dtype=np.float32)
