@@ -33,6 +33,7 @@ def test_defaults_choose_from_data_and_timed_steps_and_print_the_plan(tmp_path):
     # a budget far too short for anything: the thinnest width and the fewest iterations
     assert cfg["width"] == 0.0625 and cfg["iterations"] == 40
     assert "40 iterations" in plan and "one learning step took" in plan and "about" in plan
+    assert "take longer than --minutes 0.001" in plan  # the budget could not be kept: said so
     assert cfg.get("limit") is None
     assert len(log_lines(tmp_path / "run" / "log.jsonl")) == 40
     # every iteration prints a progress line

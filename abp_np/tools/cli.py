@@ -806,6 +806,12 @@ def print_plan(
         f"{timing['iteration']:.3g} s per iteration; {left} iterations ({how}): about "
         f"{_duration(total)}"
     )
+    if timing["auto_iterations"] and total > 1.5 * timing["budget"]:
+        _say(
+            f"  note: {MIN_ITERATIONS} iterations of the thinnest network take longer than "
+            f"--minutes {timing['budget'] / 60:g}: a smaller --size, fewer --iterations, or "
+            "--device gpu would be faster"
+        )
 
 
 # --- output -------------------------------------------------------------------------------------
