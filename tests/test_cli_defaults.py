@@ -19,7 +19,7 @@ def _plan_before_first_iteration(err: str) -> list[str]:
 
 def test_defaults_choose_from_data_and_timed_steps_and_print_the_plan(tmp_path):
     data = grey_images(tmp_path / "digits", 12, 10)
-    args = ["--minutes", "0.001", "--langevin-steps", "1"]
+    args = ["--minutes", "0.00001", "--langevin-steps", "1"]
     r = ok(abp("train", data, "--out", tmp_path / "run", *args, cwd=tmp_path))
     plan = "\n".join(_plan_before_first_iteration(r.stderr))
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
@@ -33,7 +33,7 @@ def test_defaults_choose_from_data_and_timed_steps_and_print_the_plan(tmp_path):
     # a budget far too short for anything: the thinnest width and the fewest iterations
     assert cfg["width"] == 0.0625 and cfg["iterations"] == 40
     assert "40 iterations" in plan and "one learning step took" in plan and "about" in plan
-    assert "take longer than --minutes 0.001" in plan  # the budget could not be kept: said so
+    assert "take longer than --minutes 1e-05" in plan  # the budget could not be kept: said so
     assert cfg.get("limit") is None
     assert len(log_lines(tmp_path / "run" / "log.jsonl")) == 40
     # every iteration prints a progress line
