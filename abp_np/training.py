@@ -329,15 +329,14 @@ def _iteration(
             flags.append(limits.z_sane(z))
             totals += xp.stack(model._learn_step(z, y_b, obs_b))  # learning back-propagation (6)
             flags.append(limits.weights_sane(model))
+        flags.append(limits.z_sane(model.Z))  # every chain, visited or not: inference's
         flags.append(_state_finite(model))  # buffers and optimiser state: learning's products
         ok = to_numpy(xp.stack(flags))  # the one synchronisation of the iteration
         stats = LearnStats(*to_numpy(totals))
     model.iteration += 1
     if not ok.all():
-        first = int(np.argmin(ok))
-        _diverged(
-            model, "inference" if first % 2 == 0 and first < len(ok) - 1 else "learning", limits
-        )
+        first = int(np.argmin(ok))  # even: after a Langevin run, odd: after a learning step
+        _diverged(model, "inference" if first % 2 == 0 else "learning", limits)
     return {
         "iteration": model.iteration,
         **stats.means(n),

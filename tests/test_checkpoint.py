@@ -217,3 +217,150 @@ def test_dtype_mismatch_is_reported(tmp_path):
     ]
     with pytest.raises(ValueError, match="dtype mismatch at '0.weight'"):
         ABP(Generator(layers, (3,)), seed=0).load(path)
+
+
+# --- a checkpoint is checked whole before anything is changed ----------------------------------------
+
+
+def _altered(tmp_path, change):
+    """A checkpoint of a trained model with ``change(arrays)`` applied, written as plain arrays."""
+    path = tmp_path / "good.npz"
+    trained = make("adam")
+    trained.fit(data(), iterations=2, batch_size=4, checkpoint_path=path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    return bad
+
+
+def _settings(**changes):
+    def change(arrays):
+        import json
+
+        s = json.loads(str(arrays["settings"]))
+        s.update(changes)
+        arrays["settings"] = np.array(json.dumps(s))
+
+    return change
+
+
+def _optim_config(drop=None, **changes):
+    def change(arrays):
+        import json
+
+        c = json.loads(str(arrays["optim/config"]))
+        c.update(changes)
+        if drop:
+            del c[drop]
+        arrays["optim/config"] = np.array(json.dumps(c))
+
+    return change
+
+
+def _set(key, value):
+    def change(arrays):
+        arrays[key] = value(arrays[key]) if callable(value) else value
+
+    return change
+
+
+def _poison(key):
+    def change(arrays):
+        a = arrays[key].copy()
+        a.flat[0] = np.inf
+        arrays[key] = a
+
+    return change
+
+
+BAD_CHECKPOINTS = {
+    "sigma -1": (_settings(sigma=-1), r"sigma = -1.*> 0"),
+    "sigma nan": (_settings(sigma=float("nan")), "sigma"),
+    "langevin_steps -5": (_settings(langevin_steps=-5), r"langevin_steps = -5"),
+    "langevin_steps 2.5": (_settings(langevin_steps=2.5), "langevin_steps"),
+    "step_size -0.1": (_settings(step_size=-0.1), "step_size"),
+    "chains": (_settings(chains="warm"), "chains"),
+    "iteration -7": (_set("iteration", np.array(-7)), r"iteration.*>= 0"),
+    "iteration 2.5": (_set("iteration", np.array(2.5)), "iteration"),
+    "optimiser config without initial_lr": (_optim_config(drop="initial_lr"), "initial_lr"),
+    "optimiser lr -1": (_optim_config(lr=-1.0), "lr"),
+    "optimiser beta1 2": (_optim_config(beta1=2.0), "beta1"),
+    "optimiser steps -3": (_set("optim/steps", np.array(-3)), "step count"),
+    "optimiser state of the wrong shape": (
+        _set("optim/m/0.weight", np.zeros((2, 2))),
+        r"'optim/m/0.weight'.*\(2, 2\)",
+    ),
+    "optimiser state of no parameter": (_set("optim/v/9.weight", np.zeros(3)), "no parameter"),
+    "weights with inf": (_poison("model/0.weight"), "'model/0.weight' holds NaN or inf"),
+    "running_var with inf": (_poison("model/1.running_var"), "running_var"),
+    "optimiser state with inf": (_poison("optim/v/3.weight"), "optim/v/3.weight"),
+    "Z with inf": (_poison("Z"), "'Z' holds NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_a_bad_checkpoint_is_refused_and_changes_nothing(tmp_path, case):
+    change, message = BAD_CHECKPOINTS[case]
+    bad = _altered(tmp_path, change)
+    other = make("adam", seed=7)
+    other.fit(data(), iterations=1, batch_size=4)
+    before = (
+        other.generator.state_dict(),
+        other.optimizer.state_dict(),
+        other.Z.copy(),
+        other.iteration,
+        other.settings(),
+        other.rng.bit_generator.state,
+    )
+    with pytest.raises(ValueError, match=message) as info:
+        other.load(bad)
+    assert str(bad) in str(info.value)  # the message names the file
+    for k, v in before[0].items():
+        np.testing.assert_array_equal(other.generator.state_dict()[k], v)
+    after = other.optimizer.state_dict()
+    assert sorted(after) == sorted(before[1])
+    for k, v in before[1].items():
+        np.testing.assert_array_equal(after[k], v)
+    np.testing.assert_array_equal(other.Z, before[2])
+    assert other.iteration == before[3] and other.settings() == before[4]
+    assert other.rng.bit_generator.state == before[5]
+    other.fit(data(), iterations=2, batch_size=4)  # still usable
+
+
+def test_optimizer_load_state_dict_with_a_bad_config_changes_nothing():
+    opt = Adam(lr=1e-3)
+    state = opt.state_dict()
+    import json
+
+    cfg = json.loads(str(state["config"]))
+    del cfg["eps"]
+    state["config"] = np.array(json.dumps(cfg))
+    other = Adam(lr=5e-3, beta1=0.9)
+    with pytest.raises(ValueError, match="lacks 'eps'"):
+        other.load_state_dict(state)
+    assert other.lr == 5e-3 and other.initial_lr == 5e-3 and other.beta1 == 0.9
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "run.npz"
+    abp = make()
+    abp.fit(data(), iterations=1, checkpoint_path=path)
+    good = path.read_bytes()
+
+    def full(fh, arrays):
+        fh.write(b"PK\x03\x04 part")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt, "_write", full)
+    abp.fit(data(), iterations=2)
+    with pytest.raises(OSError) as info:
+        abp.save(path)
+    assert info.value.errno == errno.ENOSPC
+    text = str(info.value)
+    assert str(path) in text and "No space left" in text and "left as it was" in text
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["run.npz"]

@@ -344,12 +344,12 @@ def _checked_optimizer(abp: Any, optim: dict[str, np.ndarray], path: str) -> Any
         name = key.split("/", 1)[1]
         if name not in params:
             raise ValueError(
-                f"{path!r}: optimiser state {key!r} belongs to no parameter of the model"
+                f"{path!r}: optimiser state 'optim/{key}' belongs to no parameter of the model"
             )
         p = params[name]
         if value.shape != p.shape or value.dtype != p.dtype:
             raise ValueError(
-                f"{path!r}: optimiser state {key!r} is {value.shape} {value.dtype}, its "
+                f"{path!r}: optimiser state 'optim/{key}' is {value.shape} {value.dtype}, its "
                 f"parameter {p.shape} {p.dtype}"
             )
     probe = copy.copy(abp.optimizer)  # shallow: its own state is replaced, not touched
