@@ -67,6 +67,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .backend import (
+    check_count,
     get_array_module,
     is_device_out_of_memory,
     out_of_memory_error,
@@ -173,6 +174,9 @@ class ABP:
     iteration : int
         Number of completed training iterations.
     """
+
+    #: The learning step's sums (:class:`LearnStats`), as the training run builds them.
+    LearnStats = LearnStats
 
     def __init__(
         self,
@@ -809,10 +813,7 @@ def _nonnegative(v: Any, name: str) -> float:
     return float(v)
 
 
-def _count(v: Any, name: str, minimum: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"ABP: {name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+_count = check_count  # the argument check the training run shares (abp_np.backend)
 
 
 def _choice(v: Any, options: tuple[str, ...], name: str) -> str:

@@ -67,6 +67,7 @@ __all__ = [
     "switches",
     "using_kernels",
     "check_float_dtype",
+    "check_count",
     "pair",
     "FLOAT_DTYPES",
     "DeviceOutOfMemoryError",
@@ -180,6 +181,13 @@ def default_rng(seed: int | None = None, device: str = "cpu") -> Any:
     """
     xp = resolve_device(device)
     return xp.random.default_rng(seed)
+
+
+def check_count(v: Any, name: str, minimum: int = 0, owner: str = "ABP") -> int:
+    """``v`` as an int, refused unless it is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
 
 
 def check_float_dtype(dtype: Any, owner: str) -> np.dtype:

@@ -48,8 +48,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import get_array_module, is_device_out_of_memory, out_of_memory_error, to_numpy
-from .io.atomic import atomic_write, remove_stale_temps
+from .backend import (
+    check_count,
+    get_array_module,
+    is_device_out_of_memory,
+    out_of_memory_error,
+    to_numpy,
+)
+from .io.atomic import atomic_write, deferred_interrupt, remove_stale_temps
 
 if TYPE_CHECKING:  # abp imports this module; the reverse import is for annotations only
     from .abp import ABP
@@ -195,16 +201,15 @@ def fit(
         When the GPU ran out of memory: rolled back and saved as for ``KeyboardInterrupt``;
         the message names the batch size to try.
     """
-    from .abp import _count  # the argument checks shared with the algorithm's module
 
     owner = "ABP.fit"
     Y, obs = model._prepare_data(Y, observation, owner)
     n = Y.shape[0]
-    iterations = _count(iterations, "iterations")
-    checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
+    iterations = check_count(iterations, "iterations")
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
     if batch_size is None:
         batch_size = n
-    batch_size = _count(batch_size, "batch_size", minimum=1)
+    batch_size = check_count(batch_size, "batch_size", minimum=1)
     if batch_size > n:
         raise ValueError(f"{owner}: batch_size={batch_size} is larger than the {n} examples")
     if callback is not None and not callable(callback):
@@ -224,6 +229,7 @@ def fit(
     if checkpoint_path is not None:
         remove_stale_temps(checkpoint_path)
     if log_path is not None:
+        remove_stale_temps(log_path)
         _truncate_log(log_path, model.iteration)
     limits = _Limits(model)
 
@@ -260,11 +266,12 @@ def fit(
                     f"{kept}.",
                 )
                 raise
-            snapshot = None  # the state is consistent again
-            history.append(record)
-            if log_path is not None:
-                with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
+            with deferred_interrupt():  # Ctrl-C waits until the iteration is logged
+                snapshot = None  # the state is consistent again
+                history.append(record)
+                if log_path is not None:
+                    with open(log_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(record) + "\n")
             if progress:
                 print(
                     f"iteration {record['iteration']:>5}  error {record['recon_error']:.4f}  "
@@ -307,8 +314,6 @@ def _iteration(
     After each Langevin run and each learning step a device boolean says whether the state
     is still sane (:class:`_Limits`); the first that is not names the stage that blew up.
     """
-    from .abp import LearnStats
-
     xp = model.xp
     t0 = time.perf_counter()
     n = Y.shape[0]
@@ -332,7 +337,7 @@ def _iteration(
         flags.append(limits.z_sane(model.Z))  # every chain, visited or not: inference's
         flags.append(_state_finite(model))  # buffers and optimiser state: learning's products
         ok = to_numpy(xp.stack(flags))  # the one synchronisation of the iteration
-        stats = LearnStats(*to_numpy(totals))
+        stats = model.LearnStats(*to_numpy(totals))
     model.iteration += 1
     if not ok.all():
         first = int(np.argmin(ok))  # even: after a Langevin run, odd: after a learning step

@@ -241,19 +241,8 @@ def cycles() -> list[list[str]]:
     return groups
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="abp.py and training.py import each other (ABP.fit calls training.fit and abp "
-    "re-exports DivergenceError; training reads abp's _count and LearnStats): the tiers put "
-    "training above the method, so abp must not import it. Delete this mark once it is fixed.",
-)
 def test_no_import_circle():
     assert cycles() == []
-
-
-def test_no_import_circle_but_abp_and_training():
-    """Until the mark above goes: the one known circle, and no other."""
-    assert [c for c in cycles() if c != ["abp_np.abp", "abp_np.training"]] == []
 
 
 @pytest.mark.parametrize(
