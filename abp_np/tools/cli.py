@@ -1577,7 +1577,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"time budget that sets the width and iterations left unset (default: {MINUTES:g}; "
         f"{QUICK_MINUTES:g} with --quick)",
     )
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its data, network and seed (options left out take "
+        "the run's values; one that differs is refused); --lr, --step-size, --sigma, "
+        "--langevin-steps, --iterations and --batch-size given are applied from the next "
+        "iteration and recorded in the log, the checkpoint and model.json",
+    )
     t.add_argument(
         "--cuda-graph",
         action="store_true",
