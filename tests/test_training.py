@@ -181,3 +181,28 @@ def test_infer_finish_steps_and_recomputed_statistics_run_on_cupy_arrays(fake_gp
         assert isinstance(gm, cp.ndarray)
         np.testing.assert_allclose(cp.asnumpy(gm), cm, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(cp.asnumpy(gv), cv, rtol=1e-12, atol=1e-14)
+
+
+def test_the_sanity_checks_run_on_cupy_arrays(fake_gpu, tmp_path):
+    """The divergence checks (weights, chains, buffers, optimiser state) stay on the device."""
+    from abp_np.optim import Adam
+
+    cp = fake_gpu
+    Y = np.tanh(np.random.default_rng(12).standard_normal((4, 12)))
+
+    def make():
+        model = ABP(two_norm_net(seed=13), optimizer=Adam(lr=1e-3), init_z="normal", seed=0)
+        return model.to("gpu")
+
+    gpu = make()
+    path = tmp_path / "run.npz"
+    gpu.fit(cp.asarray(Y), iterations=2, batch_size=2, checkpoint_path=path)
+    assert isinstance(gpu.Z, cp.ndarray)
+    good = gpu.generator.state_dict()
+    gpu.optimizer.initial_lr = 1e6
+    with pytest.raises(abp_np.DivergenceError) as info:
+        gpu.fit(cp.asarray(Y), iterations=4, batch_size=2, checkpoint_path=path)
+    assert (info.value.stage, info.value.setting, gpu.iteration) == ("learning", "lr", 2)
+    for k, v in gpu.generator.state_dict().items():
+        np.testing.assert_array_equal(v, good[k])
+    assert make().load(path).iteration == 2
