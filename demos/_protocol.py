@@ -274,19 +274,20 @@ def recover(
         idx = np.arange(start, min(start + chunk, len(Y)))
         y = xp.asarray(Y[start : start + chunk], dtype=model.dtype)
         obs = observation.take(idx) if observation is not None else None
-        with model.generator.frozen_statistics():
-            if Z is None:
-                z = model.infer(
-                    y,
-                    steps=s["held-out Langevin steps"],
-                    observation=obs,
-                    init="normal",
-                    rng=rng,
-                    finish_steps=finish,
-                )
-            else:
+        if Z is None:  # infer and reconstruct leave batch norm's statistics alone themselves
+            f = model.reconstruct(
+                y,
+                steps=s["held-out Langevin steps"],
+                observation=obs,
+                init="normal",
+                rng=rng,
+                finish_steps=finish,
+            )
+        else:
+            with model.generator.frozen_statistics():  # langevin is also fit's, so it may not
                 z = model.langevin(Z[start : start + chunk], y, obs, steps=finish, noise=False)
-            out.append(C.to_numpy(model.generator.forward(z)))
+                f = model.generator.forward(z)
+        out.append(C.to_numpy(f))
     return np.concatenate(out)
 
 

@@ -123,25 +123,30 @@ def main(argv: list[str] | None = None) -> dict:
         callback=evaluate,
     )
 
+    return _report(demo, "error_curves.png", f"d = {d}", "iteration", "test", at, curves)
+
+
+def _report(demo: C.Demo, picture: str, what: str, unit: str, test: str, at, curves) -> dict:
+    """The chart and the table of the three curves, measured at ``at`` (iterations or epochs)."""
     demo.save_png(
-        "error_curves.png",
+        picture,
         line_chart(
             {name: (at, v) for name, v in curves.items()},
-            title=f"reconstruction error over learning (d = {d})",
-            xlabel="iteration",
+            title=f"reconstruction error over learning ({what})",
+            xlabel=unit,
             ylabel="mean abs error [0, 1]",
         ),
     )
     rows = [
         [t, curves["train"][i], curves["test"][i], curves["negative"][i]] for i, t in enumerate(at)
     ]
-    demo.results = {"iterations": at, **curves}
+    demo.results = {f"{unit}s": at, **curves}
     last = rows[-1]
     demo.table(
         "Reconstruction error over learning (mean abs, [0, 1] scale)",
-        ["iteration", "train", "test", "negative"],
+        [unit, "train", test, "negative"],
         rows,
-        note=f"At the end: test - train = {last[2] - last[1]:.4f}, negative - test = "
+        note=f"At the end: {test} - train = {last[2] - last[1]:.4f}, negative - {test} = "
         f"{last[3] - last[2]:.4f}.",
     )
     return demo.finish()
@@ -220,28 +225,8 @@ def paper_cpu(args, demo: C.Demo) -> dict:
 
     g = P.network(s["d"], Y.shape[1:], s["network channels"], demo.rng(1))
     P.train(demo, g, Y, s, callback=evaluate)
-    demo.save_png(
-        "error_curves_paper_cpu.png",
-        line_chart(
-            {name: (at, v) for name, v in curves.items()},
-            title=f"reconstruction error over learning (d = {s['d']}, {len(Y)} training images)",
-            xlabel="epoch",
-            ylabel="mean abs error [0, 1]",
-        ),
-    )
-    rows = [
-        [t, curves["train"][i], curves["test"][i], curves["negative"][i]] for i, t in enumerate(at)
-    ]
-    demo.results = {"epochs": at, **curves}
-    last = rows[-1]
-    demo.table(
-        "Reconstruction error over learning (mean abs, [0, 1] scale)",
-        ["epoch", "train", "held-out", "negative"],
-        rows,
-        note=f"At the end: held-out - train = {last[2] - last[1]:.4f}, negative - held-out = "
-        f"{last[3] - last[2]:.4f}.",
-    )
-    return demo.finish()
+    what = f"d = {s['d']}, {len(Y)} training images"
+    return _report(demo, "error_curves_paper_cpu.png", what, "epoch", "held-out", at, curves)
 
 
 if __name__ == "__main__":
