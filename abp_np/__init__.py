@@ -31,7 +31,13 @@ import importlib.abc as _abc
 import importlib.machinery as _machinery
 import sys as _sys
 
-from . import functional, gradcheck, layers, optim
+from . import (
+    _blas_spin,  # noqa: F401  (first: sets OpenBLAS' spin before NumPy loads it)
+    functional,
+    gradcheck,
+    layers,
+    optim,
+)
 from .abp import ABP, DivergenceError
 from .backend import (
     DeviceOutOfMemoryError,

@@ -238,6 +238,7 @@ class Switches(NamedTuple):
     c: bool  # the C kernels of kernels/*_cpu.c (batch norm, Winograd's data movement), for NumPy
     winograd: str  # "auto", "on" or "off": the CPU's Winograd transposed convolution
     cpu_forms: bool  # the CPU's NumPy forms of the transposed convolution: phases, blocks
+    threads: int | None = None  # threads outside the GEMMs (abp_np.fast.threads); None: default
 
 
 _WINOGRAD_MODES = ("auto", "on", "off")
@@ -248,6 +249,7 @@ _switches = Switches(
     c=os.environ.get("ABP_CPU_KERNELS", "1").strip() != "0",
     winograd="auto",
     cpu_forms=True,
+    threads=None,
 )
 
 
@@ -263,6 +265,7 @@ def using(
     c: bool | None = None,
     winograd: str | None = None,
     cpu_forms: bool | None = None,
+    threads: int | None = None,
 ) -> Iterator[Switches]:
     """Choose the speed routes inside a ``with`` block; each keyword left out (None) stays as is.
 
@@ -284,6 +287,11 @@ def using(
     cpu_forms : bool
         The CPU's NumPy forms of the transposed convolution: the phase form and the column form
         in blocks of examples (forward), the columns in blocks of rows (backward). Default on.
+    threads : int >= 1
+        How many threads run the loops outside the GEMMs (the C kernels, the activations,
+        ``col2im``; :mod:`abp_np.fast.threads`). Default: ``ABP_NUM_THREADS`` from the
+        environment, else the BLAS' own thread count. 1 runs each loop on the calling thread
+        alone. The results are the same bit for bit for every count.
 
     With every route off, ``using(cuda=False, c=False, winograd="off", cpu_forms=False)``, each
     operation runs the plain ``xp`` reference of :mod:`abp_np.functional`, on either backend:
@@ -301,6 +309,12 @@ def using(
         if winograd not in _WINOGRAD_MODES:
             raise ValueError(f"using: winograd must be one of {_WINOGRAD_MODES}, got {winograd!r}")
         changes["winograd"] = winograd
+    if threads is not None:
+        if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (int, np.integer)):
+            raise ValueError(f"using: threads must be a whole number >= 1, got {threads!r}")
+        if threads < 1:
+            raise ValueError(f"using: threads must be >= 1 (1 = one core), got {threads}")
+        changes["threads"] = int(threads)
     previous = _switches
     _switches = previous._replace(**changes)
     try:

@@ -460,18 +460,25 @@ def batchnorm_backward(
 
 
 # --- activations ----------------------------------------------------------------------------------
-# Each keeps its OUTPUT, which is all its backward pass needs.
+# Each keeps its OUTPUT, which is all its backward pass needs. On the CPU with several threads
+# the route "threads" (abp_np.fast.elementwise) computes the same expression on ranges of elements.
 
 
 def relu_forward(x: Array) -> tuple[Array, Array]:
     """y = max(x, 0); the cache is the output y."""
-    xp = get_array_module(x)
-    y = xp.maximum(x, 0)
+    route = routes.choose("relu_forward", x)
+    if route.run is not None:  # the same values, on every core
+        y = route.run(x)
+    else:
+        y = get_array_module(x).maximum(x, 0)
     return y, y
 
 
 def relu_backward(dy: Array, y: Array, out: Array | None = None) -> Array:
     """dx = dy where y > 0, else 0 (into ``out`` when given; it may be dy itself)."""
+    route = routes.choose("relu_backward", dy, y, out)
+    if route.run is not None:
+        return route.run(dy, y, out)
     xp = get_array_module(dy)
     return xp.multiply(dy, y > 0, out=out)
 
@@ -485,28 +492,41 @@ class LeakyReLUCache(NamedTuple):
 
 def leaky_relu_forward(x: Array, slope: float) -> tuple[Array, LeakyReLUCache]:
     """y = x if x > 0 else slope x (slope > 0 keeps the sign, so y tells where x > 0)."""
-    xp = get_array_module(x)
-    y = xp.where(x > 0, x, x * x.dtype.type(slope))
+    route = routes.choose("leaky_relu_forward", x)
+    if route.run is not None:
+        y = route.run(x, slope)
+    else:
+        xp = get_array_module(x)
+        y = xp.where(x > 0, x, x * x.dtype.type(slope))
     return y, LeakyReLUCache(y, slope)
 
 
 def leaky_relu_backward(dy: Array, cache: LeakyReLUCache, out: Array | None = None) -> Array:
     """dx = dy if y > 0 else slope dy (into ``out`` when given; it may be dy itself)."""
-    xp = get_array_module(dy)
     y, slope = cache
+    route = routes.choose("leaky_relu_backward", dy, y, out)
+    if route.run is not None:
+        return route.run(dy, y, slope, out)
+    xp = get_array_module(dy)
     one, s = dy.dtype.type(1), dy.dtype.type(slope)
     return xp.multiply(dy, xp.where(y > 0, one, s), out=out)
 
 
 def tanh_forward(x: Array) -> tuple[Array, Array]:
     """y = tanh(x); the cache is the output y."""
-    xp = get_array_module(x)
-    y = xp.tanh(x)
+    route = routes.choose("tanh_forward", x)
+    if route.run is not None:
+        y = route.run(x)
+    else:
+        y = get_array_module(x).tanh(x)
     return y, y
 
 
 def tanh_backward(dy: Array, y: Array, out: Array | None = None) -> Array:
     """dx = dy (1 - y^2) (into ``out`` when given; it may be dy itself)."""
+    route = routes.choose("tanh_backward", dy, y, out)
+    if route.run is not None:
+        return route.run(dy, y, out)
     xp = get_array_module(dy)
     d = y * y
     xp.subtract(1, d, out=d)  # 1 - y^2

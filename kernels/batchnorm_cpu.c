@@ -11,7 +11,9 @@
  *   bn_backward     sum_dy = sum(dy), sum_dy_xc = sum(dy xc), then
  *                   dx = a[c] (dy - sum_dy / M - xc k[c] sum_dy_xc / M), k = inv_std^2 (2 passes)
  *
- * Plain C99, one thread, compiled once by abp_np/_cpu.py; float (_f32) and double (_f64).
+ * Each function does the channels c0 .. c1 - 1 only: abp_np/fast/threads.py runs ranges of
+ * channels on several threads at once; each channel is computed the same way whatever the range.
+ * Plain C99, compiled once by abp_np/fast/cpu.py; float (_f32) and double (_f64).
  */
 #include <stddef.h>
 
@@ -56,9 +58,10 @@
         return total;                                                                           \
     }                                                                                           \
                                                                                                 \
-    void bn_stats_##SUFFIX(const T *x, T *xc, T *mean, T *var, int N, int C, int L) {           \
+    void bn_stats_##SUFFIX(const T *x, T *xc, T *mean, T *var, int N, int C, int L, int c0,     \
+                           int c1) {                                                        \
         const double M = (double)N * L;                                                         \
-        for (int c = 0; c < C; ++c) {                                                           \
+        for (int c = c0; c < c1; ++c) {                                                         \
             double s = 0.0, unused = 0.0, v = 0.0;                                              \
             for (int n = 0; n < N; ++n)                                                         \
                 sums_##SUFFIX(x + ((ptrdiff_t)n * C + c) * L, NULL, L, &s, &unused);            \
@@ -73,9 +76,9 @@
     }                                                                                           \
                                                                                                 \
     void bn_scale_shift_##SUFFIX(const T *xc, T *y, const T *scale, const T *shift, int N,      \
-                                 int C, int L) {                                                \
+                                 int C, int L, int c0, int c1) {                                \
         for (int n = 0; n < N; ++n)                                                             \
-            for (int c = 0; c < C; ++c) {                                                       \
+            for (int c = c0; c < c1; ++c) {                                                     \
                 const ptrdiff_t o = ((ptrdiff_t)n * C + c) * L;                                 \
                 const T a = scale[c], b = shift[c];                                             \
                 for (int l = 0; l < L; ++l) y[o + l] = xc[o + l] * a + b;                       \
@@ -83,9 +86,9 @@
     }                                                                                           \
                                                                                                 \
     void bn_backward_##SUFFIX(const T *dy, const T *xc, T *dx, const T *a, const T *inv_std,    \
-                              T *sum_dy, T *sum_dy_xc, int N, int C, int L) {                   \
+                              T *sum_dy, T *sum_dy_xc, int N, int C, int L, int c0, int c1) {   \
         const double M = (double)N * L;                                                         \
-        for (int c = 0; c < C; ++c) {                                                           \
+        for (int c = c0; c < c1; ++c) {                                                         \
             double s = 0.0, t = 0.0;                                                            \
             for (int n = 0; n < N; ++n) {                                                       \
                 const ptrdiff_t o = ((ptrdiff_t)n * C + c) * L;                                 \

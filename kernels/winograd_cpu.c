@@ -1,17 +1,17 @@
-/* Winograd transforms of the CPU transposed convolution (abp_np/winograd.py), fused with the
+/* Winograd transforms of the CPU transposed convolution (abp_np/fast/winograd.py), fused with the
  * data movement around them.
  *
- * abp_np/winograd.py computes a stride-2, kernel-5 transposed convolution as ONE 3 x 3
+ * abp_np/fast/winograd.py computes a stride-2, kernel-5 transposed convolution as ONE 3 x 3
  * correlation with R = 4 Cout outputs, by Winograd's F(m x m, 3 x 3), m = 2 or 4, on tiles of
  * a x a inputs, a = m + 2:
  *
  *     V = B^T d B  for every input tile d       (here: winograd_input)
- *     M = U V      for each of the a a positions (BLAS GEMMs, in abp_np/winograd.py)
+ *     M = U V      for each of the a a positions (BLAS GEMMs, in abp_np/fast/winograd.py)
  *     Y = A^T M A, shuffled into the output y    (here: winograd_output)
  *
  * and its backward pass as the adjoint of each step (winograd_output_adjoint: dM = A dY A^T;
  * winograd_input_adjoint: dd = B dV B^T, added back where each tile was read). The NumPy code in
- * abp_np/winograd.py writes each transform as a small GEMM and each rearrangement as a strided
+ * abp_np/fast/winograd.py writes each transform as a small GEMM and each rearrangement as a strided
  * copy; it is the reference these functions are tested against (tests/test_winograd.py). They
  * compute the same sums in another order (the explicit formulas of the transforms below), so
  * the two agree to rounding, not bit for bit.
@@ -28,8 +28,12 @@
  *   winograd_output_adjoint  dy (n, Cout, 2 m th, 2 m tw) -> dM (a a, 4 Cout, P)
  *
  * GROUP tiles are transformed at once, as short vectors that the compiler vectorises; their
- * values live in small local arrays. Plain C99, one thread, compiled once by abp_np/_cpu.py and
- * loaded through ctypes. Each function exists for float (suffix _f32) and double (_f64) and
+ * values live in small local arrays. Each function does the channels c0 .. c1 - 1 of its loop
+ * (input channels for the input side, output channels o0 .. o1 - 1 for the output side), so
+ * that abp_np/fast/threads.py can run ranges of channels on several threads at once; every
+ * channel is computed the same way whatever the range, so the result does not depend on how
+ * the channels are split. Plain C99, compiled once by abp_np/fast/cpu.py and loaded through
+ * ctypes. Each function exists for float (suffix _f32) and double (_f64) and
  * returns 0, or 1 when it could not allocate its scratch memory.
  */
 #include <stddef.h>
@@ -44,7 +48,7 @@
  *   F(2, 3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  A^T = [1 1 1 0; 0 1 -1 -1]
  *   F(4, 3): B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
  *                   0 4 0 -5 0 1],  A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
- * (the matrices _BT and _AT of abp_np/winograd.py). */
+ * (the matrices _BT and _AT of abp_np/fast/winograd.py). */
 #define ABP_TRANSFORMS(T, S)                                                                       \
     static inline void bt2_##S(const T *restrict d, ptrdiff_t si, T *restrict o, ptrdiff_t so) {   \
         for (int g = 0; g < GROUP; ++g) {                                                          \
@@ -244,14 +248,14 @@
         }                                                                                          \
     }                                                                                              \
     int winograd_input_##S(const T *x, T *V, int n, int C, int H, int W, int row0, int col0,       \
-                           int m, int th, int tw) {                                                \
+                           int m, int th, int tw, int c0, int c1) {                                \
         const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                        \
         const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp;   \
         T *pad = (T *)malloc(sizeof(T) * (pp * n > 0 ? pp * n : 1));                               \
         ptrdiff_t *off = pad_offsets_##S(P, K, m, tw, pp, wp);                                     \
         if (!pad || !off) { free(pad); free(off); return 1; }                                      \
         T d[36 * GROUP], tmp[36 * GROUP], v[36 * GROUP];                                           \
-        for (int c = 0; c < C; ++c) {                                                              \
+        for (int c = c0; c < c1; ++c) {                                                            \
             for (int b = 0; b < n; ++b)                                                            \
                 to_pad_##S(x + ((ptrdiff_t)b * C + c) * H * W, pad + b * pp, H, W, row0, col0,     \
                            hp, wp);                                                                \
@@ -274,14 +278,14 @@
     }                                                                                              \
                                                                                                    \
     int winograd_input_adjoint_##S(const T *dV, T *dx, int n, int C, int H, int W, int row0,       \
-                                   int col0, int m, int th, int tw) {                              \
+                                   int col0, int m, int th, int tw, int c0, int c1) {              \
         const int a = m + 2, hp = m * th + 2, wp = m * tw + 2, K = th * tw;                        \
         const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)C * P, pp = (ptrdiff_t)hp * wp;   \
         T *pad = (T *)malloc(sizeof(T) * (pp * n > 0 ? pp * n : 1));                               \
         ptrdiff_t *off = pad_offsets_##S(P, K, m, tw, pp, wp);                                     \
         if (!pad || !off) { free(pad); free(off); return 1; }                                      \
         T v[36 * GROUP], tmp[36 * GROUP], dd[36 * GROUP];                                          \
-        for (int c = 0; c < C; ++c) {                                                              \
+        for (int c = c0; c < c1; ++c) {                                                            \
             memset(pad, 0, sizeof(T) * pp * n);                                                    \
             for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
                 const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
@@ -305,14 +309,14 @@
     }                                                                                              \
                                                                                                    \
     int winograd_output_##S(const T *M, T *y, const T *bias, int n, int Cout, int m, int th,       \
-                            int tw) {                                                              \
+                            int tw, int o0, int o1) {                                              \
         const int a = m + 2, K = th * tw, Wo = 2 * m * tw;                                         \
         const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)4 * Cout * P;                     \
         const ptrdiff_t HW = (ptrdiff_t)2 * m * th * Wo;                                           \
         ptrdiff_t *yoff = y_offsets_##S(P, K, m, tw, Cout * HW, Wo);                               \
         if (!yoff) return 1;                                                                       \
         T mv[36 * GROUP], tmp[36 * GROUP], yv[16 * GROUP];                                         \
-        for (int o = 0; o < Cout; ++o) {                                                           \
+        for (int o = o0; o < o1; ++o) {                                                            \
             const T bo = bias ? bias[o] : (T)0;                                                    \
             for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
                 const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
@@ -335,14 +339,14 @@
     }                                                                                              \
                                                                                                    \
     int winograd_output_adjoint_##S(const T *dy, T *dM, int n, int Cout, int m, int th,            \
-                                    int tw) {                                                      \
+                                    int tw, int o0, int o1) {                                      \
         const int a = m + 2, K = th * tw, Wo = 2 * m * tw;                                         \
         const ptrdiff_t P = (ptrdiff_t)n * K, plane = (ptrdiff_t)4 * Cout * P;                     \
         const ptrdiff_t HW = (ptrdiff_t)2 * m * th * Wo;                                           \
         ptrdiff_t *yoff = y_offsets_##S(P, K, m, tw, Cout * HW, Wo);                               \
         if (!yoff) return 1;                                                                       \
         T yv[16 * GROUP], tmp[36 * GROUP], mv[36 * GROUP];                                         \
-        for (int o = 0; o < Cout; ++o) {                                                           \
+        for (int o = o0; o < o1; ++o) {                                                            \
             for (ptrdiff_t p0 = 0; p0 < P; p0 += GROUP) {                                          \
                 const int gg = P - p0 < GROUP ? (int)(P - p0) : GROUP;                             \
                 if (gg < GROUP) memset(yv, 0, sizeof yv);                                          \

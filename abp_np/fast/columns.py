@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .phases import phases, taps, valid_range
+from .threads import parallel_for
 
 __all__ = [
     "BLOCK_BYTES",
@@ -304,7 +305,12 @@ def conv_transpose2d_columns(
         np.matmul(wT, x[n0:n1].reshape(n1 - n0, Cin, H * W), out=cols)
         # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
         c6 = cols.reshape(n1 - n0, Cout, kh, kw, H, W).transpose(1, 2, 3, 0, 4, 5)
-        col2im(c6, (n1 - n0, Cout, *out_hw), stride, padding, out=y[n0:n1])
+
+        def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
+            # examples n0 + a .. n0 + b - 1: each is summed alone, so any split gives the same y
+            col2im(c6[:, :, :, a:b], (b - a, Cout, *out_hw), stride, padding, y[n0 + a : n0 + b])
+
+        parallel_for(scatter, n1 - n0, work=cols.size)
     if bias is not None:
         y += bias.reshape(1, Cout, 1, 1)
     return y
@@ -370,7 +376,19 @@ def conv_transpose2d_backward(
             # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
             cols = dcols.transpose(0, 1, 2, 4, 3, 5) if rows_first else dcols  # (.., nb, hb, W)
-            im2col_into(cols, dy[n0:n1], stride, (ph - sh * h0, padding[1]))
+            pad = (ph - sh * h0, padding[1])
+            if n1 - n0 > 1:  # examples, or else channels, on several threads (copies only)
+
+                def gather(a: int, b: int, cols=cols, n0: int = n0, pad=pad) -> None:
+                    im2col_into(cols[:, :, :, a:b], dy[n0 + a : n0 + b], stride, pad)
+
+                parallel_for(gather, n1 - n0, work=cols.size)
+            else:
+
+                def gather(a: int, b: int, cols=cols, n0: int = n0, n1: int = n1, pad=pad) -> None:
+                    im2col_into(cols[a:b], dy[n0:n1, a:b], stride, pad)
+
+                parallel_for(gather, Cout, work=cols.size)
             # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
             if rows_first:  # (Cin, hb, nb, W) -> its block of dx, (nb, Cin, hb, W)
@@ -387,7 +405,7 @@ def conv_transpose2d_backward(
                 # (nb, Cin, hb, W) -> (Cin, P), columns in dcols' order
                 order = (1, 2, 0, 3) if rows_first else (1, 0, 2, 3)
                 x2d = x[n0:n1, :, h0:h1].transpose(order).reshape(Cin, P)
-                dW2d += x2d @ dcols2d.T
+                dW2d += np.matmul(x2d, dcols2d.T)
     if not need_param_grads:
         return dx, None, None
     return dx, dW2d.reshape(Cin, Cout, kh, kw), db

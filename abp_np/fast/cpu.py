@@ -13,9 +13,11 @@ library is then loaded with :mod:`ctypes`.
 
 No compiler or a failed build: :func:`available` is False and abp_np computes everything with
 NumPy (:func:`reason` says why). Nothing here is needed for correctness; it only makes the CPU
-path faster. The kernels run only while the ``c`` setting of :func:`abp_np.backend.using` is on
-(see :func:`enabled`); ``ABP_CPU_KERNELS=0`` in the environment starts it off, and then nothing
-is compiled.
+path faster. Every kernel takes a range of channels, and each wrapper here splits its channels
+over the threads of :func:`abp_np.fast.threads.parallel_for` (the same result bit for bit). The
+kernels run only while the ``c`` setting of :func:`abp_np.backend.using` is on (see
+:func:`enabled`); ``ABP_CPU_KERNELS=0`` in the environment starts it off, and then nothing is
+compiled.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import kernel_folder, switches
+from .threads import parallel_for
 
 __all__ = [
     "available",
@@ -120,13 +123,14 @@ def _build() -> Any:
         lib = ctypes.CDLL(str(lib_path))
         i, p = ctypes.c_int, ctypes.c_void_p
         for suffix in _SUFFIX.values():
+            # each function ends with the range of channels it does, c0 and c1
             for name in ("winograd_input", "winograd_input_adjoint"):
-                getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 9
-            getattr(lib, f"winograd_output_{suffix}").argtypes = [p] * 3 + [i] * 5
-            getattr(lib, f"winograd_output_adjoint_{suffix}").argtypes = [p] * 2 + [i] * 5
-            getattr(lib, f"bn_stats_{suffix}").argtypes = [p] * 4 + [i] * 3
-            getattr(lib, f"bn_scale_shift_{suffix}").argtypes = [p] * 4 + [i] * 3
-            getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 3
+                getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 11
+            getattr(lib, f"winograd_output_{suffix}").argtypes = [p] * 3 + [i] * 7
+            getattr(lib, f"winograd_output_adjoint_{suffix}").argtypes = [p] * 2 + [i] * 7
+            getattr(lib, f"bn_stats_{suffix}").argtypes = [p] * 4 + [i] * 5
+            getattr(lib, f"bn_scale_shift_{suffix}").argtypes = [p] * 4 + [i] * 5
+            getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 5
             for name in ("bn_stats", "bn_scale_shift", "bn_backward"):
                 getattr(lib, f"{name}_{suffix}").restype = None
         return lib
@@ -206,7 +210,8 @@ def _input_call(name: str, src, dst, image, V, row0: int, col0: int, m: int, nt)
     if V.shape != ((m + 2) ** 2, C, n * nt[0] * nt[1]):
         raise ValueError(f"_cpu.{name}: tiles of shape {V.shape} do not fit x {image.shape}")
     fn = getattr(_get(), f"{name}_{sfx}")
-    _ok(fn(src.ctypes.data, dst.ctypes.data, n, C, H, W, row0, col0, m, *nt))
+    args = (src.ctypes.data, dst.ctypes.data, n, C, H, W, row0, col0, m, *nt)
+    parallel_for(lambda c0, c1: _ok(fn(*args, c0, c1)), C, work=V.size)
 
 
 def winograd_input(x, V, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
@@ -247,7 +252,8 @@ def winograd_output(M, y, m: int, nt: tuple[int, int], bias=None) -> None:
     n, Cout = y.shape[:2]
     fn = getattr(_get(), f"winograd_output_{sfx}")
     b = None if bias is None else bias.ctypes.data
-    _ok(fn(M.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt))
+    args = (M.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt)
+    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=M.size)
 
 
 def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
@@ -255,7 +261,8 @@ def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
     sfx = _output_check("winograd_output_adjoint", dM, dy, None, m, nt)
     n, Cout = dy.shape[:2]
     fn = getattr(_get(), f"winograd_output_adjoint_{sfx}")
-    _ok(fn(dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt))
+    args = (dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt)
+    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=dM.size)
 
 
 # --- batch normalisation ----------------------------------------------------------------------
@@ -280,11 +287,12 @@ def _vectors(name: str, C: int, dtype: Any, *vectors: Any) -> None:
 
 
 def bn_stats(x, xc, mean, var) -> None:
-    """xc = x - mean, with mean and (biased) var the per-channel batch statistics of x (N, C, ...)."""
+    """xc = x - mean, with mean and (biased) var the per-channel batch statistics of x (N, C, L)."""
     sfx, (N, C, L) = _ncl("bn_stats", x, xc)
     _vectors("bn_stats", C, x.dtype, mean, var)
     fn = getattr(_get(), f"bn_stats_{sfx}")
-    fn(x.ctypes.data, xc.ctypes.data, mean.ctypes.data, var.ctypes.data, N, C, L)
+    args = (x.ctypes.data, xc.ctypes.data, mean.ctypes.data, var.ctypes.data, N, C, L)
+    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=x.size)
 
 
 def bn_scale_shift(xc, y, scale, shift) -> None:
@@ -292,7 +300,8 @@ def bn_scale_shift(xc, y, scale, shift) -> None:
     sfx, (N, C, L) = _ncl("bn_scale_shift", xc, y)
     _vectors("bn_scale_shift", C, xc.dtype, scale, shift)
     fn = getattr(_get(), f"bn_scale_shift_{sfx}")
-    fn(xc.ctypes.data, y.ctypes.data, scale.ctypes.data, shift.ctypes.data, N, C, L)
+    args = (xc.ctypes.data, y.ctypes.data, scale.ctypes.data, shift.ctypes.data, N, C, L)
+    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=xc.size)
 
 
 def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
@@ -300,8 +309,8 @@ def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
     sfx, (N, C, L) = _ncl("bn_backward", dy, xc, dx)
     _vectors("bn_backward", C, dy.dtype, a, inv_std, sum_dy, sum_dy_xc)
     fn = getattr(_get(), f"bn_backward_{sfx}")
-    ptrs = (dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc)
-    fn(*(q.ctypes.data for q in ptrs), N, C, L)
+    args = (*(q.ctypes.data for q in (dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc)), N, C, L)
+    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=dy.size)
 
 
 # --- batch normalisation with the kernels ---------------------------------------------------------

@@ -17,6 +17,8 @@ operation                      routes, in order (then ``"xp"``, the reference)
 ``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics)
 ``batchnorm_backward``         ``c``
 ``langevin_step``              ``cuda`` (the fused update of equation (5))
+``relu_forward`` and the       ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
+other activations              elements on several threads)
 =============================  ============================================================
 
 Each route's condition reads the arrays (NumPy or CuPy, dtype, size) and the settings of
@@ -39,6 +41,10 @@ What ``when`` and ``run`` receive, per operation:
   ``(y, xc, inv_std, mean, var)``, the batch statistics last.
 * ``langevin_step``: ``when(z)``, chosen once per chain; ``run(z, dz_data, noise, delta)``
   updates z in place.
+* ``relu_forward``, ``tanh_forward``: ``(x)``; ``leaky_relu_forward``: ``when(x)``,
+  ``run(x, slope)``; each ``run`` returns y. ``relu_backward``, ``tanh_backward``:
+  ``(dy, y, out)``; ``leaky_relu_backward``: ``when(dy, y, out)``, ``run(dy, y, slope, out)``;
+  each ``run`` returns dx.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import get_array_module, switches
-from . import columns, winograd
+from . import columns, elementwise, threads, winograd
 from . import cpu as _cpu
 from . import cuda as _cuda
 
@@ -192,6 +198,20 @@ def _cuda_langevin_takes(z) -> bool:
     return _cuda_runs(z)
 
 
+# --- the activations ------------------------------------------------------------------------------
+
+
+def _threads_take(*arrays) -> bool:
+    """C-contiguous NumPy arrays of one shape (None: no ``out``), large enough to split."""
+    x = arrays[0]
+    return (
+        _on_cpu(x)
+        and all(a is None or (a.flags.c_contiguous and a.shape == x.shape) for a in arrays)
+        and x.size >= threads.MIN_WORK
+        and threads.count() > 1
+    )
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 #: For each operation, its routes in the order they are tried; the reference last.
@@ -221,6 +241,17 @@ TABLE: dict[str, tuple[Route, ...]] = {
         Route("cuda", _cuda_langevin_takes, _cuda.langevin_step_),
         REFERENCE,
     ),
+    **{
+        op: (Route("threads", _threads_take, getattr(elementwise, op)), REFERENCE)
+        for op in (
+            "relu_forward",
+            "relu_backward",
+            "leaky_relu_forward",
+            "leaky_relu_backward",
+            "tanh_forward",
+            "tanh_backward",
+        )
+    },
 }
 
 

@@ -25,6 +25,11 @@ What is reported
   input-gradient and weight-gradient passes (``2 steps + 3`` passes per iteration);
 * the machine's float32 GEMM ceiling (a large ``matmul`` measured in the same run) and the
   fraction of it reached;
+* on the CPU, the share of an iteration spent in GEMMs (:func:`gemm_clock`, one more
+  iteration after the timed ones) and so the share outside them;
+* on the CPU, the process's CPU time over wall time per iteration (median): how many cores
+  were busy on average (threads that spin while waiting count as busy; with 2 threads,
+  ``2 - ratio`` is the share of the time one core was idle);
 * peak memory: on the CPU, the peak resident set size (``VmHWM`` of ``/proc/self/status``)
   of a fresh subprocess running one warm-up and one timed iteration, minus its resident
   size just before (after building the model and the data, the high-water mark reset
@@ -42,6 +47,7 @@ draws the curve).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -51,18 +57,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 # Absolute imports: this module also runs as ``python -m abp_np.bench`` (its old name).
+from abp_np import functional as F
 from abp_np import layers as L
 from abp_np.abp import ABP
 from abp_np.backend import resolve_device, to_numpy
+from abp_np.fast import columns, threads, winograd
 from abp_np.fast import cpu as _cpu
-from abp_np.fast import winograd
 from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 
 SIGMA = 0.3
@@ -159,37 +166,8 @@ def iteration_flops(g: Generator, batch: int, latent: tuple[int, ...], steps: in
 
 
 def set_blas_threads(n: int) -> bool:
-    """Set the number of threads of NumPy's OpenBLAS at run time; False if not possible.
-
-    Tries threadpoolctl when installed, else the ``*openblas*set_num_threads*`` function of
-    the OpenBLAS library the process has loaded (``/proc/self/maps``, Linux only).
-    """
-    try:
-        import threadpoolctl  # not a dependency
-
-        threadpoolctl.threadpool_limits(n, user_api="blas")
-        return True
-    except ImportError:
-        pass
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
-    except OSError:
-        return False
-    names = (
-        "scipy_openblas_set_num_threads64_",
-        "scipy_openblas_set_num_threads",
-        "openblas_set_num_threads64_",
-        "openblas_set_num_threads",
-    )
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for name in names:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                return True
-    return False
+    """Set NumPy's OpenBLAS threads now (:func:`abp_np.fast.threads.set_blas_threads`)."""
+    return threads.set_blas_threads(n)
 
 
 def _proc_status_kib(key: str) -> int | None:
@@ -283,10 +261,12 @@ class AbpRunner:
         self.abp.learn(self.z, self.y)
 
     def timed(self) -> float:
+        """Wall seconds of one iteration; its CPU seconds (all threads) go to ``cpu_seconds``."""
         self.sync()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         self.iteration()
         self.sync()
+        self.cpu_seconds = time.process_time() - c0
         return time.perf_counter() - t0
 
 
@@ -385,11 +365,60 @@ class TorchRunner:
         self.opt.step()
 
     def timed(self) -> float:
+        """Wall seconds of one iteration; its CPU seconds (all threads) go to ``cpu_seconds``."""
         self.sync()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         self.iteration()
         self.sync()
+        self.cpu_seconds = time.process_time() - c0
         return time.perf_counter() - t0
+
+
+class _GemmClock:
+    """Adds up the wall time of the calls it wraps (:func:`gemm_clock`)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return timed
+
+
+class _NumpyWithTimedMatmul:
+    """NumPy for :mod:`abp_np.fast.columns`, its ``matmul`` timed."""
+
+    def __init__(self, clock: _GemmClock) -> None:
+        self.matmul = clock.wrap(np.matmul)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+@contextlib.contextmanager
+def gemm_clock() -> Iterator[_GemmClock]:
+    """Inside the block, time every GEMM of a CPU iteration; ``clock.seconds`` adds them up.
+
+    The GEMMs are: the Winograd path's (``winograd._gemms``), the column and phase forms'
+    (``numpy.matmul`` in :mod:`abp_np.fast.columns`) and the Linear layers' (the whole of
+    ``linear_forward`` / ``linear_backward``, a GEMM and a bias). What is not in them is the
+    time outside the GEMMs: transforms, batch norm, activations, ``col2im``, the updates.
+    """
+    clock = _GemmClock()
+    saved = (winograd._gemms, columns.np, F.linear_forward, F.linear_backward)
+    winograd._gemms = clock.wrap(saved[0])
+    columns.np = _NumpyWithTimedMatmul(clock)
+    F.linear_forward, F.linear_backward = clock.wrap(saved[2]), clock.wrap(saved[3])
+    try:
+        yield clock
+    finally:
+        winograd._gemms, columns.np, F.linear_forward, F.linear_backward = saved
 
 
 def forward_difference(abp: AbpRunner, tr: TorchRunner) -> float:
@@ -429,19 +458,27 @@ def measure(
     abp.timed()
     if tr is not None:
         tr.timed()
-    ta, tt = [], []
+    ta, tt, ca, ct = [], [], [], []  # wall seconds; CPU seconds over wall seconds
     for k in range(args.iterations):
         ta.append(abp.timed())
+        ca.append(abp.cpu_seconds / ta[-1])
         if tr is not None:
             tt.append(tr.timed())
+            ct.append(tr.cpu_seconds / tt[-1])
         # progress on standard error (standard output keeps the results and the JSON line)
         done = f"abp_np {ta[-1]:.3f} s" + (f", torch {tt[-1]:.3f} s" if tt else "")
         print(f"  iteration {k + 1}/{args.iterations} (batch {batch}): {done}", file=sys.stderr)
+    if args.device == "cpu":  # one more iteration, its GEMMs timed
+        with gemm_clock() as clock:
+            wall = abp.timed()
+        res["gemm_share"] = clock.seconds / wall
     flops = iteration_flops(g, batch, lat, steps)
     res.update(abp_source=abp.source, gflop_per_iter=flops / 1e9)
     res.update(_summary("", ta, flops, batch))
+    res["cpu_per_wall"] = statistics.median(ca)
     if tr is not None:
         res.update(_summary("torch_", tt, flops, batch))
+        res["torch_cpu_per_wall"] = statistics.median(ct)
         res["ratio_abp_over_torch"] = res["sec_per_iter"] / res["torch_sec_per_iter"]
         # the ratio of the best iterations: less sensitive to other jobs on a shared machine
         res["ratio_best_abp_over_torch"] = res["sec_per_iter_min"] / res["torch_sec_per_iter_min"]
@@ -1038,6 +1075,15 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.device == "cpu":
         kernels = "compiled" if _cpu.available() else f"not available ({_cpu.reason()})"
         print(f"CPU kernels: {kernels}; Winograd path: {args.winograd}")
+        from abp_np import _blas_spin
+
+        res["abp_threads"] = threads.count()
+        res["blas_short_spin"] = _blas_spin.SHORT_SPIN
+        print(
+            f"threads outside the GEMMs: {res['abp_threads']} (ABP_NUM_THREADS); OpenBLAS' idle "
+            f"threads: {'sleep at once' if _blas_spin.SHORT_SPIN else 'spin'} "
+            f"(OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')})"
+        )
 
     if args.sweep:
         rows = sweep(args, torch)
@@ -1088,6 +1134,21 @@ def format_result(r: dict[str, Any]) -> str:
             f"({100 * r[p + 'gflops'] / ceil:.0f}% of ceiling)"
             + (f", peak memory {mem:.1f} MiB" if mem is not None else "")
         )
+    if r["device"] == "cpu" and "cpu_per_wall" in r:
+        share = r.get("gemm_share")
+        if share is not None:
+            lines.append(
+                f" abp_np: GEMMs {100 * share:.0f}% of an iteration, everything else "
+                f"{100 * (1 - share):.0f}% (one more iteration, its GEMM calls timed)"
+            )
+        for name, p in sides:
+            busy = r[p + "cpu_per_wall"]
+            idle = f"; with 2 threads, one core idle {100 * min(1.0, max(0.0, 2 - busy)):.0f}%"
+            lines.append(
+                f"{name:>7}: CPU time / wall time {busy:.2f} ({r['threads']} threads"
+                + (idle if r["threads"] == 2 else "")
+                + " of the time; time spent spinning counts as busy)"
+            )
     if "ratio_abp_over_torch" in r:
         lines.append(
             f"ratio abp_np / torch (time): {r['ratio_abp_over_torch']:.3f} (medians), "

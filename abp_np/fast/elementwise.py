@@ -1,0 +1,102 @@
+"""The activations on every core: the reference's own NumPy expressions, on ranges of elements.
+
+ReLU, leaky ReLU and tanh are elementwise, so a C-contiguous array may be cut into contiguous
+ranges of its flat elements, each computed by the same NumPy expression as in
+:mod:`abp_np.functional` on its own thread (:func:`abp_np.fast.threads.parallel_for`; NumPy
+releases the GIL inside its loops). Every element is computed as in the whole-array call, so
+the results are the same bit for bit (``tests/test_threads.py``).
+
+Each function takes the arguments of its reference in :mod:`abp_np.functional` (the leaky ReLU's
+backward pass: the output y and the slope, not the cache) and returns its output array only; the
+reference builds the cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .threads import parallel_for
+
+__all__ = [
+    "leaky_relu_backward",
+    "leaky_relu_forward",
+    "relu_backward",
+    "relu_forward",
+    "tanh_backward",
+    "tanh_forward",
+]
+
+
+def _flat(*arrays: np.ndarray) -> list[np.ndarray]:
+    return [a.reshape(-1) for a in arrays]  # views: the arrays are C-contiguous
+
+
+def _out(dy: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    return np.empty_like(dy) if out is None else out
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """y = max(x, 0)."""
+    y = np.empty_like(x)
+    xf, yf = _flat(x, y)
+    parallel_for(lambda lo, hi: np.maximum(xf[lo:hi], 0, out=yf[lo:hi]), x.size)
+    return y
+
+
+def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dx = dy where y > 0, else 0."""
+    dx = _out(dy, out)
+    d, yf, o = _flat(dy, y, dx)
+    parallel_for(lambda lo, hi: np.multiply(d[lo:hi], yf[lo:hi] > 0, out=o[lo:hi]), dy.size)
+    return dx
+
+
+def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
+    """y = x if x > 0 else slope x."""
+    y = np.empty_like(x)
+    xf, yf = _flat(x, y)
+    s = x.dtype.type(slope)
+
+    def part(lo: int, hi: int) -> None:
+        a = xf[lo:hi]
+        yf[lo:hi] = np.where(a > 0, a, a * s)
+
+    parallel_for(part, x.size)
+    return y
+
+
+def leaky_relu_backward(
+    dy: np.ndarray, y: np.ndarray, slope: float, out: np.ndarray | None = None
+) -> np.ndarray:
+    """dx = dy if y > 0 else slope dy."""
+    one, s = dy.dtype.type(1), dy.dtype.type(slope)
+    dx = _out(dy, out)
+    d, yf, o = _flat(dy, y, dx)
+
+    def part(lo: int, hi: int) -> None:
+        np.multiply(d[lo:hi], np.where(yf[lo:hi] > 0, one, s), out=o[lo:hi])
+
+    parallel_for(part, dy.size)
+    return dx
+
+
+def tanh_forward(x: np.ndarray) -> np.ndarray:
+    """y = tanh(x)."""
+    y = np.empty_like(x)
+    xf, yf = _flat(x, y)
+    parallel_for(lambda lo, hi: np.tanh(xf[lo:hi], out=yf[lo:hi]), x.size)
+    return y
+
+
+def tanh_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dx = dy (1 - y^2)."""
+    dx = _out(dy, out)
+    d, yf, o = _flat(dy, y, dx)
+
+    def part(lo: int, hi: int) -> None:
+        v = yf[lo:hi] * yf[lo:hi]
+        np.subtract(1, v, out=v)  # 1 - y^2
+        np.multiply(d[lo:hi], v, out=o[lo:hi])
+
+    parallel_for(part, dy.size)
+    return dx

@@ -1,0 +1,233 @@
+"""Every core for the steps that are not GEMMs: a loop split into ranges that run at once.
+
+NumPy's BLAS runs every GEMM on all the machine's cores, but everything else of an iteration
+(the Winograd transforms, batch norm, the activations, ``col2im``) is a loop that NumPy and a
+plain C function run on ONE core while the others wait. Those loops have an outer index whose
+iterations are independent: the channel of a transform or of batch norm, the element of an
+activation, the example of ``col2im``. :func:`parallel_for` cuts that index into contiguous
+ranges, one per thread, runs the first range on the calling thread and the others on worker
+threads, and returns when all are done::
+
+    threads.parallel_for(lambda c0, c1: kernel(..., c0, c1), C)   # channels [0, C) in ranges
+
+Each index is computed by one thread exactly as the single loop computes it, so the results are
+the same bit for bit, whatever the number of threads (``tests/test_threads.py``). The C kernels
+(:mod:`abp_np.fast.cpu`) take the range as two arguments and run without the GIL (ctypes
+releases it for the call); NumPy releases it inside its loops. The workers are Python threads
+that wait on a lock: they use no core while there is nothing to do, and they leave the cores to
+the BLAS threads during the GEMMs. The BLAS threads must leave the cores to them in turn: by
+default OpenBLAS keeps its idle threads spinning for a tenth of a second after each GEMM, so
+``import abp_np`` sets ``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads OpenBLAS
+(:mod:`abp_np._blas_spin` says when it can and cannot).
+
+How many threads (:func:`count`), first that applies:
+
+1. ``abp_np.backend.using(threads=N)``;
+2. ``ABP_NUM_THREADS`` in the environment;
+3. the number of threads of NumPy's BLAS (OpenBLAS' own setting, which ``OPENBLAS_NUM_THREADS``,
+   ``OMP_NUM_THREADS`` or threadpoolctl change), else the cores this process may use.
+
+One thread runs the single loop itself, with no worker and no split: the path as it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..backend import switches
+
+__all__ = ["blas_threads", "count", "parallel_for", "ranges", "set_blas_threads"]
+
+#: Below this many elements of work a loop runs on one thread: waking a worker costs some
+#: 10-50 microseconds, the time to stream about this much memory.
+MIN_WORK = 1 << 15
+
+_local = threading.local()  # .worker: True on the pool's threads (no nested splitting)
+_lock = threading.Lock()
+_pool: list[_Worker] = []  # the worker threads, made as needed
+_pool_pid = 0  # the process they belong to (threads do not survive a fork)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+# --- the BLAS' own thread count -------------------------------------------------------------------
+
+_BLAS_NAMES = (
+    "scipy_openblas{}_num_threads64_",
+    "scipy_openblas{}_num_threads",
+    "openblas{}_num_threads64_",
+    "openblas{}_num_threads",
+)
+_blas_get: Any = None  # the loaded OpenBLAS' get function, once found
+_blas_libs: list[Any] | None = None
+
+
+def _openblas_libs() -> list[Any]:
+    """The OpenBLAS libraries this process has loaded (Linux: ``/proc/self/maps``)."""
+    global _blas_libs
+    if _blas_libs is None:
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", f.read())))
+            _blas_libs = [ctypes.CDLL(p) for p in paths]
+        except OSError:
+            _blas_libs = []
+    return _blas_libs
+
+
+def _blas_function(verb: str) -> Any:
+    for lib in _openblas_libs():
+        for name in _BLAS_NAMES:
+            fn = getattr(lib, name.format("_" + verb), None)
+            if fn is not None:
+                return fn
+    return None
+
+
+def blas_threads() -> int | None:
+    """NumPy's OpenBLAS thread count now, or None where it cannot be read (another BLAS)."""
+    global _blas_get
+    if _blas_get is None:
+        _blas_get = _blas_function("get") or False
+    return int(_blas_get()) if _blas_get else None
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the number of threads of NumPy's OpenBLAS at run time; False if not possible.
+
+    Tries threadpoolctl when installed (not a dependency), else the ``*openblas_set_num_threads*``
+    function of the OpenBLAS library the process has loaded (Linux).
+    """
+    try:
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(n, user_api="blas")
+        return True
+    except ImportError:
+        pass
+    fn = _blas_function("set")
+    if fn is None:
+        return False
+    fn(ctypes.c_int(n))
+    return True
+
+
+# --- how many threads -------------------------------------------------------------------------
+
+
+def _from_environment() -> int | None:
+    value = os.environ.get("ABP_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(
+            f"ABP_NUM_THREADS={value!r} is not a whole number: set it to the number of threads "
+            "for the steps outside the GEMMs (1 = one core), or unset it to follow the BLAS"
+        ) from None
+    if n < 1:
+        raise ValueError(f"ABP_NUM_THREADS={value!r} must be at least 1 (1 = one core)")
+    return n
+
+
+def count() -> int:
+    """The number of threads a loop is split into (see the module's docstring); 1 on a worker."""
+    if getattr(_local, "worker", False):
+        return 1
+    n = switches().threads
+    if n is None:
+        n = _from_environment()
+    if n is None:
+        n = blas_threads() or _cores()
+    return max(1, n)
+
+
+def ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) cut into ``min(parts, n)`` contiguous ranges whose sizes differ by at most one."""
+    parts = max(1, min(parts, n))
+    q, r = divmod(n, parts)
+    out, lo = [], 0
+    for k in range(parts):
+        hi = lo + q + (k < r)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+class _Worker:
+    """One worker thread with its own queue of ranges: range k always goes to worker k - 1."""
+
+    def __init__(self, k: int) -> None:
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=f"abp_np-{k}", daemon=True).start()
+
+    def _run(self) -> None:
+        _local.worker = True
+        while True:
+            fn, lo, hi, done, errors = self.tasks.get()  # sleeps while there is nothing to do
+            try:
+                fn(lo, hi)
+            except BaseException as e:  # handed to the caller, raised there
+                errors.append(e)
+            finally:
+                done.release()
+
+
+def _workers(n: int) -> list[_Worker]:
+    """At least ``n`` worker threads (made anew after a fork: threads do not follow)."""
+    global _pool, _pool_pid
+    with _lock:
+        if _pool_pid != os.getpid():
+            _pool, _pool_pid = [], os.getpid()
+        while len(_pool) < n:
+            _pool.append(_Worker(len(_pool) + 1))
+        return _pool
+
+
+def parallel_for(fn: Callable[[int, int], Any], n: int, work: int | None = None) -> None:
+    """Call ``fn(lo, hi)`` on ranges that cover [0, n), on :func:`count` threads at once.
+
+    Parameters
+    ----------
+    fn : callable (lo, hi) -> anything
+        Does iterations lo .. hi - 1 of the loop. Ranges never overlap, so ``fn`` may write
+        what its iterations own without locks; it must not depend on the other ranges.
+    n : int
+        The number of iterations.
+    work : int, optional
+        The elements the whole loop touches; below :data:`MIN_WORK` it runs on one thread.
+
+    With one thread (or ``n`` < 2) this is ``fn(0, n)``. An exception of any range is raised
+    here, after every range has finished.
+    """
+    t = count() if n > 1 else 1
+    if work is not None and work < MIN_WORK:
+        t = 1
+    if t <= 1:
+        fn(0, n)
+        return
+    parts = ranges(n, t)
+    pool = _workers(len(parts) - 1)
+    done = threading.Semaphore(0)
+    errors: list[BaseException] = []
+    for worker, (lo, hi) in zip(pool, parts[1:]):
+        worker.tasks.put((fn, lo, hi, done, errors))
+    try:
+        fn(*parts[0])
+    finally:
+        for _ in parts[1:]:
+            done.acquire()  # wait for every range before anything is raised or returned
+    if errors:
+        raise errors[0]

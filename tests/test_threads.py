@@ -1,0 +1,293 @@
+"""Several threads outside the GEMMs (:mod:`abp_np.fast.threads`): the same numbers bit for bit.
+
+Each split loop computes every index exactly as the single loop does, so the expected value of
+every comparison here is the ONE-thread result (``using(threads=1)``: the single loop itself,
+no worker, no split), and the check is ``np.array_equal``, not a tolerance. The thread counts
+2 and 3 cut the loops at different places (3 also on a 2-core machine: the threads then take
+turns, which changes the timing, never the values).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from abp_np import ABP
+from abp_np import functional as F
+from abp_np.backend import using
+from abp_np.fast import columns, threads
+from abp_np.fast import cpu as _cpu
+from abp_np.generator import object_generator, texture_generator
+
+needs_c = pytest.mark.skipif(not _cpu.available(), reason=f"CPU kernels not built: {_cpu.reason()}")
+
+
+# --- the split itself -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, parts", [(0, 3), (1, 4), (5, 2), (7, 3), (100, 7), (3, 8)])
+def test_ranges_cover_each_index_once_in_near_equal_parts(n, parts):
+    rs = threads.ranges(n, parts)
+    covered = [i for lo, hi in rs for i in range(lo, hi)]
+    assert covered == list(range(n))
+    sizes = [hi - lo for lo, hi in rs]
+    assert max(sizes) - min(sizes) <= 1
+    assert len(rs) == max(1, min(parts, n))
+
+
+def test_parallel_for_runs_every_range_once_on_several_threads():
+    seen, lock = [], threading.Lock()
+
+    def fn(lo, hi):
+        with lock:
+            seen.append((lo, hi, threading.get_ident()))
+
+    with using(threads=3):
+        threads.parallel_for(fn, 10)
+    assert sorted((lo, hi) for lo, hi, _ in seen) == [(0, 4), (4, 7), (7, 10)]
+    assert len({t for *_, t in seen}) == 3
+    assert (0, 4, threading.get_ident()) in seen  # the first range runs on the caller
+
+
+def test_one_thread_and_small_work_run_the_single_loop_on_the_caller():
+    calls = []
+    with using(threads=1):
+        threads.parallel_for(lambda lo, hi: calls.append((lo, hi, threading.get_ident())), 9)
+    with using(threads=4):
+        threads.parallel_for(
+            lambda lo, hi: calls.append((lo, hi, threading.get_ident())), 9, work=100
+        )
+    assert calls == [(0, 9, threading.get_ident())] * 2
+
+
+def test_an_error_in_a_range_is_raised_after_every_range_finished():
+    done = []
+
+    def fn(lo, hi):
+        if lo == 0:
+            raise RuntimeError("range 0 failed")
+        threading.Event().wait(0.05)
+        done.append(lo)
+
+    with using(threads=3), pytest.raises(RuntimeError, match="range 0 failed"):
+        threads.parallel_for(fn, 6)
+    assert sorted(done) == [2, 4]  # the workers' ranges ran to their end before the raise
+
+
+def test_no_nested_split_on_a_worker():
+    inner = []
+
+    def fn(lo, hi):
+        inner.append(threads.count())
+
+    with using(threads=2):
+        threads.parallel_for(lambda lo, hi: threads.parallel_for(fn, 4) if lo else None, 2)
+    assert inner == [1]
+
+
+# --- how many threads -------------------------------------------------------------------------
+
+
+def test_count_follows_using_then_the_environment_then_the_blas(monkeypatch):
+    monkeypatch.setenv("ABP_NUM_THREADS", "5")
+    assert threads.count() == 5
+    with using(threads=2):
+        assert threads.count() == 2
+    monkeypatch.delenv("ABP_NUM_THREADS")
+    blas = threads.blas_threads()
+    assert threads.count() == (blas or len(os.sched_getaffinity(0)))
+
+
+@pytest.mark.parametrize("value, message", [("0", "at least 1"), ("two", "whole number")])
+def test_bad_abp_num_threads_says_what_to_set(monkeypatch, value, message):
+    monkeypatch.setenv("ABP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=message) as e:
+        threads.count()
+    assert "ABP_NUM_THREADS" in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_using_refuses_bad_thread_counts(bad):
+    with pytest.raises(ValueError, match="threads"):
+        with using(threads=bad):
+            pass
+
+
+def test_parallel_for_works_in_a_forked_child():
+    """Threads do not survive fork: the child makes its own workers."""
+    with using(threads=2):
+        threads.parallel_for(lambda lo, hi: None, 4)  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            out = np.zeros(8)
+            with using(threads=2):
+                threads.parallel_for(lambda lo, hi: out.__setitem__(slice(lo, hi), 1), 8)
+            code = 0 if out.sum() == 8 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+
+
+# --- OpenBLAS' spin, set by `import abp_np` ---------------------------------------------------
+
+
+def _spin_after_import(env: dict, first: str = "") -> str:
+    code = f"{first}import abp_np, os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT",)}
+    base.pop("ABP_NUM_THREADS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_import_shortens_openblas_spin_unless_told_otherwise():
+    assert _spin_after_import({}) == "4"
+    assert _spin_after_import({"OPENBLAS_THREAD_TIMEOUT": "20"}) == "20"  # yours is kept
+    assert _spin_after_import({"ABP_NUM_THREADS": "1"}) == "None"  # one thread: as it was
+    assert _spin_after_import({}, first="import numpy; ") == "None"  # too late: left alone
+
+
+# --- the same numbers, kernel by kernel -------------------------------------------------------
+
+
+def _by_threads(fn, counts=(1, 2, 3)):
+    out = []
+    for t in counts:
+        with using(threads=t):
+            out.append(fn())
+    return out
+
+
+def _assert_all_equal(results):
+    first = results[0]
+    for other in results[1:]:
+        if isinstance(first, tuple):
+            for a, b in zip(first, other, strict=True):
+                assert (a is None and b is None) or np.array_equal(a, b)
+        else:
+            assert np.array_equal(first, other)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype):
+    rng = np.random.default_rng(0)
+    n, C, H, W, m, nt = 3, 7, 8, 8, 4, (2, 2)
+    x = rng.standard_normal((n, C, H, W)).astype(dtype)
+    a2 = (m + 2) ** 2
+    P = n * nt[0] * nt[1]
+
+    def input_side():
+        V = np.empty((a2, C, P), dtype)
+        _cpu.winograd_input(x, V, -1, -1, m, nt)
+        dx = np.empty_like(x)
+        _cpu.winograd_input_adjoint(V, dx, -1, -1, m, nt)
+        return V, dx
+
+    Cout = 5
+    M = rng.standard_normal((a2, 4 * Cout, P)).astype(dtype)
+    bias = rng.standard_normal(Cout).astype(dtype)
+
+    def output_side():
+        y = np.empty((n, Cout, 2 * m * nt[0], 2 * m * nt[1]), dtype)
+        _cpu.winograd_output(M, y, m, nt, bias)
+        dM = np.empty_like(M)
+        _cpu.winograd_output_adjoint(y, dM, m, nt)
+        return y, dM
+
+    xb = (rng.standard_normal((4, 9, 300)) * 2 + 1).astype(dtype)
+    gamma, beta = (rng.uniform(0.5, 2, 9).astype(dtype), rng.standard_normal(9).astype(dtype))
+
+    def batchnorm():
+        y, cache = F.batchnorm_forward(xb, gamma, beta, 1e-5, (0, 2))
+        assert cache.route == "c"
+        dx, dg, db = F.batchnorm_backward(np.cos(y), cache)
+        return y, cache.mean, cache.var, dx, dg, db
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threads, "MIN_WORK", 1)  # split even these small arrays
+        for fn in (input_side, output_side, batchnorm):
+            _assert_all_equal(_by_threads(fn))
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_activations_give_the_same_bits_on_any_number_of_threads(name, overwrite):
+    rng = np.random.default_rng(1)
+    shape = (3, 5, 67, 101)  # 101,505 elements: ranges that do not fall on SIMD boundaries
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    fwd = getattr(F, f"{name}_forward")
+    bwd = getattr(F, f"{name}_backward")
+
+    def run():
+        y, cache = fwd(x, 0.2) if name == "leaky_relu" else fwd(x)
+        g = dy.copy()
+        dx = bwd(g, cache, out=g if overwrite else None)
+        return y, dx
+
+    with using(threads=2):  # the split route is the one taken
+        assert F.routes.choose(f"{name}_forward", x).name == "threads"
+    with using(threads=1):
+        assert F.routes.choose(f"{name}_forward", x).name == "xp"
+    _assert_all_equal(_by_threads(run))
+
+
+@pytest.mark.parametrize("cin, cout", [(6, 3), (3, 16)])  # both backward layouts
+def test_column_forms_give_the_same_bits_on_any_number_of_threads(cin, cout, monkeypatch):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, cin, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((cin, cout, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    dy = rng.standard_normal((5, cout, 18, 18)).astype(np.float32)
+    monkeypatch.setattr(threads, "MIN_WORK", 1)
+
+    def run():
+        y = columns.conv_transpose2d_columns(x, w, b, (2, 2), (2, 2), (18, 18))
+        return (y, *columns.conv_transpose2d_backward(dy, x, w, True, (2, 2), (2, 2)))
+
+    _assert_all_equal(_by_threads(run))
+    # blocks of one example (rows in blocks): the channel split of im2col
+    monkeypatch.setattr(columns, "BLOCK_BYTES", 1)
+    _assert_all_equal(_by_threads(run))
+
+
+# --- the same numbers, whole networks and a whole ABP iteration -----------------------------------
+
+
+@pytest.mark.parametrize("winograd", ["on", "off"])
+@pytest.mark.parametrize("net", ["object", "texture"])
+def test_an_abp_iteration_gives_the_same_bits_on_any_number_of_threads(net, winograd):
+    def run():
+        rng = np.random.default_rng(3)
+        if net == "object":
+            g = object_generator(
+                latent_dim=8, channels=(32, 16, 8, 8), activation="relu", batch_norm=True, rng=rng
+            )
+        else:
+            g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=rng)
+        z_shape = (6 if net == "object" else 2, *g.latent_shape)
+        y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
+        y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
+        abp = ABP(g, langevin_steps=3, seed=5)
+        z = abp.langevin(np.zeros(z_shape, np.float32), y)
+        stats = abp.learn(z, y)
+        params = [p.copy() for layer in g.layers for p in getattr(layer, "params", {}).values()]
+        return (z, g.forward(z), *params), stats
+
+    results = []
+    for t in (1, 2, 3):
+        with using(threads=t, winograd=winograd):
+            results.append(run())
+    _assert_all_equal([r[0] for r in results])
+    assert results[0][1] == results[1][1] == results[2][1]
