@@ -35,6 +35,11 @@ def _out(dy: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return np.empty_like(dy) if out is None else out
 
 
+# Every temporary is allocated here, on the calling thread, and the threads write into slices
+# of it: an array that a worker thread allocates and frees stays in its own malloc arena, where
+# the calling thread cannot reuse it, and the process' peak memory grows (by 23 MiB on faces64).
+
+
 def relu_forward(x: np.ndarray) -> np.ndarray:
     """y = max(x, 0)."""
     y = np.empty_like(x)
@@ -47,7 +52,13 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
     """dx = dy where y > 0, else 0."""
     dx = _out(dy, out)
     d, yf, o = _flat(dy, y, dx)
-    parallel_for(lambda lo, hi: np.multiply(d[lo:hi], yf[lo:hi] > 0, out=o[lo:hi]), dy.size)
+    m = np.empty(dy.size, dtype=bool)  # y > 0
+
+    def part(lo: int, hi: int) -> None:
+        np.greater(yf[lo:hi], 0, out=m[lo:hi])
+        np.multiply(d[lo:hi], m[lo:hi], out=o[lo:hi])
+
+    parallel_for(part, dy.size)
     return dx
 
 
@@ -56,10 +67,12 @@ def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
     y = np.empty_like(x)
     xf, yf = _flat(x, y)
     s = x.dtype.type(slope)
+    m = np.empty(x.size, dtype=bool)  # x > 0
 
     def part(lo: int, hi: int) -> None:
-        a = xf[lo:hi]
-        yf[lo:hi] = np.where(a > 0, a, a * s)
+        np.greater(xf[lo:hi], 0, out=m[lo:hi])
+        np.multiply(xf[lo:hi], s, out=yf[lo:hi])  # slope x everywhere, then x where x > 0
+        np.copyto(yf[lo:hi], xf[lo:hi], where=m[lo:hi])
 
     parallel_for(part, x.size)
     return y
@@ -68,13 +81,18 @@ def leaky_relu_forward(x: np.ndarray, slope: float) -> np.ndarray:
 def leaky_relu_backward(
     dy: np.ndarray, y: np.ndarray, slope: float, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """dx = dy if y > 0 else slope dy."""
-    one, s = dy.dtype.type(1), dy.dtype.type(slope)
+    """dx = dy if y > 0 else slope dy (dy 1 is dy exactly, so only the others are multiplied)."""
+    s = dy.dtype.type(slope)
     dx = _out(dy, out)
     d, yf, o = _flat(dy, y, dx)
+    m = np.empty(dy.size, dtype=bool)  # not (y > 0)
 
     def part(lo: int, hi: int) -> None:
-        np.multiply(d[lo:hi], np.where(yf[lo:hi] > 0, one, s), out=o[lo:hi])
+        np.greater(yf[lo:hi], 0, out=m[lo:hi])
+        np.logical_not(m[lo:hi], out=m[lo:hi])
+        if o is not d:
+            np.copyto(o[lo:hi], d[lo:hi])
+        np.multiply(d[lo:hi], s, out=o[lo:hi], where=m[lo:hi])
 
     parallel_for(part, dy.size)
     return dx
@@ -92,11 +110,12 @@ def tanh_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
     """dx = dy (1 - y^2)."""
     dx = _out(dy, out)
     d, yf, o = _flat(dy, y, dx)
+    v = np.empty(dy.size, dtype=dy.dtype)  # 1 - y^2
 
     def part(lo: int, hi: int) -> None:
-        v = yf[lo:hi] * yf[lo:hi]
-        np.subtract(1, v, out=v)  # 1 - y^2
-        np.multiply(d[lo:hi], v, out=o[lo:hi])
+        np.multiply(yf[lo:hi], yf[lo:hi], out=v[lo:hi])
+        np.subtract(1, v[lo:hi], out=v[lo:hi])
+        np.multiply(d[lo:hi], v[lo:hi], out=o[lo:hi])
 
     parallel_for(part, dy.size)
     return dx

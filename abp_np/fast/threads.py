@@ -182,6 +182,9 @@ class _Worker:
             except BaseException as e:  # handed to the caller, raised there
                 errors.append(e)
             finally:
+                # drop the task before waiting for the next: its function holds the caller's
+                # arrays, which would otherwise stay alive (and in memory) until then
+                fn = errors = None
                 done.release()
 
 
