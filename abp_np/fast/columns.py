@@ -306,11 +306,21 @@ def conv_transpose2d_columns(
         # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
         c6 = cols.reshape(n1 - n0, Cout, kh, kw, H, W).transpose(1, 2, 3, 0, 4, 5)
 
-        def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
-            # examples n0 + a .. n0 + b - 1: each is summed alone, so any split gives the same y
-            col2im(c6[:, :, :, a:b], (b - a, Cout, *out_hw), stride, padding, y[n0 + a : n0 + b])
+        # each example and each channel of y is summed alone, so any split gives the same y
+        if n1 - n0 > 1:  # examples on several threads
 
-        parallel_for(scatter, n1 - n0, work=cols.size)
+            def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
+                shape = (b - a, Cout, *out_hw)
+                col2im(c6[:, :, :, a:b], shape, stride, padding, y[n0 + a : n0 + b])
+
+            parallel_for(scatter, n1 - n0, work=cols.size)
+        else:  # one example: its channels on several threads
+
+            def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
+                shape = (1, b - a, *out_hw)
+                col2im(c6[a:b], shape, stride, padding, y[n0 : n0 + 1, a:b])
+
+            parallel_for(scatter, Cout, work=cols.size)
     if bias is not None:
         y += bias.reshape(1, Cout, 1, 1)
     return y
