@@ -38,6 +38,35 @@ def test_cli_json_has_the_documented_fields(tmp_path):
     assert "ABP.langevin" in res["abp_source"]
 
 
+def test_cli_json_reports_gemm_share_cores_busy_and_threads(tmp_path):
+    res = _run(tmp_path, "--workload", "small32", "--iterations", "1", "--batch", "4", "--json")
+    assert 0 < res["gemm_share"] < 1
+    assert 0 < res["cpu_per_wall"] <= res["cores"] + 0.5  # CPU seconds of all threads / wall
+    assert res["abp_threads"] >= 1 and isinstance(res["blas_short_spin"], bool)
+
+
+def test_gemm_clock_times_the_gemms_and_puts_everything_back():
+    from abp_np import functional as F
+    from abp_np.fast import columns, winograd
+
+    saved = (winograd._gemms, columns.np, F.linear_forward, F.linear_backward)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 5, 5)).astype(np.float32)
+    a = rng.standard_normal((9, 64, 64)).astype(np.float32)
+    with bench.gemm_clock() as clock:
+        assert clock.seconds == 0.0
+        y = columns.conv_transpose2d_columns(x, w, None, (2, 2), (2, 2), (12, 12))
+        after_columns = clock.seconds
+        m = winograd._gemms(a, a)
+        after_winograd = clock.seconds
+        F.linear_forward(x.reshape(2, -1), rng.standard_normal((3, 288)).astype(np.float32), None)
+    assert 0 < after_columns < after_winograd < clock.seconds
+    assert np.array_equal(m, np.matmul(a, a))  # the wrapped calls still compute
+    assert y.shape == (2, 4, 12, 12)
+    assert (winograd._gemms, columns.np, F.linear_forward, F.linear_backward) == saved
+
+
 def test_compare_torch_runs_the_same_network():
     pytest.importorskip("torch")
     res = bench.main(
