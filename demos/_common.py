@@ -40,13 +40,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+# abp_np before NumPy: importing it sets OpenBLAS' spin before NumPy loads OpenBLAS
+# (abp_np/_blas_spin.py), so that the steps outside the GEMMs have both cores
 try:
     import abp_np
 except ImportError:  # running from a clone without `pip install .`: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import abp_np
+
+import numpy as np
 
 from abp_np.io import data as D
 from abp_np.io import datasets
