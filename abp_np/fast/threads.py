@@ -15,9 +15,9 @@ the same bit for bit, whatever the number of threads (``tests/test_threads.py``)
 (:mod:`abp_np.fast.cpu`) take the range as two arguments and run without the GIL (ctypes
 releases it for the call); NumPy releases it inside its loops. The workers are Python threads
 that sleep on their queues: they use no core while there is nothing to do, and they leave the
-cores to the BLAS threads during the GEMMs. The BLAS threads must leave the cores to them in turn: by
-default OpenBLAS keeps its idle threads spinning for a tenth of a second after each GEMM, so
-``import abp_np`` sets ``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads OpenBLAS
+cores to the BLAS threads during the GEMMs. The BLAS threads must leave the cores to them in
+turn: by default OpenBLAS keeps its idle threads spinning for a tenth of a second after each
+GEMM, so ``import abp_np`` sets ``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads OpenBLAS
 (:mod:`abp_np._blas_spin` says when it can and cannot).
 
 How many threads (:func:`count`), first that applies:
