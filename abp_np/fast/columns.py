@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,16 @@ def col2im(
                 acc.transpose(1, 0, 2, 3)
             )
     return y
+
+
+def _split(N: int, C: int, work: int, fn: Callable[[slice, slice], Any]) -> None:
+    """``fn(examples, channels)`` on several threads: ranges of the N examples when there are
+    several, else of the C channels. Each example and each channel of a column transform is
+    computed alone, so any split gives the same result bit for bit."""
+    if N > 1:
+        parallel_for(lambda a, b: fn(slice(a, b), slice(None)), N, work=work)
+    else:
+        parallel_for(lambda a, b: fn(slice(None), slice(a, b)), C, work=work)
 
 
 def im2col_into(cols: np.ndarray, dy: np.ndarray, stride: Pair, padding: Pair) -> np.ndarray:
@@ -306,21 +317,10 @@ def conv_transpose2d_columns(
         # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
         c6 = cols.reshape(n1 - n0, Cout, kh, kw, H, W).transpose(1, 2, 3, 0, 4, 5)
 
-        # each example and each channel of y is summed alone, so any split gives the same y
-        if n1 - n0 > 1:  # examples on several threads
+        def scatter(e: slice, c: slice, c6: np.ndarray = c6, yb: np.ndarray = y[n0:n1]) -> None:
+            col2im(c6[c][:, :, :, e], yb[e, c].shape, stride, padding, yb[e, c])
 
-            def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
-                shape = (b - a, Cout, *out_hw)
-                col2im(c6[:, :, :, a:b], shape, stride, padding, y[n0 + a : n0 + b])
-
-            parallel_for(scatter, n1 - n0, work=cols.size)
-        else:  # one example: its channels on several threads
-
-            def scatter(a: int, b: int, c6: np.ndarray = c6, n0: int = n0) -> None:
-                shape = (1, b - a, *out_hw)
-                col2im(c6[a:b], shape, stride, padding, y[n0 : n0 + 1, a:b])
-
-            parallel_for(scatter, Cout, work=cols.size)
+        _split(n1 - n0, Cout, cols.size, scatter)
     if bias is not None:
         y += bias.reshape(1, Cout, 1, 1)
     return y
@@ -387,18 +387,11 @@ def conv_transpose2d_backward(
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
             cols = dcols.transpose(0, 1, 2, 4, 3, 5) if rows_first else dcols  # (.., nb, hb, W)
             pad = (ph - sh * h0, padding[1])
-            if n1 - n0 > 1:  # examples, or else channels, on several threads (copies only)
 
-                def gather(a: int, b: int, cols=cols, n0: int = n0, pad=pad) -> None:
-                    im2col_into(cols[:, :, :, a:b], dy[n0 + a : n0 + b], stride, pad)
+            def gather(e: slice, c: slice, cols=cols, dyb=dy[n0:n1], pad=pad) -> None:
+                im2col_into(cols[c][:, :, :, e], dyb[e, c], stride, pad)
 
-                parallel_for(gather, n1 - n0, work=cols.size)
-            else:
-
-                def gather(a: int, b: int, cols=cols, n0: int = n0, n1: int = n1, pad=pad) -> None:
-                    im2col_into(cols[a:b], dy[n0:n1, a:b], stride, pad)
-
-                parallel_for(gather, Cout, work=cols.size)
+            _split(n1 - n0, Cout, cols.size, gather)
             # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
             if rows_first:  # (Cin, hb, nb, W) -> its block of dx, (nb, Cin, hb, W)

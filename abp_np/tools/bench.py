@@ -165,11 +165,6 @@ def iteration_flops(g: Generator, batch: int, latent: tuple[int, ...], steps: in
 # --- threads, memory, the GEMM ceiling ---------------------------------------------------------
 
 
-def set_blas_threads(n: int) -> bool:
-    """Set NumPy's OpenBLAS threads now (:func:`abp_np.fast.threads.set_blas_threads`)."""
-    return threads.set_blas_threads(n)
-
-
 def _proc_status_kib(key: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -1022,7 +1017,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         raise SystemExit(str(err)) from err
-    blas_set = set_blas_threads(args.threads)
+    blas_set = threads.set_blas_threads(args.threads)
 
     if args.memory_probe:
         res = memory_probe(args, args.memory_probe)
