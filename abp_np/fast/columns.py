@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cpu as _cpu
 from .phases import phases, taps, valid_range
 from .threads import parallel_for
 
@@ -114,6 +115,10 @@ def col2im(
     ph, pw = padding
     Hout, Wout = out_shape[2], out_shape[3]
     y = np.empty((N, C, Hout, Wout), dtype=cols.dtype) if out is None else out
+    if _cpu.enabled() and cols.dtype in (np.float32, np.float64):
+        # the same loops in C, one pass, the same sums in the same order (columns_cpu.c)
+        _cpu.col2im(cols, y, stride, padding, phases(kh, sh, ph, Hout), phases(kw, sw, pw, Wout))
+        return y
     y.fill(0)  # pixels that no tap reaches stay zero
     for r, q0, Q, T in phases(kh, sh, ph, Hout):
         for r2, q02, Q2, T2 in phases(kw, sw, pw, Wout):
@@ -164,6 +169,9 @@ def im2col_into(cols: np.ndarray, dy: np.ndarray, stride: Pair, padding: Pair) -
     Hout, Wout = dy.shape[2], dy.shape[3]
     sh, sw = stride
     ph, pw = padding
+    if _cpu.enabled() and dy.dtype in (np.float32, np.float64) and cols.dtype == dy.dtype:
+        _cpu.im2col(dy, cols, stride, padding)  # the same gather in C (columns_cpu.c)
+        return cols
     rows_outside = cols.strides[4] > cols.strides[3]  # memory (..., H, N, W)
     dyt = dy.transpose(1, 0, 2, 3)  # (C, N, Hout, Wout), a view
     for r in range(min(sh, kh)):

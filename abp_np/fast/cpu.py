@@ -51,9 +51,11 @@ __all__ = [
     "bn_backward",
     "batchnorm_forward",
     "batchnorm_backward",
+    "col2im",
+    "im2col",
 ]
 
-_SOURCE_FILES = ("winograd_cpu.c", "batchnorm_cpu.c")
+_SOURCE_FILES = ("winograd_cpu.c", "batchnorm_cpu.c", "columns_cpu.c")
 _FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]  # no -march=native: the cache may be shared
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -133,6 +135,10 @@ def _build() -> Any:
             getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 5
             for name in ("bn_stats", "bn_scale_shift", "bn_backward"):
                 getattr(lib, f"{name}_{suffix}").restype = None
+            # (arrays with their strides, dims, [phases,] stride, padding, n0, n1, c0, c1)
+            getattr(lib, f"col2im_{suffix}").argtypes = [p] * 6 + [i, p, i] + [i] * 8
+            getattr(lib, f"im2col_{suffix}").argtypes = [p] * 5 + [i] * 8
+            getattr(lib, f"im2col_{suffix}").restype = None
         return lib
     raise RuntimeError(
         "no private, writable cache folder for the compiled library (set ABP_CACHE_DIR to one)"
@@ -373,3 +379,62 @@ def batchnorm_backward(
     if not need_param_grads:
         return dx, None, None
     return dx, sum_dy_xc * inv_std.reshape(-1), sum_dy
+
+
+# --- the column form's scatter and gather ---------------------------------------------------------
+
+
+def _strided(name: str, *arrays: Any) -> tuple[str, list[np.ndarray]]:
+    """Check NumPy arrays of one dtype (any strides); return the dtype suffix and each
+    array's strides in elements, as int64 arrays for the kernels."""
+    dtype = arrays[0].dtype
+    if dtype not in _SUFFIX:
+        raise ValueError(f"_cpu.{name}: dtype {dtype} is not float32 or float64")
+    out = []
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.dtype != dtype:
+            raise ValueError(f"_cpu.{name}: needs NumPy arrays of one dtype")
+        if any(s % a.itemsize for s in a.strides):
+            raise ValueError(f"_cpu.{name}: strides must be whole elements")
+        out.append(np.array([s // a.itemsize for s in a.strides], dtype=np.int64))
+    return _SUFFIX[dtype], out
+
+
+def _dims(cols: np.ndarray, image: np.ndarray, name: str) -> np.ndarray:
+    C, kh, kw, N, H, W = cols.shape
+    if image.shape[:2] != (N, C):
+        raise ValueError(f"_cpu.{name}: columns {cols.shape} do not fit image {image.shape}")
+    return np.array([C, kh, kw, N, H, W, *image.shape[2:]], dtype=np.intc)
+
+
+def col2im(cols, y, stride, padding, hph, wph) -> None:
+    """y (N, C, Hout, Wout) <- the column form's scatter of cols (C, kh, kw, N, H, W).
+
+    ``hph``, ``wph``: the phases of each axis (:func:`abp_np.fast.phases.phases`). Any strides;
+    the same sums in the same order as :func:`abp_np.fast.columns.col2im`'s NumPy code, so
+    the same result bit for bit; see ``kernels/columns_cpu.c``. One thread: the caller splits.
+    """
+    sfx, (cs, ys) = _strided("col2im", cols, y)
+    dims = _dims(cols, y, "col2im")
+    h = np.array(hph, dtype=np.intc).reshape(-1)
+    w = np.array(wph, dtype=np.intc).reshape(-1)
+    fn = getattr(_get(), f"col2im_{sfx}")
+    _ok(
+        fn(
+            cols.ctypes.data, cs.ctypes.data, y.ctypes.data, ys.ctypes.data, dims.ctypes.data,
+            h.ctypes.data, len(hph), w.ctypes.data, len(wph), *stride, *padding,
+            0, int(dims[3]), 0, int(dims[0]),
+        )
+    )
+
+
+def im2col(dy, cols, stride, padding) -> None:
+    """cols (C, kh, kw, N, H, W) <- the column form's gather of dy (N, C, Hout, Wout), zeros
+    where a tap falls outside dy. Any strides; see ``kernels/columns_cpu.c``. One thread."""
+    sfx, (ds, cs) = _strided("im2col", dy, cols)
+    dims = _dims(cols, dy, "im2col")
+    fn = getattr(_get(), f"im2col_{sfx}")
+    fn(
+        dy.ctypes.data, ds.ctypes.data, cols.ctypes.data, cs.ctypes.data, dims.ctypes.data,
+        *stride, *padding, 0, int(dims[3]), 0, int(dims[0]),
+    )
