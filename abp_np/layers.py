@@ -408,16 +408,29 @@ class ConvTranspose1d(ConvTranspose2d):
         self._expect_channels(x, self.in_channels)
         if self._out_hw(1, x.shape[2])[1] < 1:
             raise ValueError(f"{self}: input of shape {tuple(x.shape)} gives an empty output")
-        w = self.params["weight"]
         y, self._cache = F.conv_transpose2d_forward(
             x[:, :, None, :],
-            w.reshape(*w.shape[:2], 1, w.shape[2]),
+            self._weight_2d(),
             self.params.get("bias"),
             self.stride,
             self.padding,
             self.output_padding,
+            derived=self._derived,
         )
         return y[:, :, 0, :]
+
+    def _weight_2d(self) -> Any:
+        """The weight (Cin, Cout, k) as the 2-D layer's (Cin, Cout, 1, k), a view. Inside
+        :meth:`Generator.fixed_weights <abp_np.generator.Generator.fixed_weights>` the same view
+        object is handed out on every call, so that what the routes derive from it (and key on
+        its identity) is reused."""
+        w = self.params["weight"]
+        if self._derived is None:
+            return w.reshape(*w.shape[:2], 1, w.shape[2])
+        kept = self._derived.get("weight 2-D")
+        if kept is None or kept[0] is not w:
+            kept = self._derived["weight 2-D"] = (w, w.reshape(*w.shape[:2], 1, w.shape[2]))
+        return kept[1]
 
     def _backward(self, dy, need_param_grads, overwrite_dy):
         dx, dW, db = F.conv_transpose2d_backward(dy[:, :, None, :], self._cache, need_param_grads)

@@ -42,6 +42,7 @@ __all__ = [
     "conv_transpose2d_columns",
     "conv_transpose2d_phases",
     "im2col_into",
+    "phase_weights",
     "workspace",
 ]
 
@@ -208,6 +209,7 @@ def conv_transpose2d_phases(
     stride: Pair,
     padding: Pair,
     out_hw: Pair,
+    derived: dict | None = None,
 ) -> np.ndarray:
     """Transposed convolution by sub-pixel phases: GEMMs that write the output directly.
 
@@ -233,6 +235,10 @@ def conv_transpose2d_phases(
     outside x. A shift along H is then a mere offset: rows [hs, hs + Qh) of every (j, c)
     plane form a strided 2-D matrix (J' Cin, Qh N Qw) that BLAS reads in place. Only the
     column shifts are copied (J = 3 copies of x for k 5, s 2).
+
+    ``derived``: a dict in which the GEMMs' weight matrices A_t (:func:`phase_weights`) are
+    kept while the weights stay fixed (the Langevin loop, see
+    :meth:`abp_np.generator.Generator.fixed_weights`); without it they are made in every call.
     """
     N, Cin, H, W = x.shape
     _, Cout, kh, kw = weight.shape
@@ -267,24 +273,21 @@ def conv_transpose2d_phases(
         a, e = max(0, -j), min(Qw, W - j)
         if e > a:
             xs[jj, :, -lo : H - lo, :, a:e] = xt[:, :, :, a + j : e + j]
-    # (Cin, Cout, kh, kw) -> (Cout, kh, kw, Cin): a tap's weights as GEMM rows
-    wt = weight.transpose(1, 2, 3, 0).copy()
+    A = phase_weights(weight, stride, hph, wph, derived)
     P = Qh * N * Qw
     acc = workspace("phases.acc", (Cout, P), x.dtype)
     tmp = workspace("phases.tmp", (Cout, P), x.dtype)
     for r, q0, Q, T in hph:
         for r2, q02, Q2, T2 in wph:
             js = slice(jhi - q02, jhi - q02 + T2)  # shifts j = q02, q02 - 1, ... (T2 of them)
-            taps = slice(r2, r2 + sw * (T2 - 1) + 1, sw)  # their taps r2, r2 + sw, ...
             for t in range(T):
                 # A_t (Cout, T2 Cin) @ B (T2 Cin, Qh N Qw), B a view of xs
-                A = wt[:, r + sh * t, taps].reshape(Cout, T2 * Cin)
                 hs = q0 - t - lo
                 B = xs[js, :, hs : hs + Qh].reshape(T2 * Cin, P)
                 if t == 0:
-                    np.matmul(A, B, out=acc)
+                    np.matmul(A[r, r2, t], B, out=acc)
                 else:
-                    np.matmul(A, B, out=tmp)
+                    np.matmul(A[r, r2, t], B, out=tmp)
                     acc += tmp
             # (Cout, Qh, N, Qw) -> the phase's pixels of y, (N, Cout, Q, Q2)
             oh0, ow0 = sh * q0 + r - ph, sw * q02 + r2 - pw
@@ -293,6 +296,34 @@ def conv_transpose2d_phases(
     if bias is not None:
         y += bias.reshape(1, Cout, 1, 1)
     return y
+
+
+def phase_weights(
+    weight: np.ndarray, stride: Pair, hph: list, wph: list, derived: dict | None = None
+) -> dict[tuple[int, int, int], np.ndarray]:
+    """The GEMM matrices of :func:`conv_transpose2d_phases`, one per phase and row shift:
+    ``A[r, r2, t]`` (Cout, T2 Cin), row o, column (t2, c) = ``weight[c, o, r + sh t, r2 + sw t2]``.
+
+    Kept in ``derived`` (when given) while ``weight`` is the same array object, as the Winograd
+    route keeps its transformed weights.
+    """
+    key = ("phase weights", stride, tuple(hph), tuple(wph))
+    if derived is not None and key in derived and derived[key][0] is weight:
+        return derived[key][1]
+    Cin, Cout = weight.shape[:2]
+    sh, sw = stride
+    wt = weight.transpose(1, 2, 3, 0)  # (Cout, kh, kw, Cin): a tap's weights as GEMM rows
+    A = {
+        (r, r2, t): np.ascontiguousarray(
+            wt[:, r + sh * t, r2 : r2 + sw * (T2 - 1) + 1 : sw].reshape(Cout, T2 * Cin)
+        )
+        for r, _, _, T in hph
+        for r2, _, _, T2 in wph
+        for t in range(T)
+    }
+    if derived is not None:
+        derived[key] = (weight, A)
+    return A
 
 
 def conv_transpose2d_columns(

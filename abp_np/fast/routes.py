@@ -135,7 +135,7 @@ def _phases_take(x, weight, bias, stride, padding, out_hw, derived) -> bool:
 
 
 def _phases_forward(x, weight, bias, stride, padding, out_hw, derived):
-    return columns.conv_transpose2d_phases(x, weight, bias, stride, padding, out_hw), None
+    return columns.conv_transpose2d_phases(x, weight, bias, stride, padding, out_hw, derived), None
 
 
 def _columns_take(x, weight, bias, stride, padding, out_hw, derived) -> bool:
