@@ -111,8 +111,14 @@ def test_a_strided_output_view_is_written_in_place_and_only_there():
 def test_the_wrappers_refuse_what_the_kernels_cannot_read():
     cols = np.zeros((1, 2, 2, 1, 2, 2), np.float32)
     with pytest.raises(ValueError, match="not float32 or float64"):
-        _cpu.col2im(cols.astype(np.float16), np.zeros((1, 1, 4, 4), np.float16), (2, 2),
-                    (0, 0), [(0, 0, 2, 1)], [(0, 0, 2, 1)])
+        _cpu.col2im(
+            cols.astype(np.float16),
+            np.zeros((1, 1, 4, 4), np.float16),
+            (2, 2),
+            (0, 0),
+            [(0, 0, 2, 1)],
+            [(0, 0, 2, 1)],
+        )
     with pytest.raises(ValueError, match="one dtype"):
         _cpu.im2col(np.zeros((1, 1, 4, 4), np.float64), cols, (2, 2), (0, 0))
     with pytest.raises(ValueError, match="do not fit"):

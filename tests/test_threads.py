@@ -262,6 +262,115 @@ def test_column_forms_give_the_same_bits_on_any_number_of_threads(cin, cout, mon
     _assert_all_equal(_by_threads(run))
 
 
+# --- stacks of GEMMs, one BLAS thread each -------------------------------------------------------
+
+needs_openblas_set = pytest.mark.skipif(
+    threads.blas_threads() is None or threads._blas_function("set") is None,
+    reason="NumPy's BLAS is not an OpenBLAS whose thread count can be set at run time",
+)
+
+
+def _stack(a_shape, b_shape, dtype):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = rng.standard_normal(b_shape).astype(dtype).transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    return a, b
+
+
+@needs_openblas_set
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "a_shape, b_shape",
+    [
+        ((36, 64, 48), (36, 48, 40)),  # the Winograd route's stack of a^2 GEMMs
+        ((75, 24), (7, 24, 100)),  # the column form's GEMM per example: one a, a stack of b
+        ((1, 8, 8), (1, 8, 8)),  # a stack of one
+    ],
+)
+def test_a_stack_of_small_gemms_gives_numpy_s_bits_on_any_number_of_threads(
+    dtype, a_shape, b_shape
+):
+    """GEMMs small enough that OpenBLAS runs each on one thread anyway (M N K < 2^18): the
+    expected value is NumPy's own ``matmul``, and the check is bit for bit."""
+    a, b = _stack(a_shape, b_shape, dtype)
+    expected = np.matmul(a, b)
+    for t in (1, 2, 3):
+        with using(threads=t):
+            assert np.array_equal(threads.stacked_matmul(a, b), expected)
+            out = np.full_like(expected, np.nan)
+            assert threads.stacked_matmul(a, b, out=out) is out
+            assert np.array_equal(out, expected)
+
+
+@needs_openblas_set
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_stack_of_large_gemms_is_within_the_gemm_rounding_bound(dtype):
+    """GEMMs that OpenBLAS would split over its threads: its one-thread kernel may round
+    float32 differently in the last bits. The stated bound: each result is within
+    gamma_K sum_k |a_ik| |b_kj| of the exact product (gamma_K = K u / (1 - K u), u the unit
+    roundoff), so two of them differ by at most twice that. One thread is NumPy's matmul itself."""
+    a, b = _stack((5, 300, 200), (5, 200, 300), dtype)
+    expected = np.matmul(a, b)
+    K, u = a.shape[-1], np.finfo(dtype).eps / 2
+    bound = 2 * (K * u / (1 - K * u)) * (np.abs(a.astype(np.float64)) @ np.abs(b))
+    with using(threads=1):
+        assert np.array_equal(threads.stacked_matmul(a, b), expected)
+    for t in (2, 3):
+        with using(threads=t):
+            got = threads.stacked_matmul(a, b)
+        assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
+
+
+@needs_openblas_set
+def test_single_threaded_blas_is_one_thread_inside_and_restored_after_errors_and_nesting():
+    before = threads.blas_threads()
+    with threads.single_threaded_blas() as single:
+        assert single and threads.blas_threads() == 1
+        with threads.single_threaded_blas():
+            assert threads.blas_threads() == 1
+        assert threads.blas_threads() == 1  # the inner block left, the outer still in
+    assert threads.blas_threads() == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with threads.single_threaded_blas():
+            raise RuntimeError("boom")
+    assert threads.blas_threads() == before
+
+
+@needs_openblas_set
+def test_single_threaded_blas_from_overlapping_threads_restores_the_count_once():
+    """Two callers whose blocks overlap: the count is the BLAS' own again after the last."""
+    before = threads.blas_threads()
+    inside, release = threading.Barrier(2), threading.Event()
+    seen = []
+
+    def caller():
+        with threads.single_threaded_blas():
+            inside.wait()
+            seen.append(threads.blas_threads())
+            release.wait()
+
+    t = threading.Thread(target=caller)
+    t.start()
+    with threads.single_threaded_blas():
+        inside.wait()
+        seen.append(threads.blas_threads())
+    assert threads.blas_threads() == 1  # the other caller is still inside
+    release.set()
+    t.join()
+    assert seen == [1, 1]
+    assert threads.blas_threads() == before
+
+
+def test_a_stack_of_gemms_is_numpy_s_matmul_where_the_blas_cannot_be_set(monkeypatch):
+    monkeypatch.setattr(threads, "_blas_set", False)
+    a = np.arange(24, dtype=np.float64).reshape(2, 3, 4)
+    b = np.arange(40, dtype=np.float64).reshape(2, 4, 5)
+    with using(threads=2):
+        with threads.single_threaded_blas() as single:
+            assert single is False
+        np.testing.assert_array_equal(threads.stacked_matmul(a, b), a @ b)
+
+
 # --- the same numbers, whole networks and a whole ABP iteration -----------------------------------
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import cpu as _cpu
 from .phases import phases, taps, valid_range
-from .threads import parallel_for
+from .threads import parallel_for, stacked_matmul
 
 __all__ = [
     "BLOCK_BYTES",
@@ -352,7 +352,8 @@ def conv_transpose2d_columns(
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         cols = workspace("cols", (n1 - n0, K, H * W), x.dtype)
-        np.matmul(wT, x[n0:n1].reshape(n1 - n0, Cin, H * W), out=cols)
+        # a GEMM per example, the examples split over threads (one BLAS thread each)
+        stacked_matmul(wT, x[n0:n1].reshape(n1 - n0, Cin, H * W), out=cols)
         # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
         c6 = cols.reshape(n1 - n0, Cout, kh, kw, H, W).transpose(1, 2, 3, 0, 4, 5)
 
@@ -442,7 +443,7 @@ def conv_transpose2d_backward(
                 dc = dcols.reshape(K, n1 - n0, (h1 - h0) * W).transpose(1, 0, 2)
                 # a view of dx: a block of several examples holds all their rows (nb > 1 => hb = H)
                 out = dx[n0:n1, :, h0:h1].reshape(n1 - n0, Cin, (h1 - h0) * W)
-                np.matmul(w2d, dc, out=out)
+                stacked_matmul(w2d, dc, out=out)
             if need_param_grads:
                 # (nb, Cin, hb, W) -> (Cin, P), columns in dcols' order
                 order = (1, 2, 0, 3) if rows_first else (1, 0, 2, 3)

@@ -421,9 +421,21 @@ def col2im(cols, y, stride, padding, hph, wph) -> None:
     fn = getattr(_get(), f"col2im_{sfx}")
     _ok(
         fn(
-            cols.ctypes.data, cs.ctypes.data, y.ctypes.data, ys.ctypes.data, dims.ctypes.data,
-            h.ctypes.data, len(hph), w.ctypes.data, len(wph), *stride, *padding,
-            0, int(dims[3]), 0, int(dims[0]),
+            cols.ctypes.data,
+            cs.ctypes.data,
+            y.ctypes.data,
+            ys.ctypes.data,
+            dims.ctypes.data,
+            h.ctypes.data,
+            len(hph),
+            w.ctypes.data,
+            len(wph),
+            *stride,
+            *padding,
+            0,
+            int(dims[3]),
+            0,
+            int(dims[0]),
         )
     )
 
@@ -435,6 +447,15 @@ def im2col(dy, cols, stride, padding) -> None:
     dims = _dims(cols, dy, "im2col")
     fn = getattr(_get(), f"im2col_{sfx}")
     fn(
-        dy.ctypes.data, ds.ctypes.data, cols.ctypes.data, cs.ctypes.data, dims.ctypes.data,
-        *stride, *padding, 0, int(dims[3]), 0, int(dims[0]),
+        dy.ctypes.data,
+        ds.ctypes.data,
+        cols.ctypes.data,
+        cs.ctypes.data,
+        dims.ctypes.data,
+        *stride,
+        *padding,
+        0,
+        int(dims[3]),
+        0,
+        int(dims[0]),
     )

@@ -32,17 +32,28 @@ One thread runs the single loop itself, with no worker and no split: the path as
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import queue
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
 
 from ..backend import switches
 
-__all__ = ["blas_threads", "count", "parallel_for", "ranges", "set_blas_threads"]
+__all__ = [
+    "blas_threads",
+    "count",
+    "parallel_for",
+    "ranges",
+    "set_blas_threads",
+    "single_threaded_blas",
+    "stacked_matmul",
+]
 
 #: Below this many elements of work a loop runs on one thread. Handing a range to a worker and
 #: hearing back costs some 40 microseconds (two thread wake-ups); measured on a 2-core machine,
@@ -202,7 +213,9 @@ def _workers(n: int) -> list[_Worker]:
         return _pool
 
 
-def parallel_for(fn: Callable[[int, int], Any], n: int, work: int | None = None) -> None:
+def parallel_for(
+    fn: Callable[[int, int], Any], n: int, work: int | None = None, *, threads: int | None = None
+) -> None:
     """Call ``fn(lo, hi)`` on ranges that cover [0, n), on :func:`count` threads at once.
 
     Parameters
@@ -214,11 +227,15 @@ def parallel_for(fn: Callable[[int, int], Any], n: int, work: int | None = None)
         The number of iterations.
     work : int, optional
         The elements the whole loop touches; below :data:`MIN_WORK` it runs on one thread.
+    threads : int, optional
+        The number of threads (default :func:`count`); 1 on a worker whatever is asked.
 
     With one thread (or ``n`` < 2) this is ``fn(0, n)``. An exception of any range is raised
     here, after every range has finished.
     """
-    t = count() if n > 1 else 1
+    if threads is not None and getattr(_local, "worker", False):
+        threads = 1
+    t = (count() if threads is None else threads) if n > 1 else 1
     if work is not None and work < MIN_WORK:
         t = 1
     if t <= 1:
@@ -237,3 +254,79 @@ def parallel_for(fn: Callable[[int, int], Any], n: int, work: int | None = None)
             done.get()  # wait for every range before anything is raised or returned
     if errors:
         raise errors[0]
+
+
+# --- stacks of GEMMs ------------------------------------------------------------------------------
+
+_blas_set: Any = None  # the loaded OpenBLAS' set function, once found
+_single_lock = threading.Lock()
+_single_depth = 0  # callers inside single_threaded_blas() now
+_single_saved = 0  # the BLAS thread count to restore when the last one leaves
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[bool]:
+    """Inside the block, NumPy's OpenBLAS runs each call on the calling thread alone.
+
+    Yields False (and changes nothing) where the BLAS' thread count cannot be set at run time
+    (another BLAS than OpenBLAS, or not found). OpenBLAS' setting is the process's: the count
+    it had is put back when the last caller inside such a block leaves it.
+    """
+    global _blas_set, _single_depth, _single_saved
+    if _blas_set is None:
+        _blas_set = _blas_function("set") or False
+    if not _blas_set or blas_threads() is None:
+        yield False
+        return
+    with _single_lock:
+        if _single_depth == 0:
+            _single_saved = blas_threads() or 1
+            _blas_set(ctypes.c_int(1))
+        _single_depth += 1
+    try:
+        yield True
+    finally:
+        with _single_lock:
+            _single_depth -= 1
+            if _single_depth == 0:
+                _blas_set(ctypes.c_int(_single_saved))
+
+
+def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``numpy.matmul(a, b)`` for a stack of GEMMs, the stack split over threads.
+
+    ``a`` (K, M, L) or (M, L), ``b`` (K, L, P): K independent GEMMs ``a[k] @ b[k]``. BLAS runs
+    a GEMM on all cores by itself, but for the small GEMMs of a stack (the Winograd route's
+    a^2 GEMMs of a few tiles each, the column form's GEMM per example) splitting each one over
+    threads costs more hand-offs than it saves. Here the stack is cut into ranges of whole
+    GEMMs, one range per thread (:func:`parallel_for`), and OpenBLAS computes each GEMM on the
+    thread that asks for it (:func:`single_threaded_blas`).
+
+    Rounding: where OpenBLAS would have run a GEMM on one thread anyway (M N K up to 2^18)
+    the result is NumPy's bit for bit. Larger GEMMs (already those of the Winograd route on a
+    batch of 64) OpenBLAS computes with other blockings on one thread than on several, and in
+    float32 the two may differ in the last bits; both are within the GEMM's error bound
+    gamma_K sum_k |a_ik| |b_kj|, gamma_K = K u / (1 - K u) (``tests/test_threads.py`` checks
+    both cases). So the multi-threaded path is bit for bit the one-thread path outside the
+    GEMMs, and within that bound in them.
+
+    With one thread, or where OpenBLAS' thread count cannot be set, this is
+    ``numpy.matmul(a, b, out=out)`` itself.
+    """
+    K = b.shape[0]
+    t = count() if K > 1 else 1
+    if t <= 1 or (_blas_set is False):
+        return np.matmul(a, b, out=out)
+    if out is None:
+        shape = (K, a.shape[-2], b.shape[-1])
+        out = np.empty(shape, dtype=np.result_type(a.dtype, b.dtype))
+    stacked = a.ndim == 3
+
+    def gemms(k0: int, k1: int) -> None:
+        np.matmul(a[k0:k1] if stacked else a, b[k0:k1], out=out[k0:k1])
+
+    with single_threaded_blas() as single:
+        if not single:
+            return np.matmul(a, b, out=out)
+        parallel_for(gemms, K, threads=t)
+    return out

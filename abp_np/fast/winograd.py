@@ -87,6 +87,7 @@ from ..backend import Array, switches
 from ..backend import using as backend_using
 from . import cpu as _cpu
 from .phases import phases
+from .threads import stacked_matmul
 
 __all__ = [
     "Plan",
@@ -462,12 +463,13 @@ def _unshuffle(dy, t: _Tiling):
 
 
 def _gemms(a, b):
-    """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS).
+    """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS), the
+    positions split over threads, each GEMM on one (:func:`abp_np.fast.threads.stacked_matmul`).
 
     A function of its own, like each transform step, so that
     ``python -m abp_np.bench --winograd-steps`` can time each call inside real iterations.
     """
-    return np.matmul(a, b)
+    return stacked_matmul(a, b)
 
 
 def transformed_weights(weight, p: Plan, derived=None):

@@ -401,19 +401,32 @@ def gemm_clock() -> Iterator[_GemmClock]:
     """Inside the block, time every GEMM of a CPU iteration; ``clock.seconds`` adds them up.
 
     The GEMMs are: the Winograd path's (``winograd._gemms``), the column and phase forms'
-    (``numpy.matmul`` in :mod:`abp_np.fast.columns`) and the Linear layers' (the whole of
-    ``linear_forward`` / ``linear_backward``, a GEMM and a bias). What is not in them is the
+    (``numpy.matmul`` and ``stacked_matmul`` in :mod:`abp_np.fast.columns`) and the Linear
+    layers' (the whole of ``linear_forward`` / ``linear_backward``, a GEMM and a bias). What is not in them is the
     time outside the GEMMs: transforms, batch norm, activations, ``col2im``, the updates.
     """
     clock = _GemmClock()
-    saved = (winograd._gemms, columns.np, F.linear_forward, F.linear_backward)
+    saved = (
+        winograd._gemms,
+        columns.np,
+        columns.stacked_matmul,
+        F.linear_forward,
+        F.linear_backward,
+    )
     winograd._gemms = clock.wrap(saved[0])
     columns.np = _NumpyWithTimedMatmul(clock)
-    F.linear_forward, F.linear_backward = clock.wrap(saved[2]), clock.wrap(saved[3])
+    columns.stacked_matmul = clock.wrap(saved[2])
+    F.linear_forward, F.linear_backward = clock.wrap(saved[3]), clock.wrap(saved[4])
     try:
         yield clock
     finally:
-        winograd._gemms, columns.np, F.linear_forward, F.linear_backward = saved
+        (
+            winograd._gemms,
+            columns.np,
+            columns.stacked_matmul,
+            F.linear_forward,
+            F.linear_backward,
+        ) = saved
 
 
 def forward_difference(abp: AbpRunner, tr: TorchRunner) -> float:
