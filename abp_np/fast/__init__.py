@@ -13,10 +13,12 @@ module              what it holds
                     blocks, blocked backward, scratch buffers
 ``phases``          the sub-pixel phase arithmetic that ``columns`` and ``winograd`` share
 ``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
-``cpu``             the C kernels of ``kernels/*_cpu.c`` (Winograd transforms, batch norm),
-                    compiled once with the system's C compiler and called through ctypes
-``threads``         the CPU loops outside the GEMMs split over threads (``parallel_for``), the
-                    thread count (``ABP_NUM_THREADS``), OpenBLAS' own thread count
+``cpu``             the C kernels of ``kernels/*_cpu.c`` (Winograd transforms, batch norm, the
+                    column form's col2im and im2col), compiled once with the system's C
+                    compiler and called through ctypes
+``threads``         the CPU loops outside the GEMMs split over threads (``parallel_for``),
+                    stacks of small GEMMs one per thread (``stacked_matmul``), the thread
+                    count (``ABP_NUM_THREADS``), OpenBLAS' own thread count
 ``elementwise``     the activations on ranges of elements, on several threads
 ``cuda``            the CUDA kernels of ``kernels/deconv.cu`` through ``cupy.RawModule``
 ``cuda_graph``      the Langevin loop recorded once as a CUDA graph and replayed

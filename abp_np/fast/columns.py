@@ -15,7 +15,9 @@ compute the same sums, in the same order per output pixel, arranged differently:
   examples) at a time, so that a block's columns are still in the cache when the GEMMs read
   them.
 * :func:`col2im` and :func:`im2col_into`: the scatter and the gather phase by phase
-  (:mod:`abp_np.fast.phases`): whole contiguous blocks instead of one strided copy per tap.
+  (:mod:`abp_np.fast.phases`): whole contiguous blocks instead of one strided copy per tap;
+  with the C kernels on (:mod:`abp_np.fast.cpu`, ``kernels/columns_cpu.c``) the same loops run
+  in C, one pass over memory, the same sums in the same order.
 
 They run on NumPy arrays while the ``cpu_forms`` setting of :func:`abp_np.backend.using` is on
 (see :mod:`abp_np.fast.routes`); the tests hold them to the reference. Measured effects:

@@ -1,10 +1,12 @@
 """The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
-Two small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
+Three small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
 transforms of the Winograd transposed convolution (:mod:`abp_np.fast.winograd`) fused with the
-rearrangements around them, which NumPy can only do as slow strided copies and small GEMMs, and
+rearrangements around them, which NumPy can only do as slow strided copies and small GEMMs,
 ``batchnorm_cpu.c`` batch normalisation in two or three passes over memory where NumPy needs
-five or more. They are compiled once, on first use, with the system's
+five or more, and ``columns_cpu.c`` the column form's scatter (``col2im``) and gather
+(``im2col``) of :mod:`abp_np.fast.columns` in one pass each, where NumPy makes one small
+strided copy per kernel tap (the same sums in the same order: the same bits). They are compiled once, on first use, with the system's
 C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
 sources and of the compiler command, so an edited source or another compiler builds anew; a
@@ -14,7 +16,8 @@ library is then loaded with :mod:`ctypes`.
 No compiler or a failed build: :func:`available` is False and abp_np computes everything with
 NumPy (:func:`reason` says why). Nothing here is needed for correctness; it only makes the CPU
 path faster. Every kernel takes a range of channels, and each wrapper here splits its channels
-over the threads of :func:`abp_np.fast.threads.parallel_for` (the same result bit for bit). The
+over the threads of :func:`abp_np.fast.threads.parallel_for` (the same result bit for bit); the
+column kernels are called on one range by :mod:`abp_np.fast.columns`, which splits it. The
 kernels run only while the ``c`` setting of :func:`abp_np.backend.using` is on (see
 :func:`enabled`); ``ABP_CPU_KERNELS=0`` in the environment starts it off, and then nothing is
 compiled.

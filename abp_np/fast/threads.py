@@ -28,6 +28,11 @@ How many threads (:func:`count`), first that applies:
    ``OMP_NUM_THREADS`` or threadpoolctl change), else the cores this process may use.
 
 One thread runs the single loop itself, with no worker and no split: the path as it was.
+
+Stacks of GEMMs get the same treatment (:func:`stacked_matmul`): the Winograd route's a^2
+GEMMs and the column form's GEMM per example are each too small for OpenBLAS to split well
+over its own threads, so the stack is cut into ranges of whole GEMMs, one range per thread,
+with OpenBLAS on one thread for the time (:func:`single_threaded_blas`).
 """
 
 from __future__ import annotations
