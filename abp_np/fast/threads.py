@@ -54,6 +54,7 @@ __all__ = [
     "blas_threads",
     "count",
     "parallel_for",
+    "parallel_gemms",
     "ranges",
     "set_blas_threads",
     "single_threaded_blas",
@@ -319,8 +320,7 @@ def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
     ``numpy.matmul(a, b, out=out)`` itself.
     """
     K = b.shape[0]
-    t = count() if K > 1 else 1
-    if t <= 1 or (_blas_set is False):
+    if K < 2 or count() < 2:
         return np.matmul(a, b, out=out)
     if out is None:
         shape = (K, a.shape[-2], b.shape[-1])
@@ -330,8 +330,24 @@ def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
     def gemms(k0: int, k1: int) -> None:
         np.matmul(a[k0:k1] if stacked else a, b[k0:k1], out=out[k0:k1])
 
-    with single_threaded_blas() as single:
-        if not single:
-            return np.matmul(a, b, out=out)
-        parallel_for(gemms, K, threads=t)
+    parallel_gemms(gemms, K)
     return out
+
+
+def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
+    """``fn(lo, hi)`` on ranges of n independent pieces of GEMM work, a range per thread, each
+    thread's GEMMs on OpenBLAS' one thread (:func:`single_threaded_blas`).
+
+    With one thread, a single piece, or where OpenBLAS' thread count cannot be set, this is
+    ``fn(0, n)`` with the BLAS as it is (its own threads). :func:`stacked_matmul` is this for a
+    stack of GEMMs.
+    """
+    t = count() if n > 1 else 1
+    if t <= 1:
+        fn(0, n)
+        return
+    with single_threaded_blas() as single:
+        if single:
+            parallel_for(fn, n, threads=t)
+            return
+    fn(0, n)
