@@ -233,6 +233,48 @@ def test_winograd_steps_times_every_step_of_an_iteration(capsys):
     assert "ms per iteration" in capsys.readouterr().out
 
 
+def test_layer_clock_times_every_layer_inside_iterations(capsys):
+    """--layer-clock: per layer, 11 forward and 11 backward calls per iteration (10 Langevin
+    steps and 1 learning step), each with its wall time and cores busy; one more row for what
+    is outside the layers; the layers' own methods are back after."""
+    from abp_np.tools.bench import WORKLOADS
+
+    res = bench.main("--workload small32 --batch 4 --iterations 2 --layer-clock".split())
+    clock = res["layer_clock"]
+    g = WORKLOADS["small32"].build(np.random.default_rng(0))
+    rows = clock["rows"]
+    assert len(rows) == 2 * len(g.layers) + 1
+    assert {r["pass"] for r in rows[:-1]} == {"forward", "backward"}
+    assert rows[-1]["layer"] == "outside the layers"
+    for r in rows[:-1]:
+        assert r["calls_per_iteration"] == 11
+        assert r["ms_per_iteration"] > 0
+        assert r["cpu_per_wall"] >= 0  # (CPU time of all threads: may exceed the cores a
+        # little on short calls, the kernel crediting the other threads' time in steps)
+    total = sum(r["ms_per_iteration"] for r in rows)
+    assert total == pytest.approx(clock["ms_per_iteration"], rel=1e-6)
+    assert "idle core time" in capsys.readouterr().out
+
+
+def test_layer_clock_leaves_no_timer_on_the_layers():
+    args = bench._parser().parse_args("--workload small32 --batch 2 --iterations 1".split())
+    saved = bench.setup
+    made = []
+
+    def setup(a, latent=None):
+        out = saved(a, latent)
+        made.append(out[0])
+        return out
+
+    bench.setup = setup
+    try:
+        bench.layer_clock(args)
+    finally:
+        bench.setup = saved
+    assert all("forward" not in vars(layer) for layer in made[0].layers)
+    assert all("backward" not in vars(layer) for layer in made[0].layers)
+
+
 def test_winograd_steps_is_for_the_cpu_path():
     with pytest.raises(SystemExit, match="--device cpu"):
         bench.winograd_steps(

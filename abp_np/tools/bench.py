@@ -677,6 +677,105 @@ def format_winograd_steps(rows: list[dict[str, Any]], ceiling: float) -> str:
     return "\n".join(lines)
 
 
+def layer_clock(args: argparse.Namespace) -> dict[str, Any]:
+    """Each layer's wall and CPU time inside real ABP iterations, and the idle core's share.
+
+    ``--breakdown`` repeats each layer's call alone on the same data; here one warm-up and
+    ``args.iterations`` iterations run with every layer's ``forward`` and ``backward`` timed
+    per call: wall seconds, and the process's CPU seconds (all its threads) over the same
+    call. CPU / wall is how many cores were busy on average (threads that spin count as
+    busy); on a machine of ``cores`` cores, ``cores - CPU / wall`` cores sat idle, and
+    ``(cores wall - CPU)`` is the core time left idle. What is not in a layer (the Langevin
+    update, the loss, the optimiser, Python between layers) is the row "outside the layers".
+    The kernel credits other threads' CPU time in steps, so a layer of short calls may show a
+    little more than ``cores`` busy; the iteration's total is exact.
+    """
+    g, batch, lat = setup(args)
+    abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    abp.timed()  # warm-up, not recorded
+    wall: dict[tuple[int, str], float] = {}
+    cpu: dict[tuple[int, str], float] = {}
+    calls: dict[tuple[int, str], int] = {}
+    saved = [(layer, layer.forward, layer.backward) for layer in g.layers]
+
+    def timer(k: int, kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*a: Any, **kw: Any) -> Any:
+            c0, t0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                abp.sync()
+                wall[k, kind] = wall.get((k, kind), 0.0) + time.perf_counter() - t0
+                cpu[k, kind] = cpu.get((k, kind), 0.0) + time.process_time() - c0
+                calls[k, kind] = calls.get((k, kind), 0) + 1
+
+        return timed
+
+    try:
+        for k, (layer, fwd, bwd) in enumerate(saved):
+            layer.forward = timer(k, "forward", fwd)  # instance attributes shadow the methods
+            layer.backward = timer(k, "backward", bwd)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(args.iterations):
+            abp.iteration()
+        abp.sync()
+        total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        for layer, _, _ in saved:
+            del layer.forward, layer.backward
+    n = args.iterations
+    cores = threads._cores()
+    rows = [
+        {
+            "layer": f"{k}: {g.layers[k]!r}",
+            "pass": kind,
+            "calls_per_iteration": calls[k, kind] / n,
+            "ms_per_iteration": 1e3 * wall[k, kind] / n,
+            "cpu_per_wall": cpu[k, kind] / wall[k, kind] if wall[k, kind] > 0 else 0.0,
+            "idle_core_ms_per_iteration": 1e3 * (cores * wall[k, kind] - cpu[k, kind]) / n,
+        }
+        for k, kind in sorted(wall)
+    ]
+    out_wall = total_wall - sum(wall.values())
+    out_cpu = total_cpu - sum(cpu.values())
+    rows.append(
+        {
+            "layer": "outside the layers",
+            "pass": "",
+            "calls_per_iteration": 0.0,
+            "ms_per_iteration": 1e3 * out_wall / n,
+            "cpu_per_wall": out_cpu / out_wall if out_wall > 0 else 0.0,
+            "idle_core_ms_per_iteration": 1e3 * (cores * out_wall - out_cpu) / n,
+        }
+    )
+    return {
+        "cores": cores,
+        "ms_per_iteration": 1e3 * total_wall / n,
+        "cpu_per_wall": total_cpu / total_wall,
+        "rows": rows,
+    }
+
+
+def format_layer_clock(r: dict[str, Any]) -> str:
+    lines = [
+        f"layers inside whole iterations ({r['cores']} cores): wall milliseconds per iteration, "
+        "cores busy (CPU / wall), idle core milliseconds per iteration",
+        f"{'layer':<60} {'pass':<9} {'ms/iter':>8} {'CPU/wall':>9} {'idle ms':>8}",
+    ]
+    for row in r["rows"]:
+        lines.append(
+            f"{row['layer'][:60]:<60} {row['pass']:<9} {row['ms_per_iteration']:>8.1f} "
+            f"{row['cpu_per_wall']:>9.2f} {row['idle_core_ms_per_iteration']:>8.1f}"
+        )
+    idle = sum(row["idle_core_ms_per_iteration"] for row in r["rows"])
+    lines.append(
+        f"iteration: {r['ms_per_iteration']:.1f} ms, {r['cpu_per_wall']:.2f} cores busy; "
+        f"idle core time {idle:.1f} ms per iteration "
+        f"({100 * idle / (r['cores'] * r['ms_per_iteration']):.0f} % of the cores' time)"
+    )
+    return "\n".join(lines)
+
+
 def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
@@ -937,6 +1036,12 @@ def _parser() -> argparse.ArgumentParser:
         help="time each step of the CPU Winograd path inside whole iterations, by shape",
     )
     p.add_argument(
+        "--layer-clock",
+        action="store_true",
+        help="each layer's wall time and cores busy (CPU / wall) inside whole iterations, and "
+        "the core time left idle",
+    )
+    p.add_argument(
         "--sweep",
         choices=["batch", "steps", "pixels"],
         default=None,
@@ -1107,6 +1212,11 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         if args.plot is not None:
             save_breakdown_chart(rows, STEPS, args.workload, args.device, args.plot)
             print(f"chart: {args.plot}")
+    elif args.layer_clock:
+        if args.device != "cpu":
+            raise SystemExit("--layer-clock reads the process's CPU time: use it with --device cpu")
+        res["layer_clock"] = layer_clock(args)
+        print(format_layer_clock(res["layer_clock"]))
     elif args.winograd_steps:
         res["gemm_ceiling_gflops"] = gemm_ceiling(xp, n=2048 if args.device == "cpu" else 8192)
         rows = winograd_steps(args)
