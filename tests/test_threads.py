@@ -1,10 +1,13 @@
-"""Several threads outside the GEMMs (:mod:`abp_np.fast.threads`): the same numbers bit for bit.
+"""Several threads (:mod:`abp_np.fast.threads`): the same numbers, bit for bit or within a bound.
 
 Each split loop computes every index exactly as the single loop does, so the expected value of
 every comparison here is the ONE-thread result (``using(threads=1)``: the single loop itself,
 no worker, no split), and the check is ``np.array_equal``, not a tolerance. The thread counts
 2 and 3 cut the loops at different places (3 also on a 2-core machine: the threads then take
-turns, which changes the timing, never the values).
+turns, which changes the timing, never the values). The exceptions are GEMMs that the split
+hands to OpenBLAS in other sizes (a stack's GEMMs on one BLAS thread each, the Winograd
+route's GEMMs on part of the batch): OpenBLAS picks its kernels by size and may round the last
+bits differently, so those tests state and check a bound instead.
 """
 
 from __future__ import annotations
@@ -371,12 +374,41 @@ def test_a_stack_of_gemms_is_numpy_s_matmul_where_the_blas_cannot_be_set(monkeyp
         np.testing.assert_array_equal(threads.stacked_matmul(a, b), a @ b)
 
 
+@needs_openblas_set
+@pytest.mark.parametrize("need_param_grads", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_winograd_route_on_threads_is_within_the_gemm_rounding(dtype, need_param_grads):
+    """Several threads cut the Winograd route's batch (the inferential backward pass and the
+    forward pass; the learning pass's dW keeps one order of sums); each example is computed by
+    the same transforms, its GEMMs on fewer columns. Expected values: the one-thread path.
+    Bound: float32 within 1e-5 of each array's largest magnitude, float64 within 1e-13."""
+    from abp_np.layers import ConvTranspose2d
+
+    rng = np.random.default_rng(7)
+    layer = ConvTranspose2d(16, 8, 5, 2, 2, 1, dtype=dtype, rng=rng)
+    x = rng.standard_normal((6, 16, 8, 8)).astype(dtype)
+    dy = rng.standard_normal((6, 8, 16, 16)).astype(dtype)
+    out = []
+    for t in (1, 2, 3):
+        with using(threads=t, winograd="on"):
+            y = layer.forward(x)
+            assert type(layer._cache).__name__ == "WinogradCache"
+            dx = layer.backward(dy, need_param_grads=need_param_grads)
+            out.append((y, dx, *(layer.grads.values() if need_param_grads else ())))
+    rel = 1e-5 if dtype == np.float32 else 1e-13
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            assert np.abs(a - b).max() <= rel * np.abs(a).max()
+
+
 # --- the same numbers, whole networks and a whole ABP iteration -----------------------------------
 
 
 @pytest.mark.parametrize("winograd", ["on", "off"])
 @pytest.mark.parametrize("net", ["object", "texture"])
-def test_an_abp_iteration_gives_the_same_bits_on_any_number_of_threads(net, winograd):
+def test_an_abp_iteration_on_any_number_of_threads(net, winograd):
+    """Winograd off: the same bits on 1, 2 and 3 threads. On: within the bound below."""
+
     def run():
         rng = np.random.default_rng(3)
         if net == "object":
@@ -398,5 +430,16 @@ def test_an_abp_iteration_gives_the_same_bits_on_any_number_of_threads(net, wino
     for t in (1, 2, 3):
         with using(threads=t, winograd=winograd):
             results.append(run())
-    _assert_all_equal([r[0] for r in results])
-    assert results[0][1] == results[1][1] == results[2][1]
+    if winograd == "off":
+        _assert_all_equal([r[0] for r in results])
+        assert results[0][1] == results[1][1] == results[2][1]
+        return
+    # The Winograd route runs the examples of a batch on several threads, each thread's GEMMs
+    # on its part of the columns, and OpenBLAS picks its kernels by a GEMM's size: the last bits
+    # may differ. The stated bound, after a whole iteration (3 Langevin steps and a learning
+    # step): every array within 1e-4 of its largest magnitude, plus 1e-6 (the biases of layers
+    # before a batch norm have a true gradient of 0 and hold rounding noise only). Measured on
+    # a 2-core machine: at most 6e-6 of the largest magnitude.
+    for other in results[1:]:
+        for a, b in zip(results[0][0], other[0]):
+            assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max() + 1e-6

@@ -313,7 +313,8 @@ def test_need_param_grads_false_gives_the_same_dx(kind, hw):
     layer = make_layer(3, 5)
     x = rng.standard_normal((3, 3, *hw))
     dy = rng.standard_normal((3, 5, 2 * hw[0], 2 * hw[1]))
-    with kernels(kind), using(winograd="on"):
+    # one thread: several cut the inferential pass's batch (tests/test_threads.py)
+    with kernels(kind), using(winograd="on", threads=1):
         layer.forward(x)
         assert took_winograd(layer)
         dx_full = layer.backward(dy).copy()
@@ -366,7 +367,8 @@ def test_blocks_of_examples_give_the_same_results(kind, per_block, expected_bloc
     # m = 2 (Q = 4 x 6): 2 x 3 tiles of 4 x 4 per example, so the product M of one example
     # holds 16 x (4 phases x 4 Cout) x 6 float64 numbers
     m_bytes_per_example = 16 * 4 * 4 * 6 * 8
-    with kernels(kind), using(winograd="on"):
+    # one thread: several cut each block again, by examples (tests/test_threads.py)
+    with kernels(kind), using(winograd="on", threads=1):
         whole = run_layer(make_layer(3, 4), x, dy)
         blocks = []
         transform = winograd._input_transform

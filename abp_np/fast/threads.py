@@ -32,7 +32,9 @@ One thread runs the single loop itself, with no worker and no split: the path as
 Stacks of GEMMs get the same treatment (:func:`stacked_matmul`): the Winograd route's a^2
 GEMMs and the column form's GEMM per example are each too small for OpenBLAS to split well
 over its own threads, so the stack is cut into ranges of whole GEMMs, one range per thread,
-with OpenBLAS on one thread for the time (:func:`single_threaded_blas`).
+with OpenBLAS on one thread for the time (:func:`single_threaded_blas`). Larger units of work
+go the same way (:func:`parallel_gemms`): the Winograd route runs ranges of examples through
+all its steps, each range on one thread, one hand-off per layer instead of one per step.
 """
 
 from __future__ import annotations
@@ -336,7 +338,9 @@ def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
 
 def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
     """``fn(lo, hi)`` on ranges of n independent pieces of GEMM work, a range per thread, each
-    thread's GEMMs on OpenBLAS' one thread (:func:`single_threaded_blas`).
+    thread's GEMMs on OpenBLAS' one thread (:func:`single_threaded_blas`). Inside a range
+    nothing is split further (:func:`count` is 1 there, on the calling thread too): a range is
+    one thread's whole share, e.g. some examples through all the steps of a Winograd layer.
 
     With one thread, a single piece, or where OpenBLAS' thread count cannot be set, this is
     ``fn(0, n)`` with the BLAS as it is (its own threads). :func:`stacked_matmul` is this for a
@@ -346,8 +350,17 @@ def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
     if t <= 1:
         fn(0, n)
         return
+
+    def alone(lo: int, hi: int) -> None:  # no further split inside a range, on any thread
+        was = getattr(_local, "worker", False)
+        _local.worker = True
+        try:
+            fn(lo, hi)
+        finally:
+            _local.worker = was
+
     with single_threaded_blas() as single:
         if single:
-            parallel_for(fn, n, threads=t)
+            parallel_for(alone, n, threads=t)
             return
     fn(0, n)

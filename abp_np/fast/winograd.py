@@ -87,7 +87,7 @@ from ..backend import Array, switches
 from ..backend import using as backend_using
 from . import cpu as _cpu
 from .phases import phases
-from .threads import stacked_matmul
+from .threads import parallel_gemms, stacked_matmul
 
 __all__ = [
     "Plan",
@@ -497,6 +497,12 @@ def forward(
     ``derived``: where the transformed weights are kept between calls (see
     :func:`transformed_weights`). Returns ``(y, cache)``; the :class:`WinogradCache` holds what
     :func:`backward` needs (x and the transformed weights).
+
+    On several threads (:mod:`abp_np.fast.threads`) each block's examples are cut into ranges
+    that run at once, each range through all three steps on its thread with OpenBLAS on one
+    thread (:func:`abp_np.fast.threads.parallel_gemms`). The GEMMs then see fewer columns, and
+    OpenBLAS may round them differently in the last bits (float32 within 1e-5 of the largest
+    output, ``tests/test_threads.py``); one thread is the single loop.
     """
     N = x.shape[0]
     Cout = weight.shape[1]
@@ -505,11 +511,17 @@ def forward(
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
     # Each temporary is released (del) once used: the peak stays at one block's worth.
     for n0 in range(0, N, t.block):
-        V = _input_transform(x[n0 : n0 + t.block], t)  # B^T d B: (a^2, Cin, P)
-        M = _gemms(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
-        del V
-        _output_transform(M, y[n0 : n0 + t.block], t, bias)  # A^T M A, shuffled
-        del M
+
+        def examples(a: int, b: int, n0: int = n0) -> None:  # examples n0 + a .. n0 + b - 1
+            V = _input_transform(x[n0 + a : n0 + b], t)  # B^T d B: (a^2, Cin, P)
+            M = _gemms(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
+            del V
+            _output_transform(M, y[n0 + a : n0 + b], t, bias)  # A^T M A, shuffled
+            del M
+
+        # the block's examples on several threads at once, each its own transforms and GEMMs
+        # (one BLAS thread each): one hand-off per block instead of one per step
+        parallel_gemms(examples, min(N, n0 + t.block) - n0)
     return y, WinogradCache(x, U, p, tuple(weight.shape), bias is not None)
 
 
@@ -520,7 +532,8 @@ def backward(
     reverse.
 
     Returns ``(dx, dW, db)``; dW and db are None when ``need_param_grads`` is False (db also
-    when the layer has no bias).
+    when the layer has no bias). Without weight gradients (the Langevin loop) the examples run on
+    several threads as in :func:`forward`; with them, dU sums the blocks in one order.
     """
     x, U, p, weight_shape, has_bias = cache
     Cout = weight_shape[1]
@@ -529,6 +542,18 @@ def backward(
     UT = U.transpose(0, 2, 1)  # (a^2, Cin, 4 Cout), a view
     dx = np.empty(x.shape, dtype=dy.dtype)
     dU = np.zeros_like(U) if need_param_grads else None
+    if not need_param_grads:  # inferential: the examples on several threads, as in forward
+
+        def examples(a: int, b: int) -> None:
+            for n0 in range(a, b, t.block):
+                n1 = min(b, n0 + t.block)
+                dM = _output_transform_adjoint(dy[n0:n1], t)
+                dV = _gemms(UT, dM)
+                del dM
+                _input_transform_adjoint(dV, dx[n0:n1], t)
+
+        parallel_gemms(examples, x.shape[0])
+        return dx, None, None
     for n0 in range(0, x.shape[0], t.block):
         n1 = min(x.shape[0], n0 + t.block)
         dM = _output_transform_adjoint(dy[n0:n1], t)  # A dY A^T: (a^2, 4 Cout, P)
