@@ -67,6 +67,24 @@ def test_gemm_clock_times_the_gemms_and_puts_everything_back():
     assert (winograd._gemms, columns.np, F.linear_forward, F.linear_backward) == saved
 
 
+def test_gemm_clock_times_only_the_thread_that_made_it():
+    """Worker threads run their share of the same steps at the same time: not added again."""
+    import threading
+
+    from abp_np.fast import winograd
+
+    a = np.random.default_rng(1).standard_normal((9, 64, 64)).astype(np.float32)
+    out = []
+    with bench.gemm_clock() as clock:
+        t = threading.Thread(target=lambda: out.append(winograd._gemms(a, a)))
+        t.start()
+        t.join()
+        assert clock.seconds == 0.0
+        winograd._gemms(a, a)
+    assert clock.seconds > 0
+    assert np.array_equal(out[0], np.matmul(a, a))
+
+
 def test_compare_torch_runs_the_same_network():
     pytest.importorskip("torch")
     res = bench.main(
@@ -206,9 +224,8 @@ def test_winograd_steps_times_every_step_of_an_iteration(capsys):
     an output transform each: one block of 4 examples) and 11 input gradients (output adjoint,
     GEMMs, input adjoint), and the learning step's weight gradient transforms the input again
     and runs its own GEMMs. The timers are removed after."""
-    from abp_np.fast import winograd
-
     from abp_np.backend import using
+    from abp_np.fast import winograd
 
     before = {name: getattr(winograd, name) for name in bench.WINOGRAD_STEPS}
     args = "--workload small32 --batch 4 --iterations 2 --winograd-steps --winograd on"

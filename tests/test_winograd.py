@@ -373,7 +373,9 @@ def test_blocks_of_examples_give_the_same_results(kind, per_block, expected_bloc
         blocks = []
         transform = winograd._input_transform
         monkeypatch.setattr(
-            winograd, "_input_transform", lambda xb, t: blocks.append(len(xb)) or transform(xb, t)
+            winograd,
+            "_input_transform",
+            lambda xb, t, out=None: blocks.append(len(xb)) or transform(xb, t, out),
         )
         monkeypatch.setattr(winograd, "BLOCK_BYTES", per_block * m_bytes_per_example)
         layer = make_layer(3, 4)

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -345,11 +346,13 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
 
 
-def _input_transform(x, t: _Tiling):
-    """V (a^2, C, P) = B^T d B for every tile d of x (n, C, H, W), P = n th tw tiles."""
+def _input_transform(x, t: _Tiling, out=None):
+    """V (a^2, C, P) = B^T d B for every tile d of x (n, C, H, W), P = n th tw tiles; into
+    ``out`` (contiguous) when given."""
     n, C = x.shape[:2]
     BB = transforms(t.m, x.dtype)[0]
-    V = np.empty((BB.shape[0], C, n * t.nt[0] * t.nt[1]), dtype=x.dtype)
+    shape = (BB.shape[0], C, n * t.nt[0] * t.nt[1])
+    V = np.empty(shape, dtype=x.dtype) if out is None else out
     if _cpu.enabled():
         _cpu.winograd_input(np.ascontiguousarray(x), V, t.row0, t.col0, t.m, t.nt)
     else:
@@ -379,17 +382,19 @@ def _output_transform(M, y, t: _Tiling, bias=None) -> None:
     _shuffle(AA @ M.reshape(AA.shape[1], -1), y, t, bias)  # A^T M A: (m^2, 4 Cout P)
 
 
-def _output_transform_adjoint(dy, t: _Tiling):
-    """dM (a^2, 4 Cout, P) = A dY A^T, the adjoint of :func:`_output_transform` (bias aside)."""
+def _output_transform_adjoint(dy, t: _Tiling, out=None):
+    """dM (a^2, 4 Cout, P) = A dY A^T, the adjoint of :func:`_output_transform` (bias aside);
+    into ``out`` (contiguous) when given."""
     n, Cout = dy.shape[:2]
     AA = transforms(t.m, dy.dtype)[2]
     P = n * t.nt[0] * t.nt[1]
+    dM = np.empty((AA.shape[1], 4 * Cout, P), dtype=dy.dtype) if out is None else out
     if _cpu.enabled():
-        dM = np.empty((AA.shape[1], 4 * Cout, P), dtype=dy.dtype)
         _cpu.winograd_output_adjoint(np.ascontiguousarray(dy), dM, t.m, t.nt)
         return dM
     dY = _unshuffle(dy, t)  # (m, m, 2, 2, Cout, P)
-    return (AA.T @ dY.reshape(AA.shape[0], -1)).reshape(-1, 4 * Cout, P)
+    np.matmul(AA.T, dY.reshape(AA.shape[0], -1), out=dM.reshape(AA.shape[1], -1))
+    return dM
 
 
 def _padded(x_shape, dtype, t: _Tiling):
@@ -462,14 +467,32 @@ def _unshuffle(dy, t: _Tiling):
 # --- forward and backward -------------------------------------------------------------------------
 
 
-def _gemms(a, b):
+def _gemms(a, b, out=None):
     """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS), the
     positions split over threads, each GEMM on one (:func:`abp_np.fast.threads.stacked_matmul`).
 
     A function of its own, like each transform step, so that
     ``python -m abp_np.bench --winograd-steps`` can time each call inside real iterations.
     """
-    return stacked_matmul(a, b)
+    return stacked_matmul(a, b, out=out)
+
+
+def _per_example(block: int, t: _Tiling, rows: int, dtype) -> Callable[[int, int], Any]:
+    """Scratch for ``rows`` x P temporaries of a block: one flat array made on the calling
+    thread, and ``part(a, b)``, the (a^2, rows, P_ab) piece of examples a .. b - 1 (contiguous).
+
+    Made here, not on the threads that use the pieces: an array allocated on a worker comes from
+    that thread's own malloc arena, whose freed memory the other threads do not reuse (it
+    raised faces64's peak by 18 MiB).
+    """
+    a2, tiles = (t.m + 2) ** 2, t.nt[0] * t.nt[1]
+    flat = np.empty(a2 * rows * tiles * block, dtype=dtype)
+    per = a2 * rows * tiles
+
+    def part(a: int, b: int) -> np.ndarray:
+        return flat[per * a : per * b].reshape(a2, rows, tiles * (b - a))
+
+    return part
 
 
 def transformed_weights(weight, p: Plan, derived=None):
@@ -511,17 +534,19 @@ def forward(
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
     # Each temporary is released (del) once used: the peak stays at one block's worth.
     for n0 in range(0, N, t.block):
+        nb = min(N, n0 + t.block) - n0
+        Vs = _per_example(nb, t, x.shape[1], x.dtype)
+        Ms = _per_example(nb, t, U.shape[1], x.dtype)
 
-        def examples(a: int, b: int, n0: int = n0) -> None:  # examples n0 + a .. n0 + b - 1
-            V = _input_transform(x[n0 + a : n0 + b], t)  # B^T d B: (a^2, Cin, P)
-            M = _gemms(U, V)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
-            del V
+        def examples(a: int, b: int, n0: int = n0, Vs=Vs, Ms=Ms) -> None:  # n0 + a .. n0 + b - 1
+            V = _input_transform(x[n0 + a : n0 + b], t, out=Vs(a, b))  # B^T d B: (a^2, Cin, P)
+            M = _gemms(U, V, out=Ms(a, b))  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
             _output_transform(M, y[n0 + a : n0 + b], t, bias)  # A^T M A, shuffled
-            del M
 
         # the block's examples on several threads at once, each its own transforms and GEMMs
         # (one BLAS thread each): one hand-off per block instead of one per step
-        parallel_gemms(examples, min(N, n0 + t.block) - n0)
+        parallel_gemms(examples, nb)
+        del Vs, Ms
     return y, WinogradCache(x, U, p, tuple(weight.shape), bias is not None)
 
 
@@ -543,16 +568,18 @@ def backward(
     dx = np.empty(x.shape, dtype=dy.dtype)
     dU = np.zeros_like(U) if need_param_grads else None
     if not need_param_grads:  # inferential: the examples on several threads, as in forward
+        for n0 in range(0, x.shape[0], t.block):
+            nb = min(x.shape[0], n0 + t.block) - n0
+            dMs = _per_example(nb, t, UT.shape[2], dy.dtype)
+            dVs = _per_example(nb, t, UT.shape[1], dy.dtype)
 
-        def examples(a: int, b: int) -> None:
-            for n0 in range(a, b, t.block):
-                n1 = min(b, n0 + t.block)
-                dM = _output_transform_adjoint(dy[n0:n1], t)
-                dV = _gemms(UT, dM)
-                del dM
-                _input_transform_adjoint(dV, dx[n0:n1], t)
+            def examples(a: int, b: int, n0: int = n0, dMs=dMs, dVs=dVs) -> None:
+                dM = _output_transform_adjoint(dy[n0 + a : n0 + b], t, out=dMs(a, b))
+                dV = _gemms(UT, dM, out=dVs(a, b))
+                _input_transform_adjoint(dV, dx[n0 + a : n0 + b], t)
 
-        parallel_gemms(examples, x.shape[0])
+            parallel_gemms(examples, nb)
+            del dMs, dVs
         return dx, None, None
     for n0 in range(0, x.shape[0], t.block):
         n1 = min(x.shape[0], n0 + t.block)
