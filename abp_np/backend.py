@@ -291,7 +291,10 @@ def using(
         How many threads run the loops outside the GEMMs (the C kernels, the activations,
         ``col2im``; :mod:`abp_np.fast.threads`). Default: ``ABP_NUM_THREADS`` from the
         environment, else the BLAS' own thread count. 1 runs each loop on the calling thread
-        alone. The results are the same bit for bit for every count.
+        alone. Outside the GEMMs the results are the same bit for bit for every count; the
+        GEMMs that several threads hand to OpenBLAS in other sizes (stacks of small GEMMs, the
+        Winograd route's examples) may differ in the last bits, within the bounds that
+        ``tests/test_threads.py`` states.
 
     With every route off, ``using(cuda=False, c=False, winograd="off", cpu_forms=False)``, each
     operation runs the plain ``xp`` reference of :mod:`abp_np.functional`, on either backend:

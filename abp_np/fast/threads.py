@@ -34,7 +34,9 @@ GEMMs and the column form's GEMM per example are each too small for OpenBLAS to 
 over its own threads, so the stack is cut into ranges of whole GEMMs, one range per thread,
 with OpenBLAS on one thread for the time (:func:`single_threaded_blas`). Larger units of work
 go the same way (:func:`parallel_gemms`): the Winograd route runs ranges of examples through
-all its steps, each range on one thread, one hand-off per layer instead of one per step.
+all its steps, each range on one thread, one hand-off per layer instead of one per step. Those
+GEMMs reach OpenBLAS in other sizes than on one thread, and OpenBLAS picks its kernels by size:
+their results may differ in the last bits, within the bounds ``tests/test_threads.py`` states.
 """
 
 from __future__ import annotations
