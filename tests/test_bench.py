@@ -295,6 +295,39 @@ def test_layer_clock_leaves_no_timer_on_the_layers():
     assert all("backward" not in vars(layer) for layer in made[0].layers)
 
 
+def test_ab_alternates_the_settings_and_restores_them(capsys):
+    """--ab: as many iterations under each setting, the ratio their medians' ratio; the
+    switch in force before is in force after."""
+    from abp_np.backend import switches
+
+    before = switches()
+    res = bench.main(
+        "--workload small32 --batch 2 --iterations 3 --ab threads=1,winograd=off".split()
+    )
+    r = res["ab"]
+    assert r["settings"] == {"threads": 1, "winograd": "off"}
+    assert len(r["seconds_a"]) == len(r["seconds_b"]) == 3
+    assert min(r["seconds_a"] + r["seconds_b"]) > 0
+    assert r["sec_per_iter_a"] == sorted(r["seconds_a"])[1]
+    assert r["ratio_b_over_a"] == pytest.approx(r["sec_per_iter_b"] / r["sec_per_iter_a"])
+    assert switches() == before
+    assert "B / A" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("threads", "KEY=VALUE"),
+        ("speed=2", "one of"),
+        ("c=maybe", "bad value for c"),
+        ("threads=two", "bad value for threads"),
+    ],
+)
+def test_ab_says_what_is_wrong_with_its_settings(text, message):
+    with pytest.raises(SystemExit, match=message):
+        bench.ab_settings(text)
+
+
 def test_winograd_steps_is_for_the_cpu_path():
     with pytest.raises(SystemExit, match="--device cpu"):
         bench.winograd_steps(

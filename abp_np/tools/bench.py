@@ -784,6 +784,88 @@ def format_layer_clock(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The settings of :func:`abp_np.backend.using` that ``--ab`` takes, and how to read each value.
+_AB_KEYS: dict[str, Callable[[str], Any]] = {
+    "cuda": lambda v: _ab_bool(v),
+    "c": lambda v: _ab_bool(v),
+    "cpu_forms": lambda v: _ab_bool(v),
+    "winograd": lambda v: v,
+    "threads": int,
+}
+
+
+def _ab_bool(v: str) -> bool:
+    if v.lower() in ("1", "on", "true", "yes"):
+        return True
+    if v.lower() in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{v!r} is not on/off")
+
+
+def ab_settings(text: str) -> dict[str, Any]:
+    """``"threads=1,winograd=off"`` -> ``{"threads": 1, "winograd": "off"}``; SystemExit saying
+    what is wrong otherwise."""
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in _AB_KEYS:
+            raise SystemExit(
+                f"--ab {text!r}: expected KEY=VALUE pairs with KEY one of "
+                f"{', '.join(_AB_KEYS)} (abp_np.backend.using), e.g. --ab threads=1"
+            )
+        try:
+            out[key] = _AB_KEYS[key](value)
+        except ValueError as e:
+            raise SystemExit(f"--ab {text!r}: bad value for {key}: {e}") from None
+    return out
+
+
+def ab(args: argparse.Namespace) -> dict[str, Any]:
+    """A against B in one process: iterations alternate between the settings in force (A) and
+    ``backend.using(**settings)`` (B), the order swapped every pair.
+
+    On a shared or virtual machine, runs a minute apart can differ by more than a change being
+    measured; iterations side by side see the same machine. Returns both medians, their ratio
+    B / A and the median of the pairs' ratios.
+    """
+    from abp_np.backend import using
+
+    settings = ab_settings(args.ab)
+    g, batch, lat = setup(args)
+    runner = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
+    with using(**settings):  # warm-up of both, not recorded
+        runner.timed()
+    runner.timed()
+    a: list[float] = []
+    b: list[float] = []
+    for k in range(args.iterations):
+        for first in (True, False) if k % 2 == 0 else (False, True):
+            if first:
+                a.append(runner.timed())
+            else:
+                with using(**settings):
+                    b.append(runner.timed())
+    ma, mb = statistics.median(a), statistics.median(b)
+    return {
+        "settings": settings,
+        "sec_per_iter_a": ma,
+        "sec_per_iter_b": mb,
+        "ratio_b_over_a": mb / ma,
+        "pair_ratio_median": statistics.median(y / x for x, y in zip(a, b)),
+        "seconds_a": a,
+        "seconds_b": b,
+    }
+
+
+def format_ab(r: dict[str, Any]) -> str:
+    b = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+    return (
+        f"A (settings in force): {r['sec_per_iter_a']:.3f} s per iteration (median of "
+        f"{len(r['seconds_a'])})\nB (using {b}): {r['sec_per_iter_b']:.3f} s\n"
+        f"B / A: {r['ratio_b_over_a']:.3f} (median of the pairs: {r['pair_ratio_median']:.3f})"
+    )
+
+
 def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
@@ -1050,6 +1132,13 @@ def _parser() -> argparse.ArgumentParser:
         "the core time left idle",
     )
     p.add_argument(
+        "--ab",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="alternate iterations in one process between the current settings and "
+        "abp_np.backend.using(KEY=VALUE, ...), e.g. threads=1 or winograd=off,c=off; prints "
+        "both medians and their ratio",
+    )
+    p.add_argument(
         "--sweep",
         choices=["batch", "steps", "pixels"],
         default=None,
@@ -1220,6 +1309,9 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         if args.plot is not None:
             save_breakdown_chart(rows, STEPS, args.workload, args.device, args.plot)
             print(f"chart: {args.plot}")
+    elif args.ab:
+        res["ab"] = ab(args)
+        print(format_ab(res["ab"]))
     elif args.layer_clock:
         if args.device != "cpu":
             raise SystemExit("--layer-clock reads the process's CPU time: use it with --device cpu")
