@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -477,22 +476,32 @@ def _gemms(a, b, out=None):
     return stacked_matmul(a, b, out=out)
 
 
-def _per_example(block: int, t: _Tiling, rows: int, dtype) -> Callable[[int, int], Any]:
-    """Scratch for ``rows`` x P temporaries of a block: one flat array made on the calling
-    thread, and ``part(a, b)``, the (a^2, rows, P_ab) piece of examples a .. b - 1 (contiguous).
+def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None:
+    """``step(e0, e1, first, second)`` for every example range [e0, e1) of the batch, block by
+    block (``t.block`` examples), each block's ranges on several threads at once
+    (:func:`abp_np.fast.threads.parallel_gemms`); ``first`` and ``second`` are the range's
+    (a^2, rows[i], P) temporaries, P its tiles, contiguous pieces of two arrays per block.
 
-    Made here, not on the threads that use the pieces: an array allocated on a worker comes from
-    that thread's own malloc arena, whose freed memory the other threads do not reuse (it
-    raised faces64's peak by 18 MiB).
+    Those arrays are made here, on the calling thread, not by the threads that use the pieces:
+    an array allocated on a worker comes from that thread's own malloc arena, whose freed memory
+    the other threads do not reuse (it raised faces64's peak by 18 MiB). Only one block's are
+    alive at a time.
     """
     a2, tiles = (t.m + 2) ** 2, t.nt[0] * t.nt[1]
-    flat = np.empty(a2 * rows * tiles * block, dtype=dtype)
-    per = a2 * rows * tiles
+    for n0 in range(0, N, t.block):
+        nb = min(N, n0 + t.block) - n0
+        bufs = [np.empty(a2 * r * tiles * nb, dtype=dtype) for r in rows]
+        parallel_gemms(functools.partial(_example_range, step, n0, bufs, rows, a2, tiles), nb)
+        del bufs  # before the next block's are made
 
-    def part(a: int, b: int) -> np.ndarray:
-        return flat[per * a : per * b].reshape(a2, rows, tiles * (b - a))
 
-    return part
+def _example_range(step, n0: int, bufs, rows, a2: int, tiles: int, a: int, b: int) -> None:
+    """One range of :func:`_by_examples`: examples n0 + a .. n0 + b - 1 and their pieces."""
+    pieces = [
+        buf[a2 * r * tiles * a : a2 * r * tiles * b].reshape(a2, r, tiles * (b - a))
+        for buf, r in zip(bufs, rows)
+    ]
+    step(n0 + a, n0 + b, *pieces)
 
 
 def transformed_weights(weight, p: Plan, derived=None):
@@ -532,21 +541,16 @@ def forward(
     U = transformed_weights(weight, p, derived)  # G K G^T: (a^2, 4 Cout, Cin)
     t = _tiling(p, x.shape, Cout, x.dtype.itemsize)
     y = np.empty((N, Cout, p.s * p.Q[0], p.s * p.Q[1]), dtype=x.dtype)
-    # Each temporary is released (del) once used: the peak stays at one block's worth.
-    for n0 in range(0, N, t.block):
-        nb = min(N, n0 + t.block) - n0
-        Vs = _per_example(nb, t, x.shape[1], x.dtype)
-        Ms = _per_example(nb, t, U.shape[1], x.dtype)
 
-        def examples(a: int, b: int, n0: int = n0, Vs=Vs, Ms=Ms) -> None:  # n0 + a .. n0 + b - 1
-            V = _input_transform(x[n0 + a : n0 + b], t, out=Vs(a, b))  # B^T d B: (a^2, Cin, P)
-            M = _gemms(U, V, out=Ms(a, b))  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
-            _output_transform(M, y[n0 + a : n0 + b], t, bias)  # A^T M A, shuffled
+    def step(e0: int, e1: int, V, M) -> None:  # examples e0 .. e1 - 1, all three steps
+        _input_transform(x[e0:e1], t, out=V)  # B^T d B: (a^2, Cin, P)
+        _gemms(U, V, out=M)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
+        _output_transform(M, y[e0:e1], t, bias)  # A^T M A, shuffled
 
-        # the block's examples on several threads at once, each its own transforms and GEMMs
-        # (one BLAS thread each): one hand-off per block instead of one per step
-        parallel_gemms(examples, nb)
-        del Vs, Ms
+    # ranges of examples on several threads at once, each its own transforms and GEMMs (one
+    # BLAS thread each): one hand-off per block instead of one per step; one block's
+    # temporaries alive at a time
+    _by_examples(N, t, (x.shape[1], U.shape[1]), x.dtype, step)
     return y, WinogradCache(x, U, p, tuple(weight.shape), bias is not None)
 
 
@@ -566,34 +570,26 @@ def backward(
     t = _tiling(p, x.shape, Cout, dy.dtype.itemsize)
     UT = U.transpose(0, 2, 1)  # (a^2, Cin, 4 Cout), a view
     dx = np.empty(x.shape, dtype=dy.dtype)
-    dU = np.zeros_like(U) if need_param_grads else None
-    if not need_param_grads:  # inferential: the examples on several threads, as in forward
-        for n0 in range(0, x.shape[0], t.block):
-            nb = min(x.shape[0], n0 + t.block) - n0
-            dMs = _per_example(nb, t, UT.shape[2], dy.dtype)
-            dVs = _per_example(nb, t, UT.shape[1], dy.dtype)
+    if not need_param_grads:  # inferential: ranges of examples on several threads, as forward
 
-            def examples(a: int, b: int, n0: int = n0, dMs=dMs, dVs=dVs) -> None:
-                dM = _output_transform_adjoint(dy[n0 + a : n0 + b], t, out=dMs(a, b))
-                dV = _gemms(UT, dM, out=dVs(a, b))
-                _input_transform_adjoint(dV, dx[n0 + a : n0 + b], t)
+        def step(e0: int, e1: int, dM, dV) -> None:
+            _output_transform_adjoint(dy[e0:e1], t, out=dM)  # A dY A^T: (a^2, 4 Cout, P)
+            _gemms(UT, dM, out=dV)  # (a^2, Cin, P): the input gradient's GEMMs
+            _input_transform_adjoint(dV, dx[e0:e1], t)  # B dV B^T, added back where read
 
-            parallel_gemms(examples, nb)
-            del dMs, dVs
+        _by_examples(x.shape[0], t, (UT.shape[2], UT.shape[1]), dy.dtype, step)
         return dx, None, None
+    # learning: the blocks in order, dU summed over them in one order
+    dU = np.zeros_like(U)
     for n0 in range(0, x.shape[0], t.block):
         n1 = min(x.shape[0], n0 + t.block)
         dM = _output_transform_adjoint(dy[n0:n1], t)  # A dY A^T: (a^2, 4 Cout, P)
         dV = _gemms(UT, dM)  # (a^2, Cin, P): the input gradient's GEMMs
-        if need_param_grads:  # the weight gradient's GEMMs: dU = dM V^T
-            V = _input_transform(x[n0:n1], t)
-            dU += _gemms(dM, V.transpose(0, 2, 1))
-            del V
-        del dM
+        V = _input_transform(x[n0:n1], t)  # the weight gradient's GEMMs: dU = dM V^T
+        dU += _gemms(dM, V.transpose(0, 2, 1))
+        del V, dM
         _input_transform_adjoint(dV, dx[n0:n1], t)  # B dV B^T, added back where read
         del dV
-    if not need_param_grads:
-        return dx, None, None
     dK = GG.T @ dU.reshape(GG.shape[0], -1)  # G^T dU G: (9, 4 Cout Cin)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, _weight_grad(dK, p.s, weight_shape), db
