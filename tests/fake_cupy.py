@@ -18,8 +18,8 @@ module plays CuPy just well enough for that:
   ``numpy.int32``, ``long long`` -> ``numpy.int64``, ``float`` / ``double`` ->
   ``numpy.float32`` / ``numpy.float64``); each pointer is a device array of the right dtype,
   C-contiguous, of exactly the size the kernel will index, not overlapping another
-  ``__restrict__`` argument that is written; ``None`` only for a ``const`` pointer; the grid
-  and block within CUDA's limits. It then runs the kernel's host build (``kernels/host_shim.h``
+  ``__restrict__`` argument that is written; NULL (``numpy.uintp(0)``, never ``None``) only for
+  a ``const`` pointer; the grid and block within CUDA's limits. It then runs the kernel's host build (``kernels/host_shim.h``
   through ``tests/kernel_shim_driver.cpp``) with that very grid and block, through ctypes.
 
 Set :data:`HOST_LIBRARY` to the loaded host build first. Every launch is appended to
@@ -432,7 +432,9 @@ class RawKernel:
         for (pname, ctype, is_pointer, is_const), arg in zip(self.params, args):
             where = f"{self.expression}: argument {pname!r} ({ctype}{'*' if is_pointer else ''})"
             if is_pointer:
-                if arg is None:
+                if arg is None:  # CuPy < 14 passes a bad pointer for None (cupy/cupy#9046)
+                    raise TypeError(f"{where}: None is not NULL in every CuPy; pass numpy.uintp(0)")
+                if type(arg) is np.uintp and arg == 0:  # NULL: a pointer-sized zero by value
                     if not is_const:
                         raise TypeError(f"{where} is written to and cannot be NULL")
                     arrays[pname] = None
@@ -482,7 +484,7 @@ class RawKernel:
         ] + [ctypes.c_int, ctypes.c_int]  # blocks, threads per block
         fn.restype = None
         values = [
-            (None if a is None else a.ctypes.data) if ptr else a.item()
+            (None if type(a) is np.uintp else a.ctypes.data) if ptr else a.item()
             for (_, _, ptr, _), a in zip(self.params, args)
         ]
         fn(*values, int(grid[0]), int(block[0]))

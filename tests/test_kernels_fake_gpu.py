@@ -46,26 +46,29 @@ def test_fake_kernel_checks_every_argument(fake_gpu):
     z = cp.zeros(5, dtype=np.float32)
     g = cp.ones(5, dtype=np.float32)
     h, d, n = np.float32(0.5), np.float32(1.0), np.int64(5)
-    kernel((1,), (4,), (z, g, None, h, d, n))  # the good launch
+    null = np.uintp(0)  # how the wrappers pass NULL
+    kernel((1,), (4,), (z, g, null, h, d, n))  # the good launch
     np.testing.assert_array_equal(cp.asnumpy(z), np.full(5, 0.5, np.float32))
     with pytest.raises(TypeError, match="numpy.int64"):  # a Python int is not a long long
-        kernel((1,), (4,), (z, g, None, h, d, 5))
+        kernel((1,), (4,), (z, g, null, h, d, 5))
     with pytest.raises(TypeError, match="numpy.float32"):  # double where float is expected
-        kernel((1,), (4,), (z, g, None, np.float64(0.5), d, n))
+        kernel((1,), (4,), (z, g, null, np.float64(0.5), d, n))
     with pytest.raises(TypeError, match="device array"):
-        kernel((1,), (4,), (z, cp.asnumpy(g), None, h, d, n))
+        kernel((1,), (4,), (z, cp.asnumpy(g), null, h, d, n))
     with pytest.raises(TypeError, match="dtype"):
-        kernel((1,), (4,), (z, g.astype(np.float64), None, h, d, n))
+        kernel((1,), (4,), (z, g.astype(np.float64), null, h, d, n))
+    with pytest.raises(TypeError, match="uintp"):  # None: a bad pointer in CuPy < 14, not NULL
+        kernel((1,), (4,), (z, g, None, h, d, n))
     with pytest.raises(TypeError, match="NULL"):  # z is written
-        kernel((1,), (4,), (None, g, None, h, d, n))
+        kernel((1,), (4,), (null, g, null, h, d, n))
     with pytest.raises(ValueError, match="elements"):
-        kernel((1,), (4,), (z, cp.ones(6, dtype=np.float32), None, h, d, n))
+        kernel((1,), (4,), (z, cp.ones(6, dtype=np.float32), null, h, d, n))
     with pytest.raises(ValueError, match="overlaps"):
-        kernel((1,), (4,), (z, z, None, h, d, n))
+        kernel((1,), (4,), (z, z, null, h, d, n))
     with pytest.raises(TypeError, match="arguments"):
-        kernel((1,), (4,), (z, g, None, h, d))
+        kernel((1,), (4,), (z, g, null, h, d))
     with pytest.raises(ValueError, match="block"):
-        kernel((1,), (2048,), (z, g, None, h, d, n))
+        kernel((1,), (2048,), (z, g, null, h, d, n))
     assert launched(cp) == ["langevin_step<float>"]  # only the good one ran
 
 

@@ -59,6 +59,9 @@ _SOURCE_FILE = "deconv.cu"
 _THREADS = 256  # threads per block
 _MAX_BLOCKS = 65535  # grid cap; grid-stride loops cover the rest
 _INT32_MAX = 2**31 - 1
+#: A NULL pointer argument (no bias, no noise): a pointer-sized zero passed by value. CuPy before
+#: 14 turns ``None`` into a bad pointer rather than NULL (cupy/cupy#9046); a zero works in all.
+_NULL = np.uintp(0)
 
 _lock = threading.Lock()
 _source: str | None = None
@@ -297,11 +300,12 @@ def col2im(
     total = y.size
     geometry = tuple(np.int32(v) for v in (N, Cout, Hout, Wout, kh, kw, H, W, sh, sw, ph, pw))
     if activation == "identity":
-        args = (cols, bias, y, *geometry, np.int64(total))
+        args = (cols, _NULL if bias is None else bias, y, *geometry, np.int64(total))
         _launch(get_function("col2im", dtype), total, args)
     else:
         act = np.int32(ACTIVATIONS[activation])
-        args = (cols, bias, y, *geometry, act, dtype.type(slope), np.int64(total))
+        args = (cols, _NULL if bias is None else bias, y, *geometry, act, dtype.type(slope))
+        args += (np.int64(total),)
         _launch(get_function("col2im_act", dtype), total, args)
     return y
 
@@ -393,7 +397,8 @@ def langevin_step_(z: Any, dz_data: Any, noise: Any, delta: float) -> Any:
     delta = float(delta)
     if not delta >= 0.0:  # also rejects NaN
         raise ValueError(f"{owner}: delta must be >= 0, got {delta!r}")
-    args = (z, dz_data, noise, dtype.type(0.5 * delta * delta), dtype.type(delta))
+    noise_ptr = _NULL if noise is None else noise
+    args = (z, dz_data, noise_ptr, dtype.type(0.5 * delta * delta), dtype.type(delta))
     _launch(get_function("langevin_step", dtype), z.size, (*args, np.int64(z.size)))
     return z
 
