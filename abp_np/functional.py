@@ -63,6 +63,13 @@ Pair = tuple[int, int]
 # --- fully connected ------------------------------------------------------------------------------
 
 
+def _matmul(a: Array, b: Array) -> Array:
+    """``a @ b`` for 2-D arrays, or a speed route to it: on the GPU, cuBLAS called directly
+    (:func:`abp_np.fast.cublas.matmul`), which a CUDA graph can record and CuPy's ``@`` cannot."""
+    route = routes.choose("matmul", a, b)
+    return a @ b if route.run is None else route.run(a, b)
+
+
 class LinearCache(NamedTuple):
     """What :func:`linear_backward` needs from :func:`linear_forward`."""
 
@@ -85,7 +92,7 @@ def linear_forward(x: Array, weight: Array, bias: Array | None) -> tuple[Array, 
     y : array (N, out_features)
     cache : LinearCache
     """
-    y = x @ weight.T
+    y = _matmul(x, weight.T)
     if bias is not None:
         y += bias
     return y, LinearCache(x, weight, bias is not None)
@@ -99,10 +106,10 @@ def linear_backward(
     dx = dy W  (N, in);  dW = dy^T x  (out, in);  db = sum_n dy  (out,).
     """
     x, weight, has_bias = cache
-    dx = dy @ weight
+    dx = _matmul(dy, weight)
     if not need_param_grads:
         return dx, None, None
-    dW = dy.T @ x
+    dW = _matmul(dy.T, x)
     db = dy.sum(axis=0) if has_bias else None
     return dx, dW, db
 
@@ -319,10 +326,12 @@ def conv_transpose2d_backward(
 def _channel_sums(a: Array, b: Array | None = None) -> Array:
     """Per-channel sums over every axis but 1: sum of ``a``, or of ``a * b`` when ``b`` is given.
 
-    Both read their arrays once and write nothing activation-sized: with ``a`` seen as
-    (N, C, L), the plain sum is a matrix-vector product with a vector of ones (BLAS), and
-    the sum of products an ``einsum`` (no ``a * b`` temporary). Accumulated in the arrays'
-    dtype (float32 or float64).
+    With ``a`` seen as (N, C, L). On the CPU both read their arrays once and write nothing
+    activation-sized: the plain sum is a matrix-vector product with a vector of ones (BLAS),
+    the sum of products an ``einsum`` (no ``a * b`` temporary). On the GPU they are CuPy's
+    reductions over axes (0, 2), one kernel each: the BLAS forms would be cuBLAS calls, which
+    CuPy cannot let a CUDA graph record, and batched products of this shape are slow there.
+    Accumulated in the arrays' dtype (float32 or float64).
 
     Parameters
     ----------
@@ -335,6 +344,8 @@ def _channel_sums(a: Array, b: Array | None = None) -> Array:
     xp = get_array_module(a)
     N, C = a.shape[:2]
     a3 = a.reshape(N, C, -1)  # (N, C, L)
+    if xp is not np:  # CuPy: reductions
+        return a3.sum(axis=(0, 2)) if b is None else (a3 * b.reshape(N, C, -1)).sum(axis=(0, 2))
     if b is None:
         return (a3 @ xp.ones(a3.shape[2], dtype=a.dtype)).sum(axis=0)
     return xp.einsum("ncl,ncl->c", a3, b.reshape(N, C, -1))

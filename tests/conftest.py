@@ -22,6 +22,7 @@ import pytest
 
 from abp_np import backend
 from abp_np.backend import gpu_available
+from abp_np.fast import cublas as _cublas
 from abp_np.fast import cuda as _cuda
 
 import fake_cupy
@@ -154,13 +155,18 @@ def fake_gpu(monkeypatch, host_library):
     """The fake CuPy, installed for one test; every launch is recorded in ``.launches``.
 
     It becomes the CuPy that :mod:`abp_np.backend` hands out (and ``cupy`` in ``sys.modules``),
-    and its ``RawModule`` runs the kernels' host build.
+    its ``RawModule`` runs the kernels' host build, and :mod:`abp_np.fast.cublas` calls its
+    ``FakeCublas`` (``.cublas``) in place of cuBLAS.
     """
     monkeypatch.setattr(fake_cupy, "HOST_LIBRARY", host_library)
     monkeypatch.setattr(fake_cupy, "launches", [])
     monkeypatch.setattr(backend, "_cupy", fake_cupy)
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     monkeypatch.setattr(_cuda, "_module", None)  # compile afresh, through the fake RawModule
+    # cuBLAS on host memory (``fake_cupy.cublas.gemms`` records the calls), fresh handles
+    monkeypatch.setattr(fake_cupy, "cublas", fake_cupy.FakeCublas(), raising=False)
+    monkeypatch.setattr(_cublas, "_library", fake_cupy.cublas)
+    monkeypatch.setattr(_cublas, "_handles", {})
     assert backend.gpu_available() and _cuda.available()
     return fake_cupy
 

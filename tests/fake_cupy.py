@@ -85,6 +85,8 @@ class ndarray(np.ndarray):  # noqa: N801 - named as cupy.ndarray
     """A "device" array: NumPy memory under another type."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul:  # CuPy's matmul is cuBLAS
+            _no_cublas_while_capturing("matmul")
         out = kwargs.get("out", ())
         _refuse_host_arrays(f"{ufunc.__name__}.{method}", inputs + tuple(out))
         kwargs = {k: _host_view(v) for k, v in kwargs.items()}
@@ -92,6 +94,15 @@ class ndarray(np.ndarray):  # noqa: N801 - named as cupy.ndarray
         if out:  # the results live in the caller's device arrays
             return out[0] if len(out) == 1 else out
         return None if method == "at" else _to_device(result)
+
+    @property
+    def data(self) -> Any:
+        """``cupy.ndarray.data`` is a MemoryPointer: here its ``ptr``, the first element's address."""
+        return SimpleNamespace(ptr=self.ctypes.data)
+
+    def dot(self, other: Any, out: Any = None) -> Any:
+        _no_cublas_while_capturing("ndarray.dot")
+        return _to_device(np.dot(self.view(np.ndarray), _host_view(other)))
 
     @property
     def device(self) -> Device:
@@ -189,6 +200,8 @@ def __getattr__(name: str) -> Any:
         return target
 
     def on_device(*args: Any, **kwargs: Any) -> Any:
+        if name in _CUBLAS_FUNCTIONS:
+            _no_cublas_while_capturing(name)
         _refuse_host_arrays(name, args)
         return _to_device(target(*args, **kwargs))
 
@@ -238,6 +251,17 @@ def _no_host_copy_while_capturing(what: str) -> None:
         )
 
 
+#: CuPy functions that call cuBLAS (``@`` too): CuPy refuses them while a stream captures.
+_CUBLAS_FUNCTIONS = ("matmul", "dot", "vdot", "inner", "tensordot", "einsum")
+
+
+def _no_cublas_while_capturing(what: str) -> None:
+    if capturing:  # CuPy's own message (cupy_backends.cuda.libs.cublas.setStream)
+        raise NotImplementedError(
+            f"calling cuBLAS API during stream capture is currently unsupported (fake cupy: {what})"
+        )
+
+
 class Graph:
     """What ``Stream.end_capture`` returns; ``launch`` counts its calls."""
 
@@ -255,6 +279,7 @@ class Stream:
 
     def __init__(self, null: bool = False, non_blocking: bool = False) -> None:
         self.null, self.non_blocking = null, non_blocking
+        self.ptr = 0 if null else id(self)  # a cudaStream_t; 0 is the default stream
 
     def __enter__(self) -> Stream:
         Stream._current.append(self)
@@ -317,6 +342,20 @@ class Device:
         _no_host_copy_while_capturing("Device.synchronize")
 
 
+def get_current_stream() -> Stream:
+    """``cupy.cuda.get_current_stream()``: the innermost ``with stream:``, else the default."""
+    return Stream._current[-1] if Stream._current else Stream(null=True)
+
+
+class Memory:
+    """``cupy.cuda.Memory(size)``: an allocation outside every pool; ``ptr`` its address."""
+
+    def __init__(self, size: int) -> None:
+        self._bytes = np.zeros(max(1, int(size)), dtype=np.uint8)
+        self.ptr = self._bytes.ctypes.data
+        self.size = int(size)
+
+
 @contextlib.contextmanager
 def using_allocator(allocator: Any = None) -> Any:
     """``cupy.cuda.using_allocator``: records which allocator was active when."""
@@ -337,7 +376,64 @@ cuda = SimpleNamespace(
     Device=Device,
     Graph=Graph,
     using_allocator=using_allocator,
+    get_current_stream=get_current_stream,
+    Memory=Memory,
 )
+
+
+# --- cuBLAS, as abp_np.fast.cublas calls it ------------------------------------------------------
+
+
+def _column_major(ptr: int, dtype: Any, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The (rows, cols) column-major matrix at ``ptr`` with leading dimension ``ld``."""
+    dtype = np.dtype(dtype)
+    nbytes = ((cols - 1) * ld + rows) * dtype.itemsize
+    buffer = (ctypes.c_char * nbytes).from_address(ptr)
+    strides = (dtype.itemsize, ld * dtype.itemsize)
+    return np.ndarray((rows, cols), dtype=dtype, buffer=buffer, strides=strides)
+
+
+class FakeCublas:
+    """Stands in for :class:`abp_np.fast.cublas._Library`: the same five calls, on host memory.
+
+    ``gemm`` reads its operands column-major at the given pointers with the given leading
+    dimensions, as cuBLAS would, so a wrong op, size or leading dimension gives a wrong product
+    (the tests compare with NumPy's ``a @ b``, bit for bit). Each call is recorded in :attr:`gemms` with whether a
+    stream was capturing: cuBLAS itself may be recorded.
+    """
+
+    def __init__(self) -> None:
+        self.gemms: list[tuple] = []
+        self.handles = 0
+        self.streams: list[int] = []
+        self.workspaces: list[tuple[int, int]] = []
+
+    def create(self) -> int:
+        self.handles += 1
+        return self.handles
+
+    def set_stream(self, handle: Any, stream: int) -> None:
+        self.streams.append(int(stream))
+
+    def set_workspace(self, handle: Any, ptr: int, nbytes: int) -> bool:
+        self.workspaces.append((int(ptr), int(nbytes)))
+        return True
+
+    def gemm(self, dtype, handle, opa, opb, m, n, k, a, lda, b, ldb, c, ldc) -> None:
+        if opa not in (0, 1) or opb not in (0, 1) or min(m, n, k) < 1:
+            raise ValueError(f"fake cuBLAS: bad gemm arguments {opa, opb, m, n, k}")
+        ra, ca = (m, k) if opa == 0 else (k, m)  # A as stored
+        rb, cb = (k, n) if opb == 0 else (n, k)
+        if lda < max(1, ra) or ldb < max(1, rb) or ldc < max(1, m):
+            raise ValueError(f"fake cuBLAS: leading dimensions {lda, ldb, ldc} too small")
+        A = _column_major(a, dtype, ra, ca, lda)
+        B = _column_major(b, dtype, rb, cb, ldb)
+        C = _column_major(c, dtype, m, n, ldc)
+        # C = op(A) op(B), computed as (op(B)^T op(A)^T)^T: for abp_np.fast.cublas.matmul(a, b)
+        # that is a @ b on views with a's and b's own strides, the very NumPy call the reference
+        # makes, so the two agree bit for bit
+        C[...] = ((B if opb == 0 else B.T).T @ (A if opa == 0 else A.T).T).T
+        self.gemms.append((opa, opb, m, n, k, bool(capturing)))
 
 
 # --- kernels --------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ import pytest
 
 from abp_np.abp import ABP
 from abp_np.backend import using
+from abp_np.fast import cublas as _cublas
 from abp_np.fast import cuda as _cuda
-from abp_np.generator import Generator, sound_generator, texture_generator
+from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
 
 DTYPES = (np.float32, np.float64)
@@ -70,6 +71,68 @@ def test_fake_kernel_checks_every_argument(fake_gpu):
     with pytest.raises(ValueError, match="block"):
         kernel((1,), (2048,), (z, g, null, h, d, n))
     assert launched(cp) == ["langevin_step<float>"]  # only the good one ran
+
+
+def test_fake_refuses_cupys_cublas_calls_while_a_stream_captures(fake_gpu):
+    cp = fake_gpu
+    a = cp.ones((2, 3), dtype=np.float32)
+    b = cp.ones((3, 2), dtype=np.float32)
+    a @ b  # outside a capture: fine
+    stream = cp.cuda.Stream(non_blocking=True)
+    stream.begin_capture()
+    try:
+        for product in (lambda: a @ b, lambda: cp.matmul(a, b), lambda: a.dot(b)):
+            with pytest.raises(NotImplementedError, match="cuBLAS API during stream capture"):
+                product()
+        np.testing.assert_array_equal(_cublas.matmul(a, b).view(np.ndarray), np.full((2, 2), 3))
+    finally:
+        stream.end_capture()
+
+
+def _layouts(rng, rows, cols, dtype):
+    """The same matrix C-contiguous, F-contiguous (a transposed view) and strided."""
+    m = rng.standard_normal((rows, cols)).astype(dtype)
+    wide = rng.standard_normal((rows, 2 * cols)).astype(dtype)
+    wide[:, ::2] = m
+    return {"C": m, "F": np.asfortranarray(m), "strided": wide[:, ::2]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("la", ["C", "F", "strided"])
+@pytest.mark.parametrize("lb", ["C", "F", "strided"])
+def test_cublas_matmul_reads_every_layout(fake_gpu, dtype, la, lb):
+    """The column-major call (ops, sizes, leading dimensions) gives a @ b for every layout."""
+    cp = fake_gpu
+    rng = np.random.default_rng(5)
+    for m, k, n in ((3, 4, 5), (1, 6, 2), (7, 1, 1)):
+        a, b = _layouts(rng, m, k, dtype)[la], _layouts(rng, k, n, dtype)[lb]
+        got = _cublas.matmul(cp.asarray(a, order="K"), cp.asarray(b, order="K"))
+        assert got.shape == (m, n) and got.dtype == dtype and got.flags.c_contiguous
+        want = np.ascontiguousarray(a) @ np.ascontiguousarray(b)
+        if la != "strided" and lb != "strided":  # read in place: NumPy's very product
+            want = a @ b
+        np.testing.assert_allclose(
+            got.view(np.ndarray), want, rtol=1e-6 if dtype == np.float32 else 1e-14
+        )
+    assert cp.cublas.handles == 1 and len(cp.cublas.workspaces) == 1  # one handle per device
+    assert set(cp.cublas.streams) == {0}  # set to the current (default) stream each time
+    with cp.cuda.Stream(non_blocking=True) as side:
+        _cublas.matmul(cp.asarray(a), cp.asarray(b))
+    assert cp.cublas.streams[-1] == side.ptr != 0
+
+
+def test_cublas_matmul_edges(fake_gpu):
+    cp = fake_gpu
+    a = cp.ones((3, 0), dtype=np.float32)
+    b = cp.ones((0, 2), dtype=np.float32)
+    np.testing.assert_array_equal(_cublas.matmul(a, b).view(np.ndarray), np.zeros((3, 2)))
+    assert _cublas.matmul(cp.ones((0, 4)), cp.ones((4, 2))).shape == (0, 2)
+    assert cp.cublas.gemms == []  # nothing for cuBLAS to do
+    with pytest.raises(ValueError, match="2-D product"):
+        _cublas.matmul(cp.ones((2, 3)), cp.ones((2, 3)))
+    ints = _cublas.matmul(cp.ones((2, 2), dtype=np.int64), cp.ones((2, 2), dtype=np.int64))
+    np.testing.assert_array_equal(ints.view(np.ndarray), np.full((2, 2), 2))  # CuPy's @ instead
+    assert cp.cublas.gemms == []
 
 
 def test_fake_arrays_refuse_host_arrays(fake_gpu):
@@ -291,6 +354,8 @@ def tiny_generator(net, dtype):
             Tanh(dtype),
         ]
         return Generator(layers, (2, 3, 3))
+    if net == "object":  # z 8 -> Linear -> 8 x 4 x 4 -> ... -> 3 x 16 x 16, with batch norm
+        return object_generator(8, (8, 4), 3, batch_norm=True, dtype=dtype, init_std=0.3, rng=rng)
     if net == "texture":  # 1 x 2 x 2 -> 2 x 16 x 16, with batch norm
         return texture_generator((4, 3), 2, 2, dtype=dtype, init_std=0.3, rng=rng)
     return sound_generator((3, 2), 3, dtype=dtype, init_std=0.3, rng=rng)  # 1 x 3 -> 1 x 3000
@@ -367,7 +432,7 @@ def graph_problem(cp, net="texture", dtype=np.float32, N=3, seed=7):
     return abp, z, y
 
 
-@pytest.mark.parametrize("net", ["no-bn", "texture", "sound"])
+@pytest.mark.parametrize("net", ["no-bn", "texture", "sound", "object"])
 def test_graph_records_the_eager_loops_launches_once(fake_capture, net):
     cp = fake_capture
     abp, z, y = graph_problem(cp, net)
@@ -380,9 +445,16 @@ def test_graph_records_the_eager_loops_launches_once(fake_capture, net):
 
     abp.cuda_graph = True
     cp.launches.clear()
+    cp.cublas.gemms.clear()
     out = abp.langevin(z, y, steps=steps)
     # the eager warm-up, then the captured loop: the same launches, grids and blocks
     assert cp.captured == eager
+    # every GEMM of the loop went to cuBLAS directly (CuPy's would be refused), in both runs
+    gemms = cp.cublas.gemms
+    assert len(gemms) > 0 and [g[:5] for g in gemms[: len(gemms) // 2]] == [
+        g[:5] for g in gemms[len(gemms) // 2 :]
+    ]
+    assert any(g[5] for g in gemms) and not all(g[5] for g in gemms)
     assert cp.launches == eager + eager
     assert len(cp.graphs) == 1 and cp.graphs[0].launches == 1
     assert cp.capturing == []

@@ -315,3 +315,59 @@ def test_langevin_step_validates_its_input():
         _cuda.langevin_step_(z, cupy.zeros((10, 4), dtype=cupy.float32).T, None, 0.1)
     with pytest.raises(ValueError, match="delta"):
         _cuda.langevin_step_(z, g, None, -0.1)
+
+
+# --- the GEMMs: cuBLAS called directly (abp_np.fast.cublas) ----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("la", ["C", "F", "strided"])
+@pytest.mark.parametrize("lb", ["C", "F", "strided"])
+def test_cublas_matmul_matches_numpy_for_every_layout(dtype, la, lb):
+    from abp_np.fast import cublas
+
+    rng = np.random.default_rng(12)
+
+    def layout(rows, cols, kind):
+        host = rng.standard_normal((rows, cols)).astype(dtype)
+        dev = cupy.asarray(host)
+        if kind == "F":
+            dev = cupy.asfortranarray(dev)
+        elif kind == "strided":
+            wide = cupy.zeros((rows, 2 * cols), dtype=dtype)
+            wide[:, ::2] = dev
+            dev = wide[:, ::2]
+        return host, dev
+
+    for m, k, n in ((33, 17, 9), (1, 40, 3), (64, 1, 5), (300, 200, 100)):
+        a, da = layout(m, k, la)
+        b, db = layout(k, n, lb)
+        got = cublas.matmul(da, db)
+        assert got.shape == (m, n) and got.dtype == dtype and got.flags.c_contiguous
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        tol = (
+            dict(rtol=1e-5, atol=1e-5 * k) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+        )
+        np.testing.assert_allclose(got.get(), want, **tol)
+
+
+def test_cublas_matmul_is_recorded_in_a_cuda_graph():
+    """What CuPy's ``@`` cannot do: a GEMM inside a stream capture, replayed on new contents."""
+    from abp_np.fast import cublas
+
+    rng = np.random.default_rng(13)
+    a = cupy.asarray(rng.standard_normal((20, 30)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal((30, 10)).astype(np.float32))
+    cublas.matmul(a, b)  # the handle is made outside the capture
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        bf = b.T.copy().T  # an F-contiguous operand too (kept: the replay writes it)
+        c = cublas.matmul(a, bf)
+        graph = stream.end_capture()
+    a[...] = cupy.asarray(rng.standard_normal((20, 30)).astype(np.float32))
+    b[...] = cupy.asarray(rng.standard_normal((30, 10)).astype(np.float32))
+    graph.launch(stream)
+    stream.synchronize()
+    want = a.get().astype(np.float64) @ b.get().astype(np.float64)
+    np.testing.assert_allclose(c.get(), want, rtol=1e-5, atol=1e-4)

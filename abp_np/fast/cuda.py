@@ -2,7 +2,8 @@
 
 The transposed convolution's scatter (``col2im``) and gather (``im2col``) steps and the
 fused Langevin update run as custom kernels when the arrays live on the GPU; the GEMMs
-around them stay with cuBLAS through CuPy (:func:`conv_transpose2d_forward`,
+around them are cuBLAS's, called by :func:`abp_np.fast.cublas.matmul` (which a CUDA graph can
+record, unlike CuPy's ``@``) (:func:`conv_transpose2d_forward`,
 :func:`conv_transpose2d_backward`: the reference's lines with the kernels in place of its
 ``col2im`` and ``im2col``). ``abp_np/functional.py`` holds the NumPy / CuPy reference that
 these kernels must match.
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import gpu_available, kernel_folder, load_cupy, pair
+from .cublas import matmul
 
 __all__ = [
     "ACTIVATIONS",
@@ -423,7 +425,7 @@ def conv_transpose2d_forward(
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
     # (Cout kh kw, N H W), one GEMM for the whole batch
-    cols = (weight.reshape(Cin, Cout * kh * kw).T @ x2d).reshape(Cout, kh, kw, N, H, W)
+    cols = matmul(weight.reshape(Cin, Cout * kh * kw).T, x2d).reshape(Cout, kh, kw, N, H, W)
     return col2im(cols, N, Cout, *out_hw, kh, kw, H, W, stride, padding, bias=bias)
 
 
@@ -454,10 +456,10 @@ def conv_transpose2d_backward(
     # (Cout kh kw, N H W)
     dcols2d = dcols.reshape(K, N * H * W)
     # (Cin, N H W) -> (N, Cin, H, W)
-    dx = (weight.reshape(Cin, K) @ dcols2d).reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
+    dx = matmul(weight.reshape(Cin, K), dcols2d).reshape(Cin, N, H, W).transpose(1, 0, 2, 3)
     if not need_param_grads:
         return dx, None, None
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
-    return dx, (x2d @ dcols2d.T).reshape(Cin, Cout, kh, kw), db
+    return dx, matmul(x2d, dcols2d.T).reshape(Cin, Cout, kh, kw), db

@@ -17,6 +17,8 @@ operation                      routes, in order (then ``"xp"``, the reference)
 ``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics)
 ``batchnorm_backward``         ``c``
 ``langevin_step``              ``cuda`` (the fused update of equation (5))
+``matmul`` (2-D: the fully     ``cuda`` (:mod:`~abp_np.fast.cublas`: cuBLAS called directly,
+connected layer)               which a CUDA graph can record)
 ``relu_forward`` and the       ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
 other activations              elements on several threads)
 =============================  ============================================================
@@ -41,6 +43,7 @@ What ``when`` and ``run`` receive, per operation:
   ``(y, xc, inv_std, mean, var)``, the batch statistics last.
 * ``langevin_step``: ``when(z)``, chosen once per chain; ``run(z, dz_data, noise, delta)``
   updates z in place.
+* ``matmul``: ``(a, b)``, two 2-D arrays; ``run`` returns ``a @ b``.
 * ``relu_forward``, ``tanh_forward``: ``(x)``; ``leaky_relu_forward``: ``when(x)``,
   ``run(x, slope)``; each ``run`` returns y. ``relu_backward``, ``tanh_backward``:
   ``(dy, y, out)``; ``leaky_relu_backward``: ``when(dy, y, out)``, ``run(dy, y, slope, out)``;
@@ -57,6 +60,7 @@ import numpy as np
 from ..backend import get_array_module, switches
 from . import columns, elementwise, threads, winograd
 from . import cpu as _cpu
+from . import cublas as _cublas
 from . import cuda as _cuda
 
 __all__ = ["REFERENCE", "TABLE", "Route", "choose", "names"]
@@ -198,6 +202,10 @@ def _cuda_langevin_takes(z) -> bool:
     return _cuda_runs(z)
 
 
+def _cuda_matmul_takes(a, b) -> bool:
+    return _cuda_runs(a) and a.ndim == 2 and b.ndim == 2 and b.dtype == a.dtype
+
+
 # --- the activations ------------------------------------------------------------------------------
 
 
@@ -239,6 +247,10 @@ TABLE: dict[str, tuple[Route, ...]] = {
     ),
     "langevin_step": (
         Route("cuda", _cuda_langevin_takes, _cuda.langevin_step_),
+        REFERENCE,
+    ),
+    "matmul": (
+        Route("cuda", _cuda_matmul_takes, _cublas.matmul),
         REFERENCE,
     ),
     **{
