@@ -402,7 +402,7 @@ def batchnorm_forward(
     xp = get_array_module(x)
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     route = routes.choose("batchnorm_forward", x, gamma, beta, eps, mean, var)
-    if route.run is not None:  # compiled C: the same sums in fewer passes (abp_np/fast/cpu.py)
+    if route.run is not None:  # C or CUDA kernels: the same sums in fewer passes (fast/routes.py)
         y, xc, inv_std, mu, v = route.run(x, gamma, beta, eps, mean, var)
         return y, BatchNormCache(xc, inv_std, gamma, shape, mu, v, route.name)
     acc = np.promote_types(x.dtype, np.float32)
@@ -448,7 +448,7 @@ def batchnorm_backward(
     dgamma, dbeta : array (C,) or None
     """
     route = routes.choose("batchnorm_backward", dy, cache, need_param_grads)
-    if route.run is not None:  # compiled C: the same formula in 2 passes over memory
+    if route.run is not None:  # C or CUDA kernels: the same formula in fewer passes
         return route.run(dy, cache, need_param_grads)
     xc, inv_std, gamma, shape = cache.xc, cache.inv_std, cache.gamma, cache.shape
     a = gamma.reshape(shape) * inv_std  # (1, C, 1, ...)

@@ -116,7 +116,7 @@ def host_compile_flags(kdir: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def host_library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """deconv.cu + kernel_shim_driver.cpp, built once with g++ and loaded with ctypes.
+    """deconv.cu + batchnorm.cu + kernel_shim_driver.cpp, built once with g++, loaded with ctypes.
 
     One ``extern "C"`` entry point per kernel and dtype, e.g. ``host_col2im_f32``, taking the
     kernel's arguments followed by a grid (blocks, threads per block). Skips where g++ is
@@ -144,6 +144,19 @@ def host_library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
         getattr(library, f"host_im2col_{suffix}").argtypes = [ptr] * 2 + geometry + [i64] + launch
         getattr(library, f"host_langevin_step_{suffix}").argtypes = (
             [ptr] * 3 + [scalar, scalar, i64] + launch
+        )
+        getattr(library, f"host_channel_partials_{suffix}").argtypes = (
+            [ptr] * 5 + [i32] * 4 + [i64] + launch
+        )
+        getattr(library, f"host_channel_finish_{suffix}").argtypes = (
+            [ptr] * 2 + [i32, i32, scalar, i64] + launch
+        )
+        getattr(library, f"host_bn_inv_std_{suffix}").argtypes = [ptr] * 4 + [scalar, i64] + launch
+        getattr(library, f"host_bn_forward_apply_{suffix}").argtypes = (
+            [ptr] * 6 + [i32, i32, i64] + launch
+        )
+        getattr(library, f"host_bn_backward_apply_{suffix}").argtypes = (
+            [ptr] * 7 + [i32, i32, scalar, i64] + launch
         )
         for name in _cuda.KERNEL_NAMES:
             getattr(library, f"host_{name}_{suffix}").restype = None

@@ -469,9 +469,34 @@ _EXTENTS = {
     "langevin_step": lambda s: {"z": s["n"], "dz_data": s["n"], "noise": s["n"]},
 }
 _EXTENTS["col2im_act"] = _EXTENTS["col2im"]
+_EXTENTS["channel_partials"] = lambda s: {
+    **dict.fromkeys(("a", "b"), s["N"] * s["C"] * s["L"]),
+    **dict.fromkeys(("sa", "sb"), s["C"]),
+    "partial": s["C"] * s["P"],
+}
+_EXTENTS["channel_finish"] = lambda s: {"partial": s["C"] * s["P"], "out": s["C"]}
+_EXTENTS["bn_inv_std"] = lambda s: dict.fromkeys(("var", "gamma", "inv_std", "a"), s["total"])
+_EXTENTS["bn_forward_apply"] = lambda s: {
+    **dict.fromkeys(("x", "xc", "y"), s["total"]),
+    **dict.fromkeys(("mu", "a", "beta"), s["C"]),
+}
+_EXTENTS["bn_backward_apply"] = lambda s: {
+    **dict.fromkeys(("dy", "xc", "dx"), s["total"]),
+    **dict.fromkeys(("sum_dy", "sum_dy_xc", "inv_std", "a"), s["C"]),
+}
 # The element count each kernel's grid-stride loop runs to, and what it must equal.
-_TOTALS = {"col2im": "y", "col2im_act": "y", "im2col": "dcols", "langevin_step": "z"}
-_TOTAL_ARG = {"col2im": "total", "col2im_act": "total", "im2col": "total", "langevin_step": "n"}
+_TOTALS = {
+    "col2im": "y",
+    "col2im_act": "y",
+    "im2col": "dcols",
+    "langevin_step": "z",
+    "channel_partials": "partial",
+    "channel_finish": "out",
+    "bn_inv_std": "inv_std",
+    "bn_forward_apply": "y",
+    "bn_backward_apply": "dx",
+}
+_TOTAL_ARG = {name: "total" for name in _TOTALS} | {"langevin_step": "n"}
 
 _KERNEL_RE = re.compile(
     r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)", re.S

@@ -1,4 +1,4 @@
-// Host build of kernels/deconv.cu for tests/test_kernels_host.py.
+// Host build of kernels/deconv.cu and kernels/batchnorm.cu for tests/test_kernels_host.py.
 //
 //     g++ -std=c++17 -O2 -ffp-contract=off -shared -fPIC -include kernels/host_shim.h
 //         -I kernels tests/kernel_shim_driver.cpp -o libdeconv_host.so
@@ -7,6 +7,7 @@
 // "launches" one kernel on the CPU with the grid it is given (blocks x threads, run one after
 // the other), so the tests can also check that the grid size does not change the result.
 #include "deconv.cu"
+#include "batchnorm.cu"
 
 #define ABP_HOST_ENTRY_POINTS(SUFFIX, T)                                                        \
     extern "C" void host_col2im_##SUFFIX(const T* cols, const T* bias, T* y, int N, int C,     \
@@ -36,6 +37,37 @@
                                                 int blocks, int threads) {                     \
         host_launch(dim3(blocks), dim3(threads), langevin_step<T>, z, dz_data, noise,              \
                     half_delta_sq, delta, n);                                                  \
+    }                                                                                          \
+    extern "C" void host_channel_partials_##SUFFIX(const T* a, const T* b, const T* sa,        \
+                                                   const T* sb, T* partial, int N, int C,      \
+                                                   int L, int P, long long total, int blocks,  \
+                                                   int threads) {                              \
+        host_launch(dim3(blocks), dim3(threads), channel_partials<T>, a, b, sa, sb, partial, N, \
+                    C, L, P, total);                                                           \
+    }                                                                                          \
+    extern "C" void host_channel_finish_##SUFFIX(const T* partial, T* out, int C, int P,       \
+                                                 T scale, long long total, int blocks,         \
+                                                 int threads) {                                \
+        host_launch(dim3(blocks), dim3(threads), channel_finish<T>, partial, out, C, P, scale,  \
+                    total);                                                                    \
+    }                                                                                          \
+    extern "C" void host_bn_inv_std_##SUFFIX(const T* var, const T* gamma, T* inv_std, T* a,   \
+                                             T eps, long long total, int blocks,               \
+                                             int threads) {                                    \
+        host_launch(dim3(blocks), dim3(threads), bn_inv_std<T>, var, gamma, inv_std, a, eps,    \
+                    total);                                                                    \
+    }                                                                                          \
+    extern "C" void host_bn_forward_apply_##SUFFIX(const T* x, const T* mu, const T* a,        \
+                                                   const T* beta, T* xc, T* y, int C, int L,   \
+                                                   long long total, int blocks, int threads) { \
+        host_launch(dim3(blocks), dim3(threads), bn_forward_apply<T>, x, mu, a, beta, xc, y, C, \
+                    L, total);                                                                 \
+    }                                                                                          \
+    extern "C" void host_bn_backward_apply_##SUFFIX(                                           \
+        const T* dy, const T* xc, const T* sum_dy, const T* sum_dy_xc, const T* inv_std,       \
+        const T* a, T* dx, int C, int L, T inv_m, long long total, int blocks, int threads) {  \
+        host_launch(dim3(blocks), dim3(threads), bn_backward_apply<T>, dy, xc, sum_dy,          \
+                    sum_dy_xc, inv_std, a, dx, C, L, inv_m, total);                            \
     }
 
 ABP_HOST_ENTRY_POINTS(f32, float)

@@ -169,6 +169,29 @@ def batchnorm(x, gamma, beta, eps, mean=None, var=None):
     return y, None, None
 
 
+def batchnorm_grads(x, gamma, beta, eps, dy, h=1e-6):
+    """Gradients of ``sum(dy * y)``, y = :func:`batchnorm` with batch statistics, by central
+    differences in float64: (dx like x, dgamma (C,), dbeta (C,))."""
+    x, gamma, beta, dy = (np.array(a, dtype=np.float64) for a in (x, gamma, beta, dy))
+
+    def loss():
+        return float(np.sum(dy * batchnorm(x, gamma, beta, eps)[0]))
+
+    grads = []
+    for a in (x, gamma, beta):
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            keep = a[i]
+            a[i] = keep + h
+            up = loss()
+            a[i] = keep - h
+            down = loss()
+            a[i] = keep
+            g[i] = (up - down) / (2 * h)
+        grads.append(g)
+    return tuple(grads)
+
+
 def relu(x):
     return np.where(x > 0, x, 0.0)
 

@@ -28,6 +28,9 @@ from abp_np.fast import cuda as _cuda
 from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 from abp_np.layers import ConvTranspose1d, ConvTranspose2d, ReLU, Tanh
 
+from oracles import batchnorm as batchnorm_oracle
+from oracles import batchnorm_grads
+
 DTYPES = (np.float32, np.float64)
 
 # fake_gpu (tests/conftest.py): the fake CuPy, running the host build of deconv.cu
@@ -217,6 +220,76 @@ def test_conv_transpose1d_kernel_path_equals_xp_path(fake_gpu, dtype, need_param
     fast, slow, fast_launches = both_paths(fake_gpu, layer, x, dy, need_param_grads)
     assert [e.split("<")[0] for e in fast_launches] == ["col2im", "im2col"]
     assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 3, 7), (5, 4), (2, 2, 1, 1)])
+def test_batchnorm_kernels_match_the_oracles(fake_gpu, dtype, shape):
+    """batchnorm.cu's route (host build): forward against the float64 oracle, backward against
+    central differences of it, the bits the same on a second run."""
+    cp = fake_gpu
+    rng = np.random.default_rng(9)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma, beta = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    dy = rng.standard_normal(shape).astype(dtype)
+    eps = 1e-5
+    args = [cp.asarray(a) for a in (x, gamma, beta)]
+    cp.launches.clear()
+    y, xc, inv_std, mu, var = _cuda.batchnorm_forward(*args, eps)
+    suffix = "float" if dtype == np.float32 else "double"
+    assert launched(cp) == [
+        f"{k}<{suffix}>"
+        for k in ("channel_partials", "channel_finish") * 2 + ("bn_inv_std", "bn_forward_apply")
+    ]
+    want_y, want_mu, unbiased = batchnorm_oracle(x, gamma, beta, eps)
+    M = x.size // C
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y.get(), want_y, **tol)
+    np.testing.assert_allclose(mu.get(), want_mu, **tol)
+    np.testing.assert_allclose(var.get(), unbiased * (M - 1) / M, **tol)
+    np.testing.assert_allclose(xc.get(), x - want_mu.reshape(inv_std.shape), **tol)
+    assert inv_std.shape == (1, C) + (1,) * (len(shape) - 2)
+    cache = SimpleNamespace(xc=xc, inv_std=inv_std, gamma=args[1])
+    dx, dgamma, dbeta = _cuda.batchnorm_backward(cp.asarray(dy), cache)
+    if dtype == np.float64:  # central differences resolve float64 only
+        ndx, ndgamma, ndbeta = batchnorm_grads(x, gamma, beta, eps, dy)
+        fd = dict(rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dx.get(), ndx, **fd)
+        np.testing.assert_allclose(dgamma.get(), ndgamma, **fd)
+        np.testing.assert_allclose(dbeta.get(), ndbeta, **fd)
+    np.testing.assert_allclose(dbeta.get(), dy.reshape(shape[0], C, -1).sum(axis=(0, 2)), **tol)
+    again = _cuda.batchnorm_forward(*args, eps)
+    for a, b in zip((y, xc, inv_std, mu, var), again, strict=True):
+        assert a.tobytes() == b.tobytes()
+    dx2, _, _ = _cuda.batchnorm_backward(cp.asarray(dy), cache, need_param_grads=False)
+    assert dx2.tobytes() == dx.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_layer_kernel_path_equals_xp_path(fake_gpu, dtype):
+    """The layer with and without the CUDA route: the same outputs, gradients and running
+    statistics, to rounding (the sums are added in another order)."""
+    cp = fake_gpu
+    from abp_np.layers import BatchNorm2d
+
+    rng = np.random.default_rng(10)
+    x = cp.asarray((rng.standard_normal((4, 3, 5, 5)) * 3 - 1).astype(dtype))
+    dy = cp.asarray(rng.standard_normal((4, 3, 5, 5)).astype(dtype))
+    out = []
+    for cuda in (True, False):
+        bn = BatchNorm2d(3, dtype=dtype).to("gpu")
+        bn.params["weight"][...] = cp.asarray(rng.standard_normal(3).astype(dtype))
+        with using(cuda=cuda):
+            y = bn.forward(x)
+            assert bn._cache.route == ("cuda" if cuda else "xp")
+            dx = bn.backward(dy, True)
+        out.append([y, dx, *bn.grads.values(), *bn.buffers.values()])
+        rng = np.random.default_rng(10)  # the same weight for the second layer
+        rng.standard_normal((4, 3, 5, 5)), rng.standard_normal((4, 3, 5, 5))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a.get(), b.get(), **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -371,3 +371,62 @@ def test_cublas_matmul_is_recorded_in_a_cuda_graph():
     stream.synchronize()
     want = a.get().astype(np.float64) @ b.get().astype(np.float64)
     np.testing.assert_allclose(c.get(), want, rtol=1e-5, atol=1e-4)
+
+
+# --- batch normalisation (kernels/batchnorm.cu) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape", [(3, 4, 5, 6), (2, 3, 7), (5, 4), (8, 16, 32, 32), (1, 64, 112, 112)]
+)
+def test_batchnorm_kernels_match_the_oracles(dtype, shape):
+    """Forward against the float64 oracle; backward against central differences of it (small
+    float64 shapes) and the textbook sums; the bits the same on a second run."""
+    from types import SimpleNamespace
+
+    from oracles import batchnorm as batchnorm_oracle
+    from oracles import batchnorm_grads
+
+    rng = np.random.default_rng(14)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma, beta = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    dy = rng.standard_normal(shape).astype(dtype)
+    eps = 1e-5
+    args = [cupy.asarray(a) for a in (x, gamma, beta)]
+    y, xc, inv_std, mu, var = _cuda.batchnorm_forward(*args, eps)
+    M = x.size // C
+    x64 = x.astype(np.float64).reshape(shape[0], C, -1)
+    want_mu = x64.mean(axis=(0, 2))
+    want_var = x64.var(axis=(0, 2))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(mu.get(), want_mu, **tol)
+    np.testing.assert_allclose(var.get(), want_var, **tol)
+    if M <= 4096:  # the loop oracle
+        np.testing.assert_allclose(y.get(), batchnorm_oracle(x, gamma, beta, eps)[0], **tol)
+    xhat = (x64 - want_mu[:, None]) / np.sqrt(want_var[:, None] + eps)
+    want_y = xhat * gamma.astype(np.float64)[:, None] + beta.astype(np.float64)[:, None]
+    np.testing.assert_allclose(y.get().reshape(want_y.shape), want_y, **tol)
+    cache = SimpleNamespace(xc=xc, inv_std=inv_std, gamma=args[1])
+    dx, dgamma, dbeta = _cuda.batchnorm_backward(cupy.asarray(dy), cache)
+    dy64 = dy.astype(np.float64).reshape(x64.shape)
+    want_dbeta = dy64.sum(axis=(0, 2))
+    want_dgamma = (dy64 * xhat).sum(axis=(0, 2))
+    g = gamma.astype(np.float64)[:, None] / np.sqrt(want_var[:, None] + eps)
+    want_dx = g * (dy64 - want_dbeta[:, None] / M - xhat * want_dgamma[:, None] / M)
+    np.testing.assert_allclose(dbeta.get(), want_dbeta, **tol)
+    np.testing.assert_allclose(dgamma.get(), want_dgamma, **tol)
+    scale = np.abs(want_dx).max()
+    np.testing.assert_allclose(
+        dx.get().reshape(want_dx.shape), want_dx, rtol=tol["rtol"], atol=tol["rtol"] * scale
+    )
+    if dtype == np.float64 and x.size <= 500:  # and against central differences
+        ndx, ndgamma, ndbeta = batchnorm_grads(x, gamma, beta, eps, dy)
+        np.testing.assert_allclose(dx.get(), ndx, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dgamma.get(), ndgamma, rtol=1e-5, atol=1e-6)
+    again = _cuda.batchnorm_forward(*args, eps)
+    for a, b in zip((y, xc, inv_std, mu, var), again, strict=True):
+        assert a.get().tobytes() == b.get().tobytes()
+    dx2, _, _ = _cuda.batchnorm_backward(cupy.asarray(dy), cache, need_param_grads=False)
+    assert dx2.get().tobytes() == dx.get().tobytes()

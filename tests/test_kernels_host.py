@@ -127,21 +127,22 @@ fast = settings(max_examples=60, deadline=None)
 # --- the build itself -----------------------------------------------------------------------------
 
 
-def test_deconv_cu_compiles_unchanged_as_host_cpp():
-    """deconv.cu, untouched, is valid C++ once host_shim.h is force-included."""
+@pytest.mark.parametrize("source", _cuda.SOURCE_FILES)
+def test_cu_files_compile_unchanged_as_host_cpp(source):
+    """deconv.cu and batchnorm.cu, untouched, are valid C++ once host_shim.h is force-included."""
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("g++ is not on PATH")
     kdir = _cuda.kernel_dir()
     # (the driver build in the `host_library` fixture instantiates every template for both dtypes)
-    cmd = [gxx, *host_compile_flags(kdir), "-fsyntax-only", "-x", "c++", str(kdir / "deconv.cu")]
+    cmd = [gxx, *host_compile_flags(kdir), "-fsyntax-only", "-x", "c++", str(kdir / source)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_every_kernel_is_exported_for_both_dtypes(lib):
-    """Each __global__ kernel of deconv.cu is known to _cuda and has host entry points."""
-    source = (_cuda.kernel_dir() / "deconv.cu").read_text()
+    """Each __global__ kernel of the .cu files is known to _cuda and has host entry points."""
+    source = "".join((_cuda.kernel_dir() / f).read_text() for f in _cuda.SOURCE_FILES)
     kernels = set(re.findall(r"__global__\s+void\s+(\w+)\s*\(", source))
     assert kernels == set(_cuda.KERNEL_NAMES)
     for name in kernels:
@@ -300,7 +301,9 @@ def test_kernels_are_bitwise_repeatable_and_grid_independent(lib, dtype):
 
 def test_cuda_module_reads_the_source_and_names_every_instance():
     source = _cuda.kernel_source()
-    assert source == (_cuda.kernel_dir() / "deconv.cu").read_text()
+    assert source == "\n".join(
+        (_cuda.kernel_dir() / f).read_text() for f in ("deconv.cu", "batchnorm.cu")
+    )
     assert _cuda.name_expressions() == [
         f"{name}<{t}>" for name in _cuda.KERNEL_NAMES for t in ("float", "double")
     ]

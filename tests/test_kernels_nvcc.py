@@ -51,8 +51,8 @@ def test_every_name_expression_instantiates(tmp_path: Path):
     # Taking a kernel's address in host code instantiates it for the device.
     wrapper = tmp_path / "instantiate_all.cu"
     addresses = ",\n".join(f"    (void*)&{e}" for e in expressions)
-    source = (KERNEL_DIR / "deconv.cu").as_posix()
-    wrapper.write_text(f'#include "{source}"\n\nvoid* abp_all_kernels[] = {{\n{addresses}\n}};\n')
+    includes = "".join(f'#include "{(KERNEL_DIR / f).as_posix()}"\n' for f in _cuda.SOURCE_FILES)
+    wrapper.write_text(f"{includes}\nvoid* abp_all_kernels[] = {{\n{addresses}\n}};\n")
     ptx = _ptx(wrapper, tmp_path / "instantiate_all.ptx")
     entries = re.findall(r"\.entry\s+(\w+)", ptx)
     assert len(entries) == len(expressions), entries

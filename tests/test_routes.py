@@ -97,9 +97,10 @@ def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_las
         "xp",
     ]
     assert routes.names("conv_transpose2d_backward") == ["winograd", "cuda", "blocks", "xp"]
-    assert routes.names("batchnorm_forward") == ["c", "xp"]
-    assert routes.names("batchnorm_backward") == ["c", "xp"]
+    assert routes.names("batchnorm_forward") == ["c", "cuda", "xp"]
+    assert routes.names("batchnorm_backward") == ["c", "cuda", "xp"]
     assert routes.names("langevin_step") == ["cuda", "xp"]
+    assert routes.names("matmul") == ["cuda", "xp"]
     for op, entries in routes.TABLE.items():
         assert entries[-1] is routes.REFERENCE and entries[-1].run is None, op
         assert all(r.run is not None for r in entries[:-1]), op
@@ -262,4 +263,15 @@ def test_the_gpu_route_and_the_reference_on_the_fake_device(fake_gpu):
         assert routes.choose("langevin_step", x).name == "xp"
     bn = BatchNorm2d(2).to("gpu")
     bn.forward(x)
-    assert bn._cache.route == "xp"
+    assert bn._cache.route == "cuda"  # batch statistics: the kernels of batchnorm.cu
+    bn.eval()
+    bn.forward(x)
+    assert bn._cache.route == "xp"  # fixed statistics: the reference
+    bn.train()
+    with using(cuda=False):
+        bn.forward(x)
+        assert bn._cache.route == "xp"
+    w = cp.asarray(rng.standard_normal((4, 3)).astype(np.float32))
+    assert routes.choose("matmul", w, w.T).name == "cuda"
+    with using(cuda=False):
+        assert routes.choose("matmul", w, w.T).name == "xp"

@@ -38,7 +38,10 @@ from .cublas import matmul
 __all__ = [
     "ACTIVATIONS",
     "KERNEL_NAMES",
+    "SOURCE_FILES",
     "available",
+    "batchnorm_backward",
+    "batchnorm_forward",
     "col2im",
     "conv_transpose2d_backward",
     "conv_transpose2d_forward",
@@ -51,13 +54,27 @@ __all__ = [
 ]
 
 #: Kernels in ``deconv.cu``; each is instantiated for float and double.
-KERNEL_NAMES = ("col2im", "col2im_act", "im2col", "langevin_step")
+KERNEL_NAMES = (
+    "col2im",
+    "col2im_act",
+    "im2col",
+    "langevin_step",
+    "channel_partials",
+    "channel_finish",
+    "bn_inv_std",
+    "bn_forward_apply",
+    "bn_backward_apply",
+)
 
 #: Activation codes of ``col2im_act`` (the ``ABP_ACT_*`` macros in ``deconv.cu``).
 ACTIVATIONS = {"identity": 0, "tanh": 1, "relu": 2, "leaky_relu": 3}
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _SOURCE_FILE = "deconv.cu"
+#: The sources compiled together into the one module, in this order.
+SOURCE_FILES = ("deconv.cu", "batchnorm.cu")
+#: Partial sums per channel in batch norm's two-stage sums (fewer where a channel holds fewer).
+_PARTIALS = 256
 _THREADS = 256  # threads per block
 _MAX_BLOCKS = 65535  # grid cap; grid-stride loops cover the rest
 _INT32_MAX = 2**31 - 1
@@ -90,10 +107,11 @@ def kernel_dir() -> Path:
 
 
 def kernel_source() -> str:
-    """The text of ``deconv.cu``, read once."""
+    """The text of :data:`SOURCE_FILES` (``deconv.cu``, then ``batchnorm.cu``), read once."""
     global _source
     if _source is None:
-        _source = (kernel_dir() / _SOURCE_FILE).read_text(encoding="utf-8")
+        folder = kernel_dir()
+        _source = "\n".join((folder / f).read_text(encoding="utf-8") for f in SOURCE_FILES)
     return _source
 
 
@@ -463,3 +481,104 @@ def conv_transpose2d_backward(
     # (N, Cin, H, W) -> (Cin, N H W)
     x2d = x.transpose(1, 0, 2, 3).reshape(Cin, N * H * W)
     return dx, matmul(x2d, dcols2d.T).reshape(Cin, Cout, kh, kw), db
+
+
+# --- batch normalisation with batch statistics (kernels/batchnorm.cu) ------------------------------
+
+
+def _channel_sums(a: Any, b: Any = None, sa: Any = None, sb: Any = None, scale: float = 1.0) -> Any:
+    """``scale * sum over n, l of (a - sa) (b - sb)`` per channel, in two launches.
+
+    ``a``, ``b`` (N, C, ...) C-contiguous of one dtype; ``sa``, ``sb`` (C,) shifts; None: 0
+    for a shift, the factor 1 for ``b``. Each channel's values are split into at most
+    :data:`_PARTIALS` partial sums, each added in a fixed order, then added in order: the same
+    bits on every run.
+
+    Returns
+    -------
+    sums : cupy.ndarray (C,)
+    """
+    cupy = _cupy()
+    dtype = a.dtype
+    N, C = a.shape[:2]
+    L = a.size // (N * C)
+    P = max(1, min(_PARTIALS, N * L))
+    partial = cupy.empty((C, P), dtype=dtype)
+    args = tuple(_NULL if v is None else v for v in (a, b, sa, sb))
+    sizes = (np.int32(N), np.int32(C), np.int32(L), np.int32(P), np.int64(C * P))
+    _launch(get_function("channel_partials", dtype), C * P, (*args, partial, *sizes))
+    out = cupy.empty(C, dtype=dtype)
+    finish = (partial, out, np.int32(C), np.int32(P), dtype.type(scale), np.int64(C))
+    _launch(get_function("channel_finish", dtype), C, finish)
+    return out
+
+
+def batchnorm_forward(
+    x: Any, gamma: Any, beta: Any, eps: float, mean: Any = None, var: Any = None
+) -> tuple[Any, Any, Any, Any, Any]:
+    """:func:`abp_np.functional.batchnorm_forward` with batch statistics, by the kernels of
+    ``batchnorm.cu``: five launches (two two-stage channel sums, ``1 / sqrt(var + eps)``, one
+    pass that writes ``xc`` and ``y``) where the ``xp`` code makes some twenty CuPy calls.
+
+    The sums are accumulated in the dtype, in another order than the reference's (rounding may
+    differ in the last bits). ``mean`` and ``var`` must be None (the route is not taken
+    otherwise); ``gamma`` and ``beta`` (C,) of x's dtype.
+
+    Returns
+    -------
+    y : cupy.ndarray like x
+    xc : cupy.ndarray like x, x - mean
+    inv_std : cupy.ndarray (1, C, 1, ...), 1 / sqrt(var + eps)
+    mean, var : cupy.ndarray (C,), the batch statistics (biased variance)
+    """
+    cupy = _cupy()
+    x = cupy.ascontiguousarray(x)
+    dtype = x.dtype
+    C = x.shape[1]
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    L = x.size // (x.shape[0] * C)
+    inv_m = 1.0 / (x.size // C)
+    mu = _channel_sums(x, scale=inv_m)
+    v = _channel_sums(x, x, mu, mu, scale=inv_m)  # sum (x - mu)^2 / M
+    inv_std, a = cupy.empty(C, dtype=dtype), cupy.empty(C, dtype=dtype)
+    gamma, beta = cupy.ascontiguousarray(gamma), cupy.ascontiguousarray(beta)
+    _launch(
+        get_function("bn_inv_std", dtype), C, (v, gamma, inv_std, a, dtype.type(eps), np.int64(C))
+    )
+    xc, y = cupy.empty_like(x), cupy.empty_like(x)
+    args = (x, mu, a, beta, xc, y, np.int32(C), np.int32(L), np.int64(x.size))
+    _launch(get_function("bn_forward_apply", dtype), x.size, args)
+    return y, xc, inv_std.reshape(shape), mu, v
+
+
+def batchnorm_backward(
+    dy: Any, cache: Any, need_param_grads: bool = True
+) -> tuple[Any, Any | None, Any | None]:
+    """:func:`abp_np.functional.batchnorm_backward` with batch statistics, by the kernels of
+    ``batchnorm.cu``: two two-stage channel sums and one pass for dx.
+
+    ``cache`` is the forward pass's :class:`~abp_np.functional.BatchNormCache` (read: ``xc``,
+    ``inv_std``, ``gamma``), from this route or the reference.
+
+    Returns
+    -------
+    dx : cupy.ndarray like dy
+    dgamma, dbeta : cupy.ndarray (C,) or None
+    """
+    cupy = _cupy()
+    dy = cupy.ascontiguousarray(dy)
+    xc = cupy.ascontiguousarray(cache.xc)
+    dtype = dy.dtype
+    C = dy.shape[1]
+    L = dy.size // (dy.shape[0] * C)
+    inv_std = cupy.ascontiguousarray(cache.inv_std.reshape(-1))
+    a = cupy.ascontiguousarray(cache.gamma.reshape(-1) * inv_std)  # gamma inv_std
+    sum_dy = _channel_sums(dy)
+    sum_dy_xc = _channel_sums(dy, xc)
+    dx = cupy.empty_like(dy)
+    inv_m = dtype.type(1.0 / (dy.size // C))
+    args = (dy, xc, sum_dy, sum_dy_xc, inv_std, a, dx, np.int32(C), np.int32(L), inv_m)
+    _launch(get_function("bn_backward_apply", dtype), dy.size, (*args, np.int64(dy.size)))
+    if not need_param_grads:
+        return dx, None, None
+    return dx, sum_dy_xc * inv_std, sum_dy

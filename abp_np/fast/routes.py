@@ -14,8 +14,9 @@ operation                      routes, in order (then ``"xp"``, the reference)
                                (:mod:`~abp_np.fast.columns`)
 ``conv_transpose2d_backward``  ``winograd`` (for a :class:`~abp_np.fast.winograd.WinogradCache`),
                                ``cuda``, ``blocks`` (:mod:`~abp_np.fast.columns`)
-``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics)
-``batchnorm_backward``         ``c``
+``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics), ``cuda``
+                               (:mod:`~abp_np.fast.cuda`, batch statistics)
+``batchnorm_backward``         ``c``, ``cuda``
 ``langevin_step``              ``cuda`` (the fused update of equation (5))
 ``matmul`` (2-D: the fully     ``cuda`` (:mod:`~abp_np.fast.cublas`: cuBLAS called directly,
 connected layer)               which a CUDA graph can record)
@@ -195,6 +196,24 @@ def _c_batchnorm_backward_takes(dy, cache, need_param_grads) -> bool:
     )
 
 
+def _cuda_batchnorm_takes(x, gamma, beta, eps, mean, var) -> bool:
+    return (
+        mean is None
+        and _cuda_runs(x)
+        and gamma is not None
+        and beta is not None
+        and gamma.dtype == beta.dtype == x.dtype
+    )
+
+
+def _cuda_batchnorm_backward_takes(dy, cache, need_param_grads) -> bool:
+    return (
+        cache.mean is not None
+        and _cuda_runs(dy)
+        and dy.dtype == cache.xc.dtype == cache.inv_std.dtype == cache.gamma.dtype
+    )
+
+
 # --- the Langevin update --------------------------------------------------------------------------
 
 
@@ -239,10 +258,12 @@ TABLE: dict[str, tuple[Route, ...]] = {
     ),
     "batchnorm_forward": (
         Route("c", _c_batchnorm_takes, _cpu.batchnorm_forward),
+        Route("cuda", _cuda_batchnorm_takes, _cuda.batchnorm_forward),
         REFERENCE,
     ),
     "batchnorm_backward": (
         Route("c", _c_batchnorm_backward_takes, _cpu.batchnorm_backward),
+        Route("cuda", _cuda_batchnorm_backward_takes, _cuda.batchnorm_backward),
         REFERENCE,
     ),
     "langevin_step": (
