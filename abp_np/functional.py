@@ -422,6 +422,27 @@ def batchnorm_forward(
     return y, BatchNormCache(xc, inv_std, gamma, shape, batch_mean, batch_var)
 
 
+def batchnorm_update_running(
+    running_mean: Array, running_var: Array, mean: Array, var: Array, momentum: float, m: int
+) -> None:
+    """Blend a batch's statistics into the running ones, in place (PyTorch's momentum rule)::
+
+        running_mean = (1 - momentum) running_mean + momentum mean
+        running_var  = (1 - momentum) running_var + momentum var m / (m - 1)
+
+    ``var`` is the biased batch variance over ``m`` values per channel; the running variance
+    takes the unbiased one, as PyTorch's does. All (C,).
+    """
+    route = routes.choose("batchnorm_update_running", running_mean, running_var, mean, var)
+    if route.run is not None:  # one CUDA launch for the seven operations below
+        route.run(running_mean, running_var, mean, var, momentum, m)
+        return
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * var * (m / (m - 1))  # unbiased, as PyTorch
+
+
 def batchnorm_backward(
     dy: Array, cache: BatchNormCache, need_param_grads: bool = True
 ) -> tuple[Array, Array | None, Array | None]:

@@ -526,10 +526,7 @@ class _BatchNorm(Layer):
             mu, var = self._cache.mean, self._cache.var  # the batch statistics
             if self.momentum > 0 and self.update_running_stats:
                 rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-                rm *= 1 - self.momentum
-                rm += self.momentum * mu
-                rv *= 1 - self.momentum
-                rv += self.momentum * var * (m / (m - 1))  # unbiased, as PyTorch
+                F.batchnorm_update_running(rm, rv, mu, var, self.momentum, m)
         else:
             y, self._cache = F.batchnorm_forward(
                 x,

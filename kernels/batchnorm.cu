@@ -110,3 +110,23 @@ __global__ void bn_backward_apply(const T* __restrict__ dy, const T* __restrict_
         dx[idx] = v * a[c];
     }
 }
+
+// The running statistics (PyTorch's momentum rule), in place, in the reference's order:
+//   running_mean = running_mean keep + momentum mu
+//   running_var  = running_var keep + (momentum var) unbias       keep = 1 - momentum,
+//                                                                 unbias = M / (M - 1)
+//   mu, var, running_mean, running_var (C,). One thread per channel; total = C.
+template <typename T>
+__global__ void bn_running_update(const T* __restrict__ mu, const T* __restrict__ var,
+                                  T* __restrict__ running_mean, T* __restrict__ running_var,
+                                  T keep, T momentum, T unbias, long long total) {
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < total; c += step) {
+        T rm = running_mean[c] * keep;
+        rm += momentum * mu[c];
+        running_mean[c] = rm;
+        T rv = running_var[c] * keep;
+        rv += momentum * var[c] * unbias;
+        running_var[c] = rv;
+    }
+}

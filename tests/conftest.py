@@ -158,6 +158,9 @@ def host_library(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
         getattr(library, f"host_bn_backward_apply_{suffix}").argtypes = (
             [ptr] * 7 + [i32, i32, scalar, i64] + launch
         )
+        getattr(library, f"host_bn_running_update_{suffix}").argtypes = (
+            [ptr] * 4 + [scalar] * 3 + [i64] + launch
+        )
         for name in _cuda.KERNEL_NAMES:
             getattr(library, f"host_{name}_{suffix}").restype = None
     return library

@@ -484,6 +484,9 @@ _EXTENTS["bn_backward_apply"] = lambda s: {
     **dict.fromkeys(("dy", "xc", "dx"), s["total"]),
     **dict.fromkeys(("sum_dy", "sum_dy_xc", "inv_std", "a"), s["C"]),
 }
+_EXTENTS["bn_running_update"] = lambda s: dict.fromkeys(
+    ("mu", "var", "running_mean", "running_var"), s["total"]
+)
 # The element count each kernel's grid-stride loop runs to, and what it must equal.
 _TOTALS = {
     "col2im": "y",
@@ -495,6 +498,7 @@ _TOTALS = {
     "bn_inv_std": "inv_std",
     "bn_forward_apply": "y",
     "bn_backward_apply": "dx",
+    "bn_running_update": "running_mean",
 }
 _TOTAL_ARG = {name: "total" for name in _TOTALS} | {"langevin_step": "n"}
 

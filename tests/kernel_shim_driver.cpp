@@ -68,6 +68,13 @@
         const T* a, T* dx, int C, int L, T inv_m, long long total, int blocks, int threads) {  \
         host_launch(dim3(blocks), dim3(threads), bn_backward_apply<T>, dy, xc, sum_dy,          \
                     sum_dy_xc, inv_std, a, dx, C, L, inv_m, total);                            \
+    }                                                                                          \
+    extern "C" void host_bn_running_update_##SUFFIX(const T* mu, const T* var, T* rm, T* rv,   \
+                                                    T keep, T momentum, T unbias,              \
+                                                    long long total, int blocks,               \
+                                                    int threads) {                             \
+        host_launch(dim3(blocks), dim3(threads), bn_running_update<T>, mu, var, rm, rv, keep,   \
+                    momentum, unbias, total);                                                  \
     }
 
 ABP_HOST_ENTRY_POINTS(f32, float)

@@ -283,6 +283,8 @@ def test_batchnorm_layer_kernel_path_equals_xp_path(fake_gpu, dtype):
         with using(cuda=cuda):
             y = bn.forward(x)
             assert bn._cache.route == ("cuda" if cuda else "xp")
+            assert ("bn_running_update" in {e.split("<")[0] for e in launched(cp)}) is cuda
+            cp.launches.clear()
             dx = bn.backward(dy, True)
         out.append([y, dx, *bn.grads.values(), *bn.buffers.values()])
         rng = np.random.default_rng(10)  # the same weight for the second layer

@@ -101,6 +101,7 @@ def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_las
     assert routes.names("batchnorm_backward") == ["c", "cuda", "xp"]
     assert routes.names("langevin_step") == ["cuda", "xp"]
     assert routes.names("matmul") == ["cuda", "xp"]
+    assert routes.names("batchnorm_update_running") == ["cuda", "xp"]
     for op, entries in routes.TABLE.items():
         assert entries[-1] is routes.REFERENCE and entries[-1].run is None, op
         assert all(r.run is not None for r in entries[:-1]), op

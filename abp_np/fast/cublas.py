@@ -137,8 +137,9 @@ def library() -> Any:
             if _library is None:
                 if load_cupy() is None:
                     raise RuntimeError("the CUDA GEMMs need CuPy, which cannot be imported here")
-                try:  # CuPy's cuBLAS module: it brings the library into the process
-                    import cupy_backends.cuda.libs.cublas  # noqa: F401
+                try:  # one product through CuPy brings its cuBLAS into the process
+                    cupy = load_cupy()
+                    cupy.ones((1, 1), dtype=np.float32) @ cupy.ones((1, 1), dtype=np.float32)
                 except Exception:  # its own message comes from the CDLL attempts below
                     pass
                 errors = []

@@ -26,6 +26,7 @@ that imports CuPy, when a kernel is compiled or launched.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "available",
     "batchnorm_backward",
     "batchnorm_forward",
+    "batchnorm_update_running",
     "col2im",
     "conv_transpose2d_backward",
     "conv_transpose2d_forward",
@@ -64,6 +66,7 @@ KERNEL_NAMES = (
     "bn_inv_std",
     "bn_forward_apply",
     "bn_backward_apply",
+    "bn_running_update",
 )
 
 #: Activation codes of ``col2im_act`` (the ``ABP_ACT_*`` macros in ``deconv.cu``).
@@ -73,7 +76,7 @@ _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _SOURCE_FILE = "deconv.cu"
 #: The sources compiled together into the one module, in this order.
 SOURCE_FILES = ("deconv.cu", "batchnorm.cu")
-#: Partial sums per channel in batch norm's two-stage sums (fewer where a channel holds fewer).
+#: At most this many partial sums per channel in batch norm's two-stage sums.
 _PARTIALS = 256
 _THREADS = 256  # threads per block
 _MAX_BLOCKS = 65535  # grid cap; grid-stride loops cover the rest
@@ -490,9 +493,9 @@ def _channel_sums(a: Any, b: Any = None, sa: Any = None, sb: Any = None, scale: 
     """``scale * sum over n, l of (a - sa) (b - sb)`` per channel, in two launches.
 
     ``a``, ``b`` (N, C, ...) C-contiguous of one dtype; ``sa``, ``sb`` (C,) shifts; None: 0
-    for a shift, the factor 1 for ``b``. Each channel's values are split into at most
-    :data:`_PARTIALS` partial sums, each added in a fixed order, then added in order: the same
-    bits on every run.
+    for a shift, the factor 1 for ``b``. Each channel's M values are split into
+    min(sqrt(M), :data:`_PARTIALS`) partial sums, each added in a fixed order, then added in
+    order: the same bits on every run.
 
     Returns
     -------
@@ -502,7 +505,9 @@ def _channel_sums(a: Any, b: Any = None, sa: Any = None, sb: Any = None, scale: 
     dtype = a.dtype
     N, C = a.shape[:2]
     L = a.size // (N * C)
-    P = max(1, min(_PARTIALS, N * L))
+    # about sqrt(M) partials of about sqrt(M) values each: the longest chain of additions a
+    # thread makes, in either stage, is short
+    P = max(1, min(_PARTIALS, math.isqrt(N * L)))
     partial = cupy.empty((C, P), dtype=dtype)
     args = tuple(_NULL if v is None else v for v in (a, b, sa, sb))
     sizes = (np.int32(N), np.int32(C), np.int32(L), np.int32(P), np.int64(C * P))
@@ -582,3 +587,16 @@ def batchnorm_backward(
     if not need_param_grads:
         return dx, None, None
     return dx, sum_dy_xc * inv_std, sum_dy
+
+
+def batchnorm_update_running(
+    running_mean: Any, running_var: Any, mean: Any, var: Any, momentum: float, m: int
+) -> None:
+    """:func:`abp_np.functional.batchnorm_update_running` in one launch (the ``xp`` code makes
+    seven CuPy calls): both running statistics updated in place, all (C,) C-contiguous arrays of
+    one dtype."""
+    dtype = running_mean.dtype
+    C = running_mean.size
+    factors = (dtype.type(1.0 - momentum), dtype.type(momentum), dtype.type(m / (m - 1)))
+    args = (mean, var, running_mean, running_var, *factors, np.int64(C))
+    _launch(get_function("bn_running_update", dtype), C, args)

@@ -17,6 +17,7 @@ operation                      routes, in order (then ``"xp"``, the reference)
 ``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics), ``cuda``
                                (:mod:`~abp_np.fast.cuda`, batch statistics)
 ``batchnorm_backward``         ``c``, ``cuda``
+``batchnorm_update_running``   ``cuda`` (the running statistics in one launch)
 ``langevin_step``              ``cuda`` (the fused update of equation (5))
 ``matmul`` (2-D: the fully     ``cuda`` (:mod:`~abp_np.fast.cublas`: cuBLAS called directly,
 connected layer)               which a CUDA graph can record)
@@ -45,6 +46,8 @@ What ``when`` and ``run`` receive, per operation:
 * ``langevin_step``: ``when(z)``, chosen once per chain; ``run(z, dz_data, noise, delta)``
   updates z in place.
 * ``matmul``: ``(a, b)``, two 2-D arrays; ``run`` returns ``a @ b``.
+* ``batchnorm_update_running``: ``when(running_mean, running_var, mean, var)``;
+  ``run(running_mean, running_var, mean, var, momentum, m)`` updates the first two in place.
 * ``relu_forward``, ``tanh_forward``: ``(x)``; ``leaky_relu_forward``: ``when(x)``,
   ``run(x, slope)``; each ``run`` returns y. ``relu_backward``, ``tanh_backward``:
   ``(dy, y, out)``; ``leaky_relu_backward``: ``when(dy, y, out)``, ``run(dy, y, slope, out)``;
@@ -214,6 +217,14 @@ def _cuda_batchnorm_backward_takes(dy, cache, need_param_grads) -> bool:
     )
 
 
+def _cuda_running_takes(running_mean, running_var, mean, var) -> bool:
+    arrays = (running_mean, running_var, mean, var)
+    return _cuda_runs(running_mean) and all(
+        a.dtype == running_mean.dtype and a.shape == running_mean.shape and a.flags.c_contiguous
+        for a in arrays
+    )
+
+
 # --- the Langevin update --------------------------------------------------------------------------
 
 
@@ -264,6 +275,10 @@ TABLE: dict[str, tuple[Route, ...]] = {
     "batchnorm_backward": (
         Route("c", _c_batchnorm_backward_takes, _cpu.batchnorm_backward),
         Route("cuda", _cuda_batchnorm_backward_takes, _cuda.batchnorm_backward),
+        REFERENCE,
+    ),
+    "batchnorm_update_running": (
+        Route("cuda", _cuda_running_takes, _cuda.batchnorm_update_running),
         REFERENCE,
     ),
     "langevin_step": (
