@@ -124,6 +124,45 @@ def test_cublas_matmul_reads_every_layout(fake_gpu, dtype, la, lb):
     assert cp.cublas.streams[-1] == side.ptr != 0
 
 
+def test_cublas_is_found_and_its_handle_made_on_the_first_product(fake_gpu, monkeypatch):
+    """The first product finds the library and makes the handle (the path a real GPU takes:
+    the other tests start with the library in place). It once deadlocked there: run it on a
+    thread, with a time limit."""
+    import threading
+
+    cp = fake_gpu
+    opened = []
+    monkeypatch.setattr(_cublas, "_library", None)
+    # a lock of the module's kind, for this test alone: a thread stuck on it harms no other test
+    monkeypatch.setattr(_cublas, "_lock", type(_cublas._lock)())
+    monkeypatch.setattr(_cublas, "_loaded_paths", lambda: ["/lib/libcublas.so.13"])
+    monkeypatch.setattr(_cublas.ctypes, "CDLL", lambda name: opened.append(name) or name)
+    monkeypatch.setattr(_cublas, "_Library", lambda cdll: cp.cublas)
+    a = cp.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    out = []
+    worker = threading.Thread(target=lambda: out.append(_cublas.matmul(a, a.T)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the first product did not return (a lock taken twice?)"
+    np.testing.assert_array_equal(out[0].view(np.ndarray), [[5, 14], [14, 50]])
+    assert opened == ["/lib/libcublas.so.13"] and cp.cublas.handles == 1
+    _cublas.matmul(a, a.T)
+    assert opened == ["/lib/libcublas.so.13"] and cp.cublas.handles == 1  # once only
+
+
+def test_cublas_missing_is_a_clear_error(fake_gpu, monkeypatch):
+    monkeypatch.setattr(_cublas, "_library", None)
+    monkeypatch.setattr(_cublas, "_loaded_paths", lambda: [])
+
+    def refuse(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(_cublas.ctypes, "CDLL", refuse)
+    a = fake_gpu.ones((2, 2), dtype=np.float32)
+    with pytest.raises(RuntimeError, match="cannot load cuBLAS.*libcublas.so.13.*cupy-cuda13x"):
+        _cublas.matmul(a, a)
+
+
 def test_cublas_matmul_edges(fake_gpu):
     cp = fake_gpu
     a = cp.ones((3, 0), dtype=np.float32)

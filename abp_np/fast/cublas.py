@@ -49,7 +49,7 @@ _WORKSPACE_BYTES = 32 * 2**20  # what cuBLAS advises for Hopper; older GPUs need
 _INT_MAX = 2**31 - 1
 _SONAMES = ("libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so")
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: _handle holds it while library() may take it too
 _library: Any = None  # a _Library, or a stand-in with the same methods (the tests' fake CuPy)
 _handles: dict[int, tuple[Any, Any]] = {}  # device id -> (handle, workspace memory)
 
@@ -165,10 +165,10 @@ def _handle(cupy: Any) -> Any:
     device = cupy.cuda.Device().id
     held = _handles.get(device)
     if held is None:
+        lib = library()  # before the lock below (which it takes too)
         with _lock:
             held = _handles.get(device)
             if held is None:
-                lib = library()
                 handle = lib.create()
                 # straight from cudaMalloc, never from a memory pool (a graph's private pool
                 # included): the workspace lives as long as the handle
@@ -227,8 +227,8 @@ def matmul(a: Any, b: Any) -> Any:
         return c
     a, opa, lda = _operand(cupy, a)
     b, opb, ldb = _operand(cupy, b)
-    handle = _handle(cupy)
     lib = library()
+    handle = _handle(cupy)
     lib.set_stream(handle, cupy.cuda.get_current_stream().ptr)
     # the column-major C^T (n x m) = B^T A^T: B is the first operand
     lib.gemm(dtype, handle, opb, opa, n, m, k, b.data.ptr, ldb, a.data.ptr, lda, c.data.ptr, n)
