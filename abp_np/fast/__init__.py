@@ -20,7 +20,9 @@ module              what it holds
                     stacks of small GEMMs one per thread (``stacked_matmul``), the thread
                     count (``ABP_NUM_THREADS``), OpenBLAS' own thread count
 ``elementwise``     the activations on ranges of elements, on several threads
-``cuda``            the CUDA kernels of ``kernels/deconv.cu`` through ``cupy.RawModule``
+``cuda``            the CUDA kernels of ``kernels/deconv.cu`` and ``kernels/batchnorm.cu``
+                    through one ``cupy.RawModule``
+``cublas``          cuBLAS's GEMM called directly (ctypes), which a CUDA graph can record
 ``cuda_graph``      the Langevin loop recorded once as a CUDA graph and replayed
 ==================  ===========================================================================
 
