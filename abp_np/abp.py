@@ -451,7 +451,7 @@ class ABP:
         if noise and noise_arrays is None:
             rng = rng if rng is not None else self.noise_rng()
         kernel = _langevin_kernel(z)
-        if self.cuda_graph and xp is not np and steps > 0:
+        if self.cuda_graph and xp is not np and steps > 0 and obs.graph_capturable:
             return self._langevin_graph(z, y, obs, steps, delta, noise, rng, noise_arrays, kernel)
         z = xp.array(z, copy=True, order="C")
         for t in range(steps):

@@ -51,6 +51,7 @@ __all__ = [
     "leaky_relu_forward",
     "linear_backward",
     "linear_forward",
+    "matmul",
     "relu_backward",
     "relu_forward",
     "tanh_backward",
@@ -63,9 +64,10 @@ Pair = tuple[int, int]
 # --- fully connected ------------------------------------------------------------------------------
 
 
-def _matmul(a: Array, b: Array) -> Array:
+def matmul(a: Array, b: Array) -> Array:
     """``a @ b`` for 2-D arrays, or a speed route to it: on the GPU, cuBLAS called directly
-    (:func:`abp_np.fast.cublas.matmul`), which a CUDA graph can record and CuPy's ``@`` cannot."""
+    (:func:`abp_np.fast.cublas.matmul`), which a CUDA graph can record and CuPy's ``@`` cannot.
+    The fully connected layer and the projections of :mod:`abp_np.observation` use it."""
     route = routes.choose("matmul", a, b)
     return a @ b if route.run is None else route.run(a, b)
 
@@ -92,7 +94,7 @@ def linear_forward(x: Array, weight: Array, bias: Array | None) -> tuple[Array, 
     y : array (N, out_features)
     cache : LinearCache
     """
-    y = _matmul(x, weight.T)
+    y = matmul(x, weight.T)
     if bias is not None:
         y += bias
     return y, LinearCache(x, weight, bias is not None)
@@ -106,10 +108,10 @@ def linear_backward(
     dx = dy W  (N, in);  dW = dy^T x  (out, in);  db = sum_n dy  (out,).
     """
     x, weight, has_bias = cache
-    dx = _matmul(dy, weight)
+    dx = matmul(dy, weight)
     if not need_param_grads:
         return dx, None, None
-    dW = _matmul(dy.T, x)
+    dW = matmul(dy.T, x)
     db = dy.sum(axis=0) if has_bias else None
     return dx, dW, db
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from . import functional as F
 from .backend import get_array_module, to_numpy
 
 __all__ = ["Observation", "Complete", "Masked", "Projection", "RandomProjections"]
@@ -71,6 +72,10 @@ def _check_array(y: Any, owner: str) -> None:
 
 class Observation:
     """Base class of the linear observation models y_obs = A f + eps."""
+
+    #: Can a Langevin loop with this model be recorded as a CUDA graph
+    #: (:mod:`abp_np.fast.cuda_graph`)? Where not, ``ABP(cuda_graph=True)`` runs it eagerly.
+    graph_capturable = True
 
     def observe(self, images: Any) -> Any:  # pragma: no cover - abstract
         """Apply A to a batch of images: (N, *image_shape) -> y_obs."""
@@ -291,11 +296,11 @@ class Projection(Observation):
                 f"Projection: images have {flat.shape[1]} pixels each but S has {self.S.shape[1]} "
                 "columns"
             )
-        return flat @ self.S.T
+        return F.matmul(flat, self.S.T)  # on the GPU a GEMM a CUDA graph can record
 
     def adjoint(self, r: Any) -> Any:
         # (N, m) @ (m, D) -> (N, D)
-        dy = r @ self.S
+        dy = F.matmul(r, self.S)
         return dy if self.image_shape is None else dy.reshape(r.shape[0], *self.image_shape)
 
     def like(self, x: Any) -> Projection:
@@ -382,6 +387,11 @@ class RandomProjections(Observation):
     S : array (N, m, D) or None
         The matrices, once drawn (always for a model returned by :meth:`take`).
     """
+
+    # Its per-example products are batched CuPy matmuls (cuBLAS, which CuPy refuses inside a
+    # stream capture), and beyond ``cache_limit`` the matrices are drawn batch by batch on the
+    # host: the Langevin loop runs eagerly with it, also under ABP(cuda_graph=True).
+    graph_capturable = False
 
     def __init__(
         self,

@@ -407,6 +407,7 @@ class FakeCublas:
         self.handles = 0
         self.streams: list[int] = []
         self.workspaces: list[tuple[int, int]] = []
+        self.calls: list[str] = []  # "stream", "workspace", "gemm", in order
 
     def create(self) -> int:
         self.handles += 1
@@ -414,10 +415,11 @@ class FakeCublas:
 
     def set_stream(self, handle: Any, stream: int) -> None:
         self.streams.append(int(stream))
+        self.calls.append("stream")
 
-    def set_workspace(self, handle: Any, ptr: int, nbytes: int) -> bool:
+    def set_workspace(self, handle: Any, ptr: int, nbytes: int) -> None:
         self.workspaces.append((int(ptr), int(nbytes)))
-        return True
+        self.calls.append("workspace")
 
     def gemm(self, dtype, handle, opa, opb, m, n, k, a, lda, b, ldb, c, ldc) -> None:
         if opa not in (0, 1) or opb not in (0, 1) or min(m, n, k) < 1:
@@ -434,6 +436,7 @@ class FakeCublas:
         # makes, so the two agree bit for bit
         C[...] = ((B if opb == 0 else B.T).T @ (A if opa == 0 else A.T).T).T
         self.gemms.append((opa, opb, m, n, k, bool(capturing)))
+        self.calls.append("gemm")
 
 
 # --- kernels --------------------------------------------------------------------------------------

@@ -119,3 +119,22 @@ def test_graph_fit_with_a_mask_per_example_matches_eager_fit():
         abp.fit(Y, iterations=2, batch_size=3, observation=Masked(mask), progress=False)
     np.testing.assert_allclose(graph.Z.get(), eager.Z.get(), **TOL[np.dtype(np.float32)])
     assert len(graph._graphs) == 1  # both batches, each with its own masks, one graph
+
+
+def test_graph_with_a_projection_matches_the_eager_loop():
+    """Compressed sensing's shared S inside the recorded loop (its GEMMs: cuBLAS directly)."""
+    import cupy
+
+    from abp_np.observation import Projection
+
+    eager, graph = make("texture", np.float32, False), make("texture", np.float32, True)
+    z, images, U = draws(cupy, eager, 4, 3, seed=40)
+    D = int(np.prod(eager.image_shape))
+    rng = np.random.default_rng(41)
+    S = cupy.asarray((rng.standard_normal((50, D)) / np.sqrt(D)).astype(np.float32))
+    obs = Projection(S, eager.image_shape)
+    y = obs.observe(images)
+    want = eager.langevin(z, y, observation=obs, steps=3, noise_arrays=U)
+    got = graph.langevin(z, y, observation=obs, steps=3, noise_arrays=U)
+    np.testing.assert_allclose(got.get(), want.get(), **TOL[np.dtype(np.float32)])
+    assert len(graph._graphs) == 1

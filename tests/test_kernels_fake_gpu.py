@@ -117,11 +117,18 @@ def test_cublas_matmul_reads_every_layout(fake_gpu, dtype, la, lb):
         np.testing.assert_allclose(
             got.view(np.ndarray), want, rtol=1e-6 if dtype == np.float32 else 1e-14
         )
-    assert cp.cublas.handles == 1 and len(cp.cublas.workspaces) == 1  # one handle per device
-    assert set(cp.cublas.streams) == {0}  # set to the current (default) stream each time
+    assert cp.cublas.handles == 1  # one handle per device
+    assert cp.cublas.streams == [0] and len(cp.cublas.workspaces) == 1  # the default stream once
     with cp.cuda.Stream(non_blocking=True) as side:
         _cublas.matmul(cp.asarray(a), cp.asarray(b))
-    assert cp.cublas.streams[-1] == side.ptr != 0
+        _cublas.matmul(cp.asarray(a), cp.asarray(b))
+    _cublas.matmul(cp.asarray(a), cp.asarray(b))
+    # pointed at the current stream when it changes, and each time given its workspace again
+    # (cublasSetStream resets it to cuBLAS's own pool)
+    assert cp.cublas.streams == [0, side.ptr, 0] and side.ptr != 0
+    assert len(cp.cublas.workspaces) == 3 and len(set(cp.cublas.workspaces)) == 1
+    calls = " ".join(cp.cublas.calls)
+    assert calls.count("stream workspace") == 3 and calls.count("stream") == 3
 
 
 def test_cublas_is_found_and_its_handle_made_on_the_first_product(fake_gpu, monkeypatch):
@@ -741,3 +748,43 @@ def test_graph_takes_each_calls_masks_into_its_own_buffer(fake_capture):
     np.testing.assert_array_equal(graph.obs.mask.get(), masks[1].get())  # ... holding the last
     abp.langevin(z, y, observation=Masked(masks[0][:1]), steps=2)  # one mask for all: new shape
     assert len(cp.graphs) == 2
+
+
+def test_graph_records_a_projection_observation(fake_capture):
+    """Compressed sensing's shared S: its products go to cuBLAS directly, so the loop is
+    recorded (CuPy's ``@`` would be refused inside the capture)."""
+    from abp_np.observation import Projection
+
+    cp = fake_capture
+    abp, z, y_img = graph_problem(cp)
+    rng = np.random.default_rng(11)
+    D = int(np.prod(abp.image_shape))
+    S = cp.asarray((rng.standard_normal((7, D)) / np.sqrt(D)).astype(np.float32))
+    obs = Projection(S, abp.image_shape)
+    y = obs.observe(y_img)
+    abp.cuda_graph = False
+    want = abp.langevin(z, y, observation=obs, steps=2, noise=False)
+    abp.cuda_graph = True
+    cp.cublas.gemms.clear()
+    got = abp.langevin(z, y, observation=obs, steps=2, noise=False)
+    assert len(cp.graphs) == 1 and cp.capturing == []
+    captured = [g for g in cp.cublas.gemms if g[5]]
+    assert any(g[2:5] == (7, 3, D) for g in captured)  # observe, (N, D) @ (D, m), column-major
+    assert got.shape == want.shape  # (values: the fake replays nothing; a GPU test compares them)
+
+
+def test_graph_leaves_random_projections_to_the_eager_loop(fake_capture):
+    """One S per example (batched products, matrices drawn on the host in chunks): the loop
+    runs eagerly under cuda_graph=True, with the eager loop's result."""
+    from abp_np.observation import RandomProjections
+
+    cp = fake_capture
+    abp, z, y_img = graph_problem(cp)
+    obs = RandomProjections.for_examples(3, 5, abp.image_shape, seed=2)
+    y = obs.like(y_img).observe(y_img)
+    abp.cuda_graph = False
+    want = abp.langevin(z, y, observation=obs, steps=2, noise=False)
+    abp.cuda_graph = True
+    got = abp.langevin(z, y, observation=obs, steps=2, noise=False)
+    assert cp.graphs == [] and abp._graphs == {}
+    np.testing.assert_array_equal(got.get(), want.get())

@@ -367,8 +367,8 @@ def test_cublas_matmul_is_recorded_in_a_cuda_graph():
         graph = stream.end_capture()
     a[...] = cupy.asarray(rng.standard_normal((20, 30)).astype(np.float32))
     b[...] = cupy.asarray(rng.standard_normal((30, 10)).astype(np.float32))
-    graph.launch(stream)
-    stream.synchronize()
+    graph.launch()  # on the current stream, after the copies above (as LangevinGraph does)
+    cupy.cuda.Device().synchronize()
     want = a.get().astype(np.float64) @ b.get().astype(np.float64)
     np.testing.assert_allclose(c.get(), want, rtol=1e-5, atol=1e-4)
 

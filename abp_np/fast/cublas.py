@@ -12,10 +12,11 @@ layer in :mod:`abp_np.fast.routes`) call ``cublasSgemm_v2`` / ``cublasDgemm_v2``
 :mod:`ctypes`, on the cuBLAS library that CuPy has loaded: in the eager loop and in the
 captured one alike, so both run the same GEMMs.
 
-The handle is this module's own, one per device: a workspace set (``cublasSetWorkspace``), the
-host pointer mode (alpha = 1, beta = 0 are read when the call is made, or recorded) and
-cuBLAS's default math mode: float32 products in float32, no TF32, as CuPy's by default.
-Before each GEMM the handle is set to CuPy's current stream.
+The handle is this module's own, one per device: a workspace of its own (``cublasSetWorkspace``,
+set again after every ``cublasSetStream``, which resets it), the host pointer mode (alpha = 1,
+beta = 0 are read when the call is made, or recorded) and cuBLAS's default math mode: float32
+products in float32, no TF32, as CuPy's by default. Before a GEMM the handle is pointed at
+CuPy's current stream when it is not there already.
 
 Row-major arrays in a column-major library
 ------------------------------------------
@@ -51,7 +52,7 @@ _SONAMES = ("libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.
 
 _lock = threading.RLock()  # re-entrant: _handle holds it while library() may take it too
 _library: Any = None  # a _Library, or a stand-in with the same methods (the tests' fake CuPy)
-_handles: dict[int, tuple[Any, Any]] = {}  # device id -> (handle, workspace memory)
+_handles: dict[int, Any] = {}  # device id -> _Handle
 
 
 class _Library:
@@ -62,10 +63,7 @@ class _Library:
         fp, dp = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_double)
         self._create = self._bind(cdll, "cublasCreate_v2", [ctypes.POINTER(p)])
         self._set_stream = self._bind(cdll, "cublasSetStream_v2", [p, p])
-        try:
-            self._set_workspace = self._bind(cdll, "cublasSetWorkspace_v2", [p, p, ctypes.c_size_t])
-        except AttributeError:  # cuBLAS before 11.4: no workspace to set
-            self._set_workspace = None
+        self._set_workspace = self._bind(cdll, "cublasSetWorkspace_v2", [p, p, ctypes.c_size_t])
         gemm = [p, i, i, i, i, i]  # handle, transa, transb, m, n, k
         self._sgemm = self._bind(cdll, "cublasSgemm_v2", [*gemm, fp, p, i, p, i, fp, p, i])
         self._dgemm = self._bind(cdll, "cublasDgemm_v2", [*gemm, dp, p, i, p, i, dp, p, i])
@@ -89,12 +87,9 @@ class _Library:
     def set_stream(self, handle: Any, stream: int) -> None:
         self._check("cublasSetStream", self._set_stream(handle, ctypes.c_void_p(stream)))
 
-    def set_workspace(self, handle: Any, ptr: int, nbytes: int) -> bool:
-        if self._set_workspace is None:
-            return False
+    def set_workspace(self, handle: Any, ptr: int, nbytes: int) -> None:
         status = self._set_workspace(handle, ctypes.c_void_p(ptr), nbytes)
         self._check("cublasSetWorkspace", status)
-        return True
 
     def gemm(self, dtype: np.dtype, handle: Any, opa: int, opb: int, m: int, n: int, k: int,
              a: int, lda: int, b: int, ldb: int, c: int, ldc: int) -> None:  # fmt: skip
@@ -157,26 +152,41 @@ def library() -> Any:
     return _library
 
 
-def _handle(cupy: Any) -> Any:
-    """This module's cuBLAS handle for the current device, made on first use with its workspace.
+class _Handle:
+    """One device's cuBLAS handle, its workspace, and the stream it was last set to."""
+
+    def __init__(self, lib: Any, cupy: Any) -> None:
+        self.handle = lib.create()
+        # straight from cudaMalloc, never from a memory pool (a graph's private pool included):
+        # the workspace lives as long as the handle
+        self.workspace = cupy.cuda.Memory(_WORKSPACE_BYTES)
+        self.stream: int | None = None
+
+    def on_stream(self, lib: Any, stream: int) -> None:
+        """Point the handle at ``stream`` (a ``cudaStream_t``), if it is not there already.
+
+        ``cublasSetStream`` also puts the handle back on cuBLAS's own workspace pool (cuBLAS
+        documentation), which a capture must not draw on: the workspace is set again after it.
+        """
+        if stream != self.stream:
+            lib.set_stream(self.handle, stream)
+            lib.set_workspace(self.handle, self.workspace.ptr, _WORKSPACE_BYTES)
+            self.stream = stream
+
+
+def _handle(cupy: Any, lib: Any) -> _Handle:
+    """This module's cuBLAS handle for the current device, made on first use.
 
     Made outside any capture in practice: a captured loop always runs eagerly first.
     """
     device = cupy.cuda.Device().id
     held = _handles.get(device)
     if held is None:
-        lib = library()  # before the lock below (which it takes too)
         with _lock:
             held = _handles.get(device)
             if held is None:
-                handle = lib.create()
-                # straight from cudaMalloc, never from a memory pool (a graph's private pool
-                # included): the workspace lives as long as the handle
-                workspace = cupy.cuda.Memory(_WORKSPACE_BYTES)
-                if not lib.set_workspace(handle, workspace.ptr, _WORKSPACE_BYTES):
-                    workspace = None
-                held = _handles[device] = (handle, workspace)
-    return held[0]
+                held = _handles[device] = _Handle(lib, cupy)
+    return held
 
 
 def _operand(cupy: Any, x: Any) -> tuple[Any, int, int]:
@@ -228,8 +238,10 @@ def matmul(a: Any, b: Any) -> Any:
     a, opa, lda = _operand(cupy, a)
     b, opb, ldb = _operand(cupy, b)
     lib = library()
-    handle = _handle(cupy)
-    lib.set_stream(handle, cupy.cuda.get_current_stream().ptr)
-    # the column-major C^T (n x m) = B^T A^T: B is the first operand
-    lib.gemm(dtype, handle, opb, opa, n, m, k, b.data.ptr, ldb, a.data.ptr, lda, c.data.ptr, n)
+    held = _handle(cupy, lib)
+    with _lock:  # one handle per device: its stream and the GEMM go together
+        held.on_stream(lib, cupy.cuda.get_current_stream().ptr)
+        # the column-major C^T (n x m) = B^T A^T: B is the first operand
+        args = (n, m, k, b.data.ptr, ldb, a.data.ptr, lda, c.data.ptr, n)
+        lib.gemm(dtype, held.handle, opb, opa, *args)
     return c

@@ -16,7 +16,7 @@ How (CuPy's stream capture)
 ---------------------------
 1. **Fixed buffers.** A graph replays the same device addresses every time, so the loop
    runs on buffers that belong to the graph: ``z`` (N, *latent), ``y`` (N, *data), a copy
-   of the observation model whose arrays (a mask, a projection matrix) are the graph's
+   of the observation model whose arrays (a mask, a shared projection matrix) are the graph's
    and, with noise, ``U`` (steps, N, *latent). A call copies its inputs into them,
    launches, and returns a copy of ``z``. So a new batch with its own masks replays the
    same graph.
@@ -29,7 +29,10 @@ How (CuPy's stream capture)
    can be handed an address that a replay will write.
 3. **Capture**: ``stream.begin_capture()``, the loop, ``stream.end_capture()``. Nothing
    runs; the launches are recorded. The loop must not copy anything to the host meanwhile
-   (none of abp_np's passes does).
+   (none of abp_np's passes does), nor call cuBLAS through CuPy, which refuses it during a
+   capture: the GEMMs go to :func:`abp_np.fast.cublas.matmul`. An observation model whose
+   products cannot be recorded (``graph_capturable`` False: one projection matrix per
+   example) runs its loops eagerly.
 4. **Replay**: ``graph.launch()`` on the current stream, after the copies into the buffers.
 
 What the graph keeps fixed
