@@ -169,6 +169,16 @@ def batchnorm(x, gamma, beta, eps, mean=None, var=None):
     return y, None, None
 
 
+def batchnorm_problem(seed, shape, dtype):
+    """A batch-norm test case: x (N, C, ...) off zero mean and unit scale, gamma, beta (C,) and
+    an upstream gradient dy like x."""
+    rng = np.random.default_rng(seed)
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma, beta = (rng.standard_normal(C).astype(dtype) for _ in range(2))
+    return x, gamma, beta, rng.standard_normal(shape).astype(dtype)
+
+
 def batchnorm_grads(x, gamma, beta, eps, dy, h=1e-6):
     """Gradients of ``sum(dy * y)``, y = :func:`batchnorm` with batch statistics, by central
     differences in float64: (dx like x, dgamma (C,), dbeta (C,))."""

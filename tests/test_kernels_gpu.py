@@ -386,13 +386,10 @@ def test_batchnorm_kernels_match_the_oracles(dtype, shape):
     from types import SimpleNamespace
 
     from oracles import batchnorm as batchnorm_oracle
-    from oracles import batchnorm_grads
+    from oracles import batchnorm_grads, batchnorm_problem
 
-    rng = np.random.default_rng(14)
     C = shape[1]
-    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
-    gamma, beta = (rng.standard_normal(C).astype(dtype) for _ in range(2))
-    dy = rng.standard_normal(shape).astype(dtype)
+    x, gamma, beta, dy = batchnorm_problem(14, shape, dtype)
     eps = 1e-5
     args = [cupy.asarray(a) for a in (x, gamma, beta)]
     y, xc, inv_std, mu, var = _cuda.batchnorm_forward(*args, eps)
