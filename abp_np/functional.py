@@ -331,8 +331,8 @@ def _channel_sums(a: Array, b: Array | None = None) -> Array:
     With ``a`` seen as (N, C, L). On the CPU both read their arrays once and write nothing
     activation-sized: the plain sum is a matrix-vector product with a vector of ones (BLAS),
     the sum of products an ``einsum`` (no ``a * b`` temporary). On the GPU they are CuPy's
-    reductions over axes (0, 2), one kernel each: the BLAS forms would be cuBLAS calls, which
-    CuPy cannot let a CUDA graph record, and batched products of this shape are slow there.
+    reductions over axes (0, 2), one kernel each: there the BLAS forms are batched cuBLAS
+    products of a slow shape. (The GPU's own route is :func:`abp_np.fast.cuda.batchnorm_forward`.)
     Accumulated in the arrays' dtype (float32 or float64).
 
     Parameters

@@ -90,14 +90,15 @@ __global__ void bn_forward_apply(const T* __restrict__ x, const T* __restrict__ 
     }
 }
 
-// dx = a (dy - sum_dy / M - xc inv_std (inv_std sum_dy_xc) / M), in the reference's order:
+// dx = a (dy - sum_dy / M - xc inv_std (inv_std sum_dy_xc) / M), a = gamma inv_std, in the
+// reference's order:
 //   dx = xc (-(inv_std (sum_dy_xc inv_std)) / M);  dx += dy;  dx -= sum_dy / M;  dx *= a.
-//   dy, xc, dx (N, C, L); sum_dy, sum_dy_xc, inv_std, a (C,); inv_m = 1 / M.
+//   dy, xc, dx (N, C, L); sum_dy, sum_dy_xc, inv_std, gamma (C,); inv_m = 1 / M.
 //   One thread per element; total = N C L.
 template <typename T>
 __global__ void bn_backward_apply(const T* __restrict__ dy, const T* __restrict__ xc,
                                   const T* __restrict__ sum_dy, const T* __restrict__ sum_dy_xc,
-                                  const T* __restrict__ inv_std, const T* __restrict__ a,
+                                  const T* __restrict__ inv_std, const T* __restrict__ gamma,
                                   T* __restrict__ dx, int C, int L, T inv_m, long long total) {
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
@@ -107,7 +108,7 @@ __global__ void bn_backward_apply(const T* __restrict__ dy, const T* __restrict_
         T v = xc[idx] * (-(s * (sum_dy_xc[c] * s)) * inv_m);
         v += dy[idx];
         v -= sum_dy[c] * inv_m;
-        dx[idx] = v * a[c];
+        dx[idx] = v * (gamma[c] * s);
     }
 }
 

@@ -19,8 +19,9 @@ module plays CuPy just well enough for that:
   ``numpy.float32`` / ``numpy.float64``); each pointer is a device array of the right dtype,
   C-contiguous, of exactly the size the kernel will index, not overlapping another
   ``__restrict__`` argument that is written; NULL (``numpy.uintp(0)``, never ``None``) only for
-  a ``const`` pointer; the grid and block within CUDA's limits. It then runs the kernel's host build (``kernels/host_shim.h``
-  through ``tests/kernel_shim_driver.cpp``) with that very grid and block, through ctypes.
+  a ``const`` pointer; the grid and block within CUDA's limits. It then runs the kernel's host
+  build (``kernels/host_shim.h`` through ``tests/kernel_shim_driver.cpp``) with that very grid
+  and block, through ctypes.
 
 Set :data:`HOST_LIBRARY` to the loaded host build first. Every launch is appended to
 :data:`launches` as ``(name_expression, grid, block)``, so a test can prove the kernel path ran.
@@ -398,8 +399,8 @@ class FakeCublas:
 
     ``gemm`` reads its operands column-major at the given pointers with the given leading
     dimensions, as cuBLAS would, so a wrong op, size or leading dimension gives a wrong product
-    (the tests compare with NumPy's ``a @ b``, bit for bit). Each call is recorded in :attr:`gemms` with whether a
-    stream was capturing: cuBLAS itself may be recorded.
+    (the tests compare with NumPy's ``a @ b``, bit for bit). Each call is recorded in
+    :attr:`gemms` with whether a stream was capturing: cuBLAS itself may be recorded.
     """
 
     def __init__(self) -> None:
@@ -485,7 +486,7 @@ _EXTENTS["bn_forward_apply"] = lambda s: {
 }
 _EXTENTS["bn_backward_apply"] = lambda s: {
     **dict.fromkeys(("dy", "xc", "dx"), s["total"]),
-    **dict.fromkeys(("sum_dy", "sum_dy_xc", "inv_std", "a"), s["C"]),
+    **dict.fromkeys(("sum_dy", "sum_dy_xc", "inv_std", "gamma"), s["C"]),
 }
 _EXTENTS["bn_running_update"] = lambda s: dict.fromkeys(
     ("mu", "var", "running_mean", "running_var"), s["total"]

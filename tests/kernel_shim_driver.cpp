@@ -65,9 +65,10 @@
     }                                                                                          \
     extern "C" void host_bn_backward_apply_##SUFFIX(                                           \
         const T* dy, const T* xc, const T* sum_dy, const T* sum_dy_xc, const T* inv_std,       \
-        const T* a, T* dx, int C, int L, T inv_m, long long total, int blocks, int threads) {  \
+        const T* gamma, T* dx, int C, int L, T inv_m, long long total, int blocks,             \
+        int threads) {                                                                         \
         host_launch(dim3(blocks), dim3(threads), bn_backward_apply<T>, dy, xc, sum_dy,          \
-                    sum_dy_xc, inv_std, a, dx, C, L, inv_m, total);                            \
+                    sum_dy_xc, inv_std, gamma, dx, C, L, inv_m, total);                        \
     }                                                                                          \
     extern "C" void host_bn_running_update_##SUFFIX(const T* mu, const T* var, T* rm, T* rv,   \
                                                     T keep, T momentum, T unbias,              \

@@ -130,10 +130,10 @@ def library() -> Any:
     if _library is None:
         with _lock:
             if _library is None:
-                if load_cupy() is None:
+                cupy = load_cupy()
+                if cupy is None:
                     raise RuntimeError("the CUDA GEMMs need CuPy, which cannot be imported here")
                 try:  # one product through CuPy brings its cuBLAS into the process
-                    cupy = load_cupy()
                     cupy.ones((1, 1), dtype=np.float32) @ cupy.ones((1, 1), dtype=np.float32)
                 except Exception:  # its own message comes from the CDLL attempts below
                     pass
@@ -174,12 +174,11 @@ class _Handle:
             self.stream = stream
 
 
-def _handle(cupy: Any, lib: Any) -> _Handle:
-    """This module's cuBLAS handle for the current device, made on first use.
+def _handle(cupy: Any, lib: Any, device: int) -> _Handle:
+    """This module's cuBLAS handle for ``device`` (the current one), made on first use.
 
     Made outside any capture in practice: a captured loop always runs eagerly first.
     """
-    device = cupy.cuda.Device().id
     held = _handles.get(device)
     if held is None:
         with _lock:
@@ -223,8 +222,9 @@ def matmul(a: Any, b: Any) -> Any:
     dtype = a.dtype
     if dtype not in (np.float32, np.float64) or b.dtype != dtype or max(m, n, k) > _INT_MAX:
         return a @ b
+    device = cupy.cuda.Device().id
     for name, arr in (("a", a), ("b", b)):
-        if arr.device.id != cupy.cuda.Device().id:
+        if arr.device.id != device:
             raise ValueError(
                 f"matmul: {name} is on GPU {arr.device.id}, not on the current device; launch "
                 f"inside `with cupy.cuda.Device({arr.device.id}):`"
@@ -238,7 +238,7 @@ def matmul(a: Any, b: Any) -> Any:
     a, opa, lda = _operand(cupy, a)
     b, opb, ldb = _operand(cupy, b)
     lib = library()
-    held = _handle(cupy, lib)
+    held = _handle(cupy, lib, device)
     with _lock:  # one handle per device: its stream and the GEMM go together
         held.on_stream(lib, cupy.cuda.get_current_stream().ptr)
         # the column-major C^T (n x m) = B^T A^T: B is the first operand

@@ -1,11 +1,11 @@
 """The CUDA kernels of ``kernels/deconv.cu``, called from CuPy.
 
 The transposed convolution's scatter (``col2im``) and gather (``im2col``) steps and the
-fused Langevin update run as custom kernels when the arrays live on the GPU; the GEMMs
-around them are cuBLAS's, called by :func:`abp_np.fast.cublas.matmul` (which a CUDA graph can
-record, unlike CuPy's ``@``) (:func:`conv_transpose2d_forward`,
-:func:`conv_transpose2d_backward`: the reference's lines with the kernels in place of its
-``col2im`` and ``im2col``). ``abp_np/functional.py`` holds the NumPy / CuPy reference that
+fused Langevin update run as custom kernels when the arrays live on the GPU, and so does batch
+norm with batch statistics (``batchnorm.cu``). The GEMMs around them are cuBLAS's, called by
+:func:`abp_np.fast.cublas.matmul`, which a CUDA graph can record (CuPy's ``@`` cannot).
+:func:`conv_transpose2d_forward` and :func:`conv_transpose2d_backward` are the reference's
+lines with the kernels in place of its ``col2im`` and ``im2col``. ``abp_np/functional.py`` holds the NumPy / CuPy reference that
 these kernels must match.
 
 How it works:
@@ -55,7 +55,7 @@ __all__ = [
     "name_expressions",
 ]
 
-#: Kernels in ``deconv.cu``; each is instantiated for float and double.
+#: Kernels in ``deconv.cu`` and ``batchnorm.cu``; each is instantiated for float and double.
 KERNEL_NAMES = (
     "col2im",
     "col2im_act",
@@ -73,7 +73,6 @@ KERNEL_NAMES = (
 ACTIVATIONS = {"identity": 0, "tanh": 1, "relu": 2, "leaky_relu": 3}
 
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_SOURCE_FILE = "deconv.cu"
 #: The sources compiled together into the one module, in this order.
 SOURCE_FILES = ("deconv.cu", "batchnorm.cu")
 #: At most this many partial sums per channel in batch norm's two-stage sums.
@@ -99,11 +98,11 @@ def kernel_dir() -> Path:
     wheel (package data), ``<repo>/kernels`` in a source tree (see
     :func:`abp_np.backend.kernel_folder`).
     """
-    folder = kernel_folder(_SOURCE_FILE)
+    folder = kernel_folder(SOURCE_FILES[0])
     if folder is None:
         source_tree = Path(__file__).resolve().parents[2] / "kernels"
         raise FileNotFoundError(
-            f"cannot find {_SOURCE_FILE}: neither the package abp_np.kernels nor {source_tree} "
+            f"cannot find {SOURCE_FILES[0]}: neither the package abp_np.kernels nor {source_tree} "
             "holds it; reinstall abp_np"
         )
     return folder
@@ -522,8 +521,8 @@ def batchnorm_forward(
     x: Any, gamma: Any, beta: Any, eps: float, mean: Any = None, var: Any = None
 ) -> tuple[Any, Any, Any, Any, Any]:
     """:func:`abp_np.functional.batchnorm_forward` with batch statistics, by the kernels of
-    ``batchnorm.cu``: five launches (two two-stage channel sums, ``1 / sqrt(var + eps)``, one
-    pass that writes ``xc`` and ``y``) where the ``xp`` code makes some twenty CuPy calls.
+    ``batchnorm.cu``: six launches (two two-stage channel sums, ``1 / sqrt(var + eps)``, one
+    pass that writes ``xc`` and ``y``) where the ``xp`` code makes a dozen CuPy calls.
 
     The sums are accumulated in the dtype, in another order than the reference's (rounding may
     differ in the last bits). ``mean`` and ``var`` must be None (the route is not taken
@@ -560,7 +559,7 @@ def batchnorm_backward(
     dy: Any, cache: Any, need_param_grads: bool = True
 ) -> tuple[Any, Any | None, Any | None]:
     """:func:`abp_np.functional.batchnorm_backward` with batch statistics, by the kernels of
-    ``batchnorm.cu``: two two-stage channel sums and one pass for dx.
+    ``batchnorm.cu``: two two-stage channel sums and one pass for dx (five launches).
 
     ``cache`` is the forward pass's :class:`~abp_np.functional.BatchNormCache` (read: ``xc``,
     ``inv_std``, ``gamma``), from this route or the reference.
@@ -577,12 +576,12 @@ def batchnorm_backward(
     C = dy.shape[1]
     L = dy.size // (dy.shape[0] * C)
     inv_std = cupy.ascontiguousarray(cache.inv_std.reshape(-1))
-    a = cupy.ascontiguousarray(cache.gamma.reshape(-1) * inv_std)  # gamma inv_std
+    gamma = cupy.ascontiguousarray(cache.gamma.reshape(-1))
     sum_dy = _channel_sums(dy)
     sum_dy_xc = _channel_sums(dy, xc)
     dx = cupy.empty_like(dy)
     inv_m = dtype.type(1.0 / (dy.size // C))
-    args = (dy, xc, sum_dy, sum_dy_xc, inv_std, a, dx, np.int32(C), np.int32(L), inv_m)
+    args = (dy, xc, sum_dy, sum_dy_xc, inv_std, gamma, dx, np.int32(C), np.int32(L), inv_m)
     _launch(get_function("bn_backward_apply", dtype), dy.size, (*args, np.int64(dy.size)))
     if not need_param_grads:
         return dx, None, None

@@ -225,15 +225,18 @@ def _cuda_running_takes(running_mean, running_var, mean, var) -> bool:
     )
 
 
+# --- the 2-D product (the fully connected layer, the projections) ---------------------------------
+
+
+def _cuda_matmul_takes(a, b) -> bool:
+    return _cuda_runs(a) and a.ndim == 2 and b.ndim == 2 and b.dtype == a.dtype
+
+
 # --- the Langevin update --------------------------------------------------------------------------
 
 
 def _cuda_langevin_takes(z) -> bool:
     return _cuda_runs(z)
-
-
-def _cuda_matmul_takes(a, b) -> bool:
-    return _cuda_runs(a) and a.ndim == 2 and b.ndim == 2 and b.dtype == a.dtype
 
 
 # --- the activations ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_array_module, to_numpy
+from ..backend import device_of, get_array_module, to_device, to_numpy
 
 __all__ = [
     "PCA",
@@ -721,7 +721,7 @@ class PPCAMissing:
         X, m = self._data(Y, mask, owner)
         xp = get_array_module(X)
         # the model's arrays on the data's device (fitted on the GPU, it completes host images too)
-        mu, W = (to_numpy(a) if xp is np else xp.asarray(a) for a in (self.mean_, self.W_))
+        mu, W = (to_device(a, device_of(X)) for a in (self.mean_, self.W_))
         Ez, _, _ = self._posterior(X, m.astype(np.float64), mu, W, self.noise_variance_)
         est = xp.where(m, X, Ez @ W.T + mu)  # (N, D)
         dtype = Y.dtype if Y.dtype.kind == "f" else np.float64
