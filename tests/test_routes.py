@@ -91,12 +91,19 @@ def test_the_older_names_are_the_same_switch():
 def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_last():
     assert routes.names("conv_transpose2d_forward") == [
         "winograd",
+        "winograd1d",
         "cuda",
         "phases",
         "columns",
         "xp",
     ]
-    assert routes.names("conv_transpose2d_backward") == ["winograd", "cuda", "blocks", "xp"]
+    assert routes.names("conv_transpose2d_backward") == [
+        "winograd",
+        "winograd1d",
+        "cuda",
+        "blocks",
+        "xp",
+    ]
     assert routes.names("batchnorm_forward") == ["c", "cuda", "xp"]
     assert routes.names("batchnorm_backward") == ["c", "cuda", "xp"]
     assert routes.names("langevin_step") == ["cuda", "xp"]
@@ -191,6 +198,14 @@ CPU_ROUTES = [
     ("phases", (2, 4, (3, 4), (1, 3), (1, 0), (0, 2)), (2, 2, 3, 5), {}),  # no Winograd fit
     ("winograd", (3, 5, 5, 2, 2, 1), (2, 3, 4, 6), {"winograd": "on", "c": False}),
     ("winograd", (3, 5, 5, 2, 2, 1), (2, 3, 4, 6), {"winograd": "on", "c": True}),
+    # a 1-D layer (height 1), kernel 5 over stride 2
+    ("winograd1d", (3, 4, (1, 5), (1, 2), (0, 1), (0, 1)), (2, 3, 1, 6), {"winograd": "on"}),
+    (
+        "winograd1d",
+        (3, 4, (1, 5), (1, 2), (0, 1), (0, 1)),
+        (2, 3, 1, 6),
+        {"c": False, "winograd": "on"},
+    ),
 ]
 
 

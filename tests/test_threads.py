@@ -23,9 +23,9 @@ import pytest
 from abp_np import ABP
 from abp_np import functional as F
 from abp_np.backend import using
-from abp_np.fast import columns, threads
+from abp_np.fast import columns, threads, winograd1d
 from abp_np.fast import cpu as _cpu
-from abp_np.generator import object_generator, texture_generator
+from abp_np.generator import object_generator, sound_generator, texture_generator
 
 needs_c = pytest.mark.skipif(not _cpu.available(), reason=f"CPU kernels not built: {_cpu.reason()}")
 
@@ -217,9 +217,25 @@ def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype):
         dx, dg, db = F.batchnorm_backward(np.cos(y), cache)
         return y, cache.mean, cache.var, dx, dg, db
 
+    s, L, nt1 = 10, 13, 4  # the 1-D route's kernels: 13 samples, stride 10, 4 tiles of F(4, 3)
+    BT1, _, AT1 = winograd1d.transforms(4, dtype)
+    x1 = rng.standard_normal((n, C, 1, L)).astype(dtype)
+    M1 = rng.standard_normal((6, n * nt1, Cout * s)).astype(dtype)
+
+    def one_d():
+        V = np.empty((6, C, n * nt1), dtype)
+        _cpu.winograd1d_input(x1, V, BT1, 4, nt1)
+        dx = np.empty_like(x1)
+        _cpu.winograd1d_input_adjoint(V, dx, BT1, 4, nt1)
+        y = np.empty((n, Cout, 1, 150), dtype)
+        _cpu.winograd1d_output(M1, y, AT1, s, nt1, 8, bias)
+        dM = np.empty_like(M1)
+        _cpu.winograd1d_output_adjoint(y, dM, AT1, s, nt1, 8)
+        return V, dx, y, dM
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(threads, "MIN_WORK", 1)  # split even these small arrays
-        for fn in (input_side, output_side, batchnorm):
+        for fn in (input_side, output_side, batchnorm, one_d):
             _assert_all_equal(_by_threads(fn))
 
 
@@ -405,9 +421,10 @@ def test_the_winograd_route_on_threads_is_within_the_gemm_rounding(dtype, need_p
 
 
 @pytest.mark.parametrize("winograd", ["on", "off"])
-@pytest.mark.parametrize("net", ["object", "texture"])
+@pytest.mark.parametrize("net", ["object", "texture", "sound"])
 def test_an_abp_iteration_on_any_number_of_threads(net, winograd):
-    """Winograd off: the same bits on 1, 2 and 3 threads. On: within the bound below."""
+    """Winograd off, and the sound network (the 1-D route, whose GEMMs are not split): the
+    same bits on 1, 2 and 3 threads. The 2-D route on: within the bound below."""
 
     def run():
         rng = np.random.default_rng(3)
@@ -415,8 +432,10 @@ def test_an_abp_iteration_on_any_number_of_threads(net, winograd):
             g = object_generator(
                 latent_dim=8, channels=(32, 16, 8, 8), activation="relu", batch_norm=True, rng=rng
             )
-        else:
+        elif net == "texture":
             g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=rng)
+        else:
+            g = sound_generator(channels=(32, 16), latent_length=8, rng=rng)
         z_shape = (6 if net == "object" else 2, *g.latent_shape)
         y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
         y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
@@ -430,7 +449,7 @@ def test_an_abp_iteration_on_any_number_of_threads(net, winograd):
     for t in (1, 2, 3):
         with using(threads=t, winograd=winograd):
             results.append(run())
-    if winograd == "off":
+    if winograd == "off" or net == "sound":
         _assert_all_equal([r[0] for r in results])
         assert results[0][1] == results[1][1] == results[2][1]
         return

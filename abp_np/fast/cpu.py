@@ -1,8 +1,9 @@
 """The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
-Three small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
+Four small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
 transforms of the Winograd transposed convolution (:mod:`abp_np.fast.winograd`) fused with the
-rearrangements around them, which NumPy can only do as slow strided copies and small GEMMs,
+rearrangements around them, and ``winograd1d_cpu.c`` those of the 1-D one
+(:mod:`abp_np.fast.winograd1d`), which NumPy can only do as slow strided copies and small GEMMs,
 ``batchnorm_cpu.c`` batch normalisation in two or three passes over memory where NumPy needs
 five or more, and ``columns_cpu.c`` the column form's scatter (``col2im``) and gather
 (``im2col``) of :mod:`abp_np.fast.columns` in one pass each, where NumPy makes one small
@@ -49,6 +50,10 @@ __all__ = [
     "winograd_input_adjoint",
     "winograd_output",
     "winograd_output_adjoint",
+    "winograd1d_input",
+    "winograd1d_input_adjoint",
+    "winograd1d_output",
+    "winograd1d_output_adjoint",
     "bn_stats",
     "bn_scale_shift",
     "bn_backward",
@@ -58,7 +63,7 @@ __all__ = [
     "im2col",
 ]
 
-_SOURCE_FILES = ("winograd_cpu.c", "batchnorm_cpu.c", "columns_cpu.c")
+_SOURCE_FILES = ("winograd_cpu.c", "winograd1d_cpu.c", "batchnorm_cpu.c", "columns_cpu.c")
 _FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]  # no -march=native: the cache may be shared
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -133,6 +138,10 @@ def _build() -> Any:
                 getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 11
             getattr(lib, f"winograd_output_{suffix}").argtypes = [p] * 3 + [i] * 7
             getattr(lib, f"winograd_output_adjoint_{suffix}").argtypes = [p] * 2 + [i] * 7
+            for name in ("winograd1d_input", "winograd1d_input_adjoint"):
+                getattr(lib, f"{name}_{suffix}").argtypes = [p] * 3 + [i] * 7
+            getattr(lib, f"winograd1d_output_{suffix}").argtypes = [p] * 4 + [i] * 9
+            getattr(lib, f"winograd1d_output_adjoint_{suffix}").argtypes = [p] * 3 + [i] * 9
             getattr(lib, f"bn_stats_{suffix}").argtypes = [p] * 4 + [i] * 5
             getattr(lib, f"bn_scale_shift_{suffix}").argtypes = [p] * 4 + [i] * 5
             getattr(lib, f"bn_backward_{suffix}").argtypes = [p] * 7 + [i] * 5
@@ -272,6 +281,67 @@ def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
     fn = getattr(_get(), f"winograd_output_adjoint_{sfx}")
     args = (dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt)
     parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=dM.size)
+
+
+def _transform(name: str, mat, dtype) -> Any:
+    if mat.dtype != dtype or not mat.flags.c_contiguous:
+        raise ValueError(f"_cpu.{name}: the transform matrix must be C-contiguous {dtype}")
+    return mat.ctypes.data
+
+
+def _input1d_call(name: str, src, dst, image, V, bt, m: int, nt: int) -> None:
+    """Check an example block (n, C, 1, L) against its tiles V (a, C, n nt); call."""
+    sfx = _check(name, src, dst)
+    n, C, _, L = image.shape
+    if image.shape[2] != 1 or V.shape != (m + 2, C, n * nt) or bt.shape != (m + 2, m + 2):
+        raise ValueError(f"_cpu.{name}: tiles of shape {V.shape} do not fit x {image.shape}")
+    fn = getattr(_get(), f"{name}_{sfx}")
+    args = (src.ctypes.data, dst.ctypes.data, _transform(name, bt, src.dtype), n, C, L, m, nt)
+    parallel_for(lambda c0, c1: _ok(fn(*args, c0, c1)), C, work=V.size)
+
+
+def winograd1d_input(x, V, bt, m: int, nt: int) -> None:
+    """V (a, C, n nt) <- B^T d for every tile d of x (n, C, 1, L), a = m + 2, ``bt`` = B^T.
+
+    Tile (b, t) reads samples ``m t + k - 2``, k < a, of x (zeros outside it); see
+    ``kernels/winograd1d_cpu.c``.
+    """
+    _input1d_call("winograd1d_input", x, V, x, V, bt, m, nt)
+
+
+def winograd1d_input_adjoint(dV, dx, bt, m: int, nt: int) -> None:
+    """dx (n, C, 1, L) <- the adjoint of :func:`winograd1d_input` applied to dV (a, C, P)."""
+    _input1d_call("winograd1d_input_adjoint", dV, dx, dx, dV, bt, m, nt)
+
+
+def _output1d_call(name: str, src, dst, M, y, bias, at, s: int, nt: int, pad: int) -> None:
+    sfx = _check(name, src, dst, *([] if bias is None else [bias]))
+    n, Cout, h, Lout = y.shape
+    m = at.shape[0]
+    if h != 1 or M.shape != (m + 2, n * nt, Cout * s) or at.shape != (m, m + 2):
+        raise ValueError(f"_cpu.{name}: shapes {M.shape} and {y.shape} do not match")
+    if pad < 0 or (m * nt * s) < pad + Lout:
+        raise ValueError(f"_cpu.{name}: {nt} tiles do not cover {Lout} outputs from {pad}")
+    if bias is not None and bias.shape != (Cout,):
+        raise ValueError(f"_cpu.{name}: bias has shape {bias.shape}, expected ({Cout},)")
+    fn = getattr(_get(), f"{name}_{sfx}")
+    ptrs = [src.ctypes.data, dst.ctypes.data]
+    if not name.endswith("adjoint"):  # the forward adds the bias (NULL: none)
+        ptrs.append(None if bias is None else bias.ctypes.data)
+    args = (*ptrs, _transform(name, at, src.dtype), n, Cout, s, m, nt, pad, Lout)
+    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=M.size)
+
+
+def winograd1d_output(M, y, at, s: int, nt: int, pad: int, bias=None) -> None:
+    """y (n, Cout, 1, Lout) <- A^T M of every tile, phases shuffled into place and cropped by
+    ``pad``, plus bias; M is (a, n nt, Cout s), ``at`` = A^T (m, a). See
+    ``kernels/winograd1d_cpu.c``."""
+    _output1d_call("winograd1d_output", M, y, M, y, bias, at, s, nt, pad)
+
+
+def winograd1d_output_adjoint(dy, dM, at, s: int, nt: int, pad: int) -> None:
+    """dM (a, n nt, Cout s) <- the adjoint of :func:`winograd1d_output` (no bias) applied to dy."""
+    _output1d_call("winograd1d_output_adjoint", dy, dM, dM, dy, None, at, s, nt, pad)
 
 
 # --- batch normalisation ----------------------------------------------------------------------

@@ -9,10 +9,11 @@ overrides a method of ``Ops`` and falls back to it.
 =============================  ============================================================
 operation                      routes, in order (then ``"xp"``, the reference)
 =============================  ============================================================
-``conv_transpose2d_forward``   ``winograd`` (:mod:`~abp_np.fast.winograd`), ``cuda``
+``conv_transpose2d_forward``   ``winograd`` (:mod:`~abp_np.fast.winograd`), ``winograd1d``
+                               (:mod:`~abp_np.fast.winograd1d`, 1-D layers), ``cuda``
                                (:mod:`~abp_np.fast.cuda`), ``phases``, ``columns``
                                (:mod:`~abp_np.fast.columns`)
-``conv_transpose2d_backward``  ``winograd`` (for a :class:`~abp_np.fast.winograd.WinogradCache`),
+``conv_transpose2d_backward``  ``winograd``, ``winograd1d`` (for a cache of that route),
                                ``cuda``, ``blocks`` (:mod:`~abp_np.fast.columns`)
 ``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics), ``cuda``
                                (:mod:`~abp_np.fast.cuda`, batch statistics)
@@ -62,7 +63,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import get_array_module, switches
-from . import columns, elementwise, threads, winograd
+from . import columns, elementwise, threads, winograd, winograd1d
 from . import cpu as _cpu
 from . import cublas as _cublas
 from . import cuda as _cuda
@@ -125,6 +126,19 @@ def _winograd_forward(x, weight, bias, stride, padding, out_hw, derived):
     return winograd.forward(x, weight, plan, bias, derived)
 
 
+def _winograd1d_plan(x, weight, stride, padding, out_hw) -> winograd1d.Plan1d | None:
+    return winograd1d.choose(x, weight, stride, padding, out_hw) if _on_cpu(x) else None
+
+
+def _winograd1d_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    return _winograd1d_plan(x, weight, stride, padding, out_hw) is not None
+
+
+def _winograd1d_forward(x, weight, bias, stride, padding, out_hw, derived):
+    plan = _winograd1d_plan(x, weight, stride, padding, out_hw)
+    return winograd1d.forward(x, weight, plan, bias, derived)
+
+
 def _cuda_forward_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
     return _cuda_runs(x)
 
@@ -160,6 +174,14 @@ def _winograd_cache(dy, cache, need_param_grads) -> bool:
 
 def _winograd_backward(dy, cache, need_param_grads):
     return winograd.backward(dy, cache, need_param_grads)
+
+
+def _winograd1d_cache(dy, cache, need_param_grads) -> bool:
+    return isinstance(cache, winograd1d.Winograd1dCache)
+
+
+def _winograd1d_backward(dy, cache, need_param_grads):
+    return winograd1d.backward(dy, cache, need_param_grads)
 
 
 def _cuda_backward_takes(dy, cache, need_param_grads) -> bool:
@@ -259,6 +281,7 @@ def _threads_take(*arrays) -> bool:
 TABLE: dict[str, tuple[Route, ...]] = {
     "conv_transpose2d_forward": (
         Route("winograd", _winograd_takes, _winograd_forward),
+        Route("winograd1d", _winograd1d_takes, _winograd1d_forward),
         Route("cuda", _cuda_forward_takes, _cuda_forward),
         Route("phases", _phases_take, _phases_forward),
         Route("columns", _columns_take, _columns_forward),
@@ -266,6 +289,7 @@ TABLE: dict[str, tuple[Route, ...]] = {
     ),
     "conv_transpose2d_backward": (
         Route("winograd", _winograd_cache, _winograd_backward),
+        Route("winograd1d", _winograd1d_cache, _winograd1d_backward),
         Route("cuda", _cuda_backward_takes, _cuda_backward),
         Route("blocks", _blocks_take, _blocks_backward),
         REFERENCE,
