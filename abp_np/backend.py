@@ -279,11 +279,12 @@ def using(
         NumPy arrays: batch norm in fewer passes, the data movement of the Winograd route.
         Default on, off where the environment has ``ABP_CPU_KERNELS=0``.
     winograd : {'auto', 'on', 'off'}
-        The CPU's Winograd transposed convolution (:mod:`abp_np.fast.winograd`) for the layers
-        whose geometry fits (kernel 5, stride 2, padding 2...). ``'auto'`` (default): where it
-        pays (:func:`abp_np.fast.winograd.worth_it`) and the C kernels run; ``'on'``: every
-        layer that fits, with NumPy data movement when the C kernels do not run; ``'off'``:
-        never.
+        The CPU's Winograd transposed convolutions (:mod:`abp_np.fast.winograd` for the layers
+        whose geometry fits: kernel 5, stride 2, padding 2...; :mod:`abp_np.fast.winograd1d`
+        for the 1-D layers with ``s < k <= 3 s``). ``'auto'`` (default): where it pays
+        (:func:`abp_np.fast.winograd.worth_it`, with the C kernels;
+        :func:`abp_np.fast.winograd1d.worth_it`); ``'on'``: every layer that fits, with NumPy
+        data movement when the C kernels do not run; ``'off'``: never.
     cpu_forms : bool
         The CPU's NumPy forms of the transposed convolution: the phase form and the column form
         in blocks of examples (forward), the columns in blocks of rows (backward). Default on.

@@ -69,7 +69,7 @@ from abp_np import functional as F
 from abp_np import layers as L
 from abp_np.abp import ABP
 from abp_np.backend import resolve_device, to_numpy
-from abp_np.fast import columns, threads, winograd
+from abp_np.fast import columns, threads, winograd, winograd1d
 from abp_np.fast import cpu as _cpu
 from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 
@@ -405,9 +405,9 @@ class _NumpyWithTimedMatmul:
 def gemm_clock() -> Iterator[_GemmClock]:
     """Inside the block, time every GEMM of a CPU iteration; ``clock.seconds`` adds them up.
 
-    The GEMMs are: the Winograd path's (``winograd._gemms``), the column and phase forms'
-    (``numpy.matmul`` and ``stacked_matmul`` in :mod:`abp_np.fast.columns`) and the Linear
-    layers' (the whole of ``linear_forward`` / ``linear_backward``, a GEMM and a bias). What is not in them is the
+    The GEMMs are: the Winograd paths' (``winograd._gemms``, ``winograd1d._mm``), the column
+    and phase forms' (``numpy.matmul`` and ``stacked_matmul`` in :mod:`abp_np.fast.columns`)
+    and the Linear layers' (the whole of ``linear_forward`` / ``linear_backward``, a GEMM and a bias). What is not in them is the
     time outside the GEMMs: transforms, batch norm, activations, ``col2im``, the updates.
     Only the calling thread's calls are timed: where the examples are split over threads
     (the Winograd route), each thread runs its share of every step, and the calling thread's
@@ -416,20 +416,23 @@ def gemm_clock() -> Iterator[_GemmClock]:
     clock = _GemmClock()
     saved = (
         winograd._gemms,
+        winograd1d._mm,
         columns.np,
         columns.stacked_matmul,
         F.linear_forward,
         F.linear_backward,
     )
     winograd._gemms = clock.wrap(saved[0])
+    winograd1d._mm = clock.wrap(saved[1])
     columns.np = _NumpyWithTimedMatmul(clock)
-    columns.stacked_matmul = clock.wrap(saved[2])
-    F.linear_forward, F.linear_backward = clock.wrap(saved[3]), clock.wrap(saved[4])
+    columns.stacked_matmul = clock.wrap(saved[3])
+    F.linear_forward, F.linear_backward = clock.wrap(saved[4]), clock.wrap(saved[5])
     try:
         yield clock
     finally:
         (
             winograd._gemms,
+            winograd1d._mm,
             columns.np,
             columns.stacked_matmul,
             F.linear_forward,
