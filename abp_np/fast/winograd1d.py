@@ -189,7 +189,7 @@ def _input_transform(x, p: Plan1d):
     m, nt = p.m, p.nt
     BT = transforms(m, x.dtype)[0]
     if _cpu.enabled():
-        V = np.empty((m + 2, Cin, n * nt), dtype=x.dtype)
+        V = workspace("winograd1d.V", (m + 2, Cin, n * nt), x.dtype)
         _cpu.winograd1d_input(np.ascontiguousarray(x), V, BT, m, nt)
         return V
     width = m * nt + 2
@@ -253,7 +253,7 @@ def _output_transform_adjoint(dy, p: Plan1d):
     m, s, nt = p.m, p.s, p.nt
     AT = transforms(m, dy.dtype)[2]
     if _cpu.enabled():
-        dM = np.empty((m + 2, n * nt, Cout * s), dtype=dy.dtype)
+        dM = workspace("winograd1d.dM", (m + 2, n * nt, Cout * s), dy.dtype)
         _cpu.winograd1d_output_adjoint(np.ascontiguousarray(dy), dM, AT, s, nt, p.p)
         return dM
     full = workspace("winograd1d.full", (n, Cout, nt * m * s), dy.dtype)
@@ -307,7 +307,8 @@ def backward(
     dU = np.zeros_like(U) if need_param_grads else None
     for n0, n1 in _blocks(x.shape[0], p, U.shape[1], dy.dtype.itemsize):
         dMt = _output_transform_adjoint(dy[n0:n1], p)  # (A dY)^T: (m + 2, P, s Cout)
-        dV = _mm(UT, dMt.transpose(0, 2, 1))  # (m + 2, Cin, P): the input gradient's GEMMs
+        dV = workspace("winograd1d.dV", (*UT.shape[:2], dMt.shape[1]), dy.dtype)
+        _mm(UT, dMt.transpose(0, 2, 1), out=dV)  # (m + 2, Cin, P): the input gradient's GEMMs
         if dU is not None:  # the weight gradient's GEMMs: dU += dM V^T
             V = _input_transform(x[n0:n1], p)
             dU += _mm(dMt.transpose(0, 2, 1), V.transpose(0, 2, 1))
