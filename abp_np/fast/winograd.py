@@ -71,8 +71,14 @@ whose U costs too much to compute every pass (a 4 x 4 input with many channels) 
 as well.
 
 Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
-near :data:`BLOCK_BYTES`, and a block's tiles are still in the cache when its GEMMs run. A batch
-whose M is at most 1.5 x that is kept whole: every block reads all of U once.
+near :data:`BLOCK_BYTES` or the size of U, whichever is larger, and a block's tiles are still in
+the cache when its GEMMs run. Every block reads all of U, so no block is smaller than U. A batch
+whose M is at most 1.5 x the target is kept whole.
+
+Threads: each block's examples are cut into ranges, one per thread, each range through all
+three steps (one hand-off a pass). Where U is larger than the block's M, that would read U once
+per thread; there each step is split by itself instead, the GEMMs by position
+(:func:`abp_np.fast.threads.stacked_matmul`) and the transforms by channel.
 """
 
 from __future__ import annotations
@@ -328,21 +334,31 @@ class _Tiling(NamedTuple):
     row0: int  # x row read by the first tile's first row (q0 - 2)
     col0: int
     block: int  # examples per block
+    by_positions: bool  # threads split each step (the GEMMs by position), not the examples
 
 
 def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
-    N = x_shape[0]
+    N, Cin = x_shape[:2]
     nt = (p.Q[0] // p.m, p.Q[1] // p.m)
-    # M (a^2, 4 Cout, P) is the largest temporary; cut the batch so that it stays near BLOCK_BYTES
-    per_example = (p.m + 2) ** 2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
-    block = max(1, min(N, BLOCK_BYTES // per_example))
-    # Each block's GEMMs read all of U once. For a wide layer on few tiles that read is most of
-    # their time (faces64's 512 -> 256 layer: U is 8 x the whole batch's M; BENCHMARKS.md,
-    # "Figures behind the routes' rules"), so the batch stays whole when its M is at most
-    # 1.5 x the target.
-    if N * per_example <= 1.5 * BLOCK_BYTES:
+    a2 = (p.m + 2) ** 2
+    # M (a^2, 4 Cout, P) is the largest temporary; cut the batch so that it stays near a target
+    per_example = a2 * p.s * p.s * Cout * nt[0] * nt[1] * itemsize
+    u_bytes = a2 * p.s * p.s * Cout * Cin * itemsize
+    # Each block's GEMMs read all of U (and OpenBLAS packs it anew) once per thread. So a block
+    # is at least as large as U: below that, U's reads cost more than the block's own data
+    # (faces64's 256 -> 128 layer: U 18.9 MB; blocks of 8 MB took 24 ms a pass, the whole
+    # batch 18 ms; BENCHMARKS.md, "Larger Winograd blocks").
+    target = max(BLOCK_BYTES, u_bytes)
+    block = max(1, min(N, target // per_example))
+    # A batch whose M is at most 1.5 x the target is kept whole (faces64's 512 -> 256 layer:
+    # U is 8 x the whole batch's M; BENCHMARKS.md, "Figures behind the routes' rules").
+    if N * per_example <= 1.5 * target:
         block = N
-    return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block)
+    # Where U is larger than the block's M, ranges of examples on several threads would each
+    # read all of U; splitting the GEMMs by position reads it once (faces64's 512 -> 256 layer:
+    # 21.3 -> 18.5 ms a pass).
+    by_positions = u_bytes > block * per_example
+    return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block, by_positions)
 
 
 def _input_transform(x, t: _Tiling, out=None):
@@ -481,6 +497,8 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None
     block (``t.block`` examples), each block's ranges on several threads at once
     (:func:`abp_np.fast.threads.parallel_gemms`); ``first`` and ``second`` are the range's
     (a^2, rows[i], P) temporaries, P its tiles, contiguous pieces of two arrays per block.
+    With ``t.by_positions`` the range is the whole block, on the calling thread, and each step
+    splits itself over the threads.
 
     Those arrays are made here, on the calling thread, not by the threads that use the pieces:
     an array allocated on a worker comes from that thread's own malloc arena, whose freed memory
@@ -491,8 +509,12 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None
     for n0 in range(0, N, t.block):
         nb = min(N, n0 + t.block) - n0
         bufs = [np.empty(a2 * r * tiles * nb, dtype=dtype) for r in rows]
-        parallel_gemms(functools.partial(_example_range, step, n0, bufs, rows, a2, tiles), nb)
-        del bufs  # before the next block's are made
+        ranges = functools.partial(_example_range, step, n0, bufs, rows, a2, tiles)
+        if t.by_positions:  # the whole block through each step, each step split by itself
+            ranges(0, nb)
+        else:
+            parallel_gemms(ranges, nb)
+        del bufs, ranges  # before the next block's are made
 
 
 def _example_range(step, n0: int, bufs, rows, a2: int, tiles: int, a: int, b: int) -> None:
@@ -532,9 +554,10 @@ def forward(
 
     On several threads (:mod:`abp_np.fast.threads`) each block's examples are cut into ranges
     that run at once, each range through all three steps on its thread with OpenBLAS on one
-    thread (:func:`abp_np.fast.threads.parallel_gemms`). The GEMMs then see fewer columns, and
-    OpenBLAS may round them differently in the last bits (float32 within 1e-5 of the largest
-    output, ``tests/test_threads.py``); one thread is the single loop.
+    thread (:func:`abp_np.fast.threads.parallel_gemms`), or, where U is larger than a block's M,
+    each step is split by itself (the GEMMs by position). The GEMMs then see other columns or
+    threads, and OpenBLAS may round them differently in the last bits (float32 within 1e-5 of
+    the largest output, ``tests/test_threads.py``); one thread is the single loop.
     """
     N = x.shape[0]
     Cout = weight.shape[1]
