@@ -391,13 +391,13 @@ def test_a_stack_of_gemms_is_numpy_s_matmul_where_the_blas_cannot_be_set(monkeyp
 
 
 @needs_openblas_set
-@pytest.mark.parametrize("split", ["examples", "steps"])
+@pytest.mark.parametrize("split", ["examples", "positions"])
 @pytest.mark.parametrize("need_param_grads", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_winograd_route_on_threads_is_within_the_gemm_rounding(dtype, need_param_grads, split):
     """Several threads cut the Winograd route's batch (the inferential backward pass and the
     forward pass; the learning pass's dW keeps one order of sums), or, where U is larger than
-    a block's product M, each step by itself (the GEMMs on OpenBLAS' threads); each example is computed by the same
+    a block's product M, each step's GEMMs by position; each example is computed by the same
     transforms, its GEMMs on other columns or threads. Expected values: the one-thread path.
     Bound: float32 within 1e-5 of each array's largest magnitude, float64 within 1e-13."""
     from abp_np.fast import winograd
@@ -405,14 +405,14 @@ def test_the_winograd_route_on_threads_is_within_the_gemm_rounding(dtype, need_p
 
     rng = np.random.default_rng(7)
     # U (a^2, 4 Cout, Cin) against one example's M (a^2, 4 Cout, tiles): 16 input channels
-    # and 4 tiles an example split the examples; 64 channels and one tile, the steps
+    # and 4 tiles an example split the examples; 64 channels and one tile, the positions
     cin, cout, hw = (16, 8, 8) if split == "examples" else (64, 16, 4)
     layer = ConvTranspose2d(cin, cout, 5, 2, 2, 1, dtype=dtype, rng=rng)
     x = rng.standard_normal((6, cin, hw, hw)).astype(dtype)
     dy = rng.standard_normal((6, cout, 2 * hw, 2 * hw)).astype(dtype)
     p = winograd.plan(x.shape, layer.params["weight"].shape, (2, 2), (2, 2), (2 * hw, 2 * hw))
     tiling = winograd._tiling(p, x.shape, cout, x.itemsize)
-    assert tiling.block == 6 and tiling.by_steps == (split == "steps")
+    assert tiling.block == 6 and tiling.by_positions == (split == "positions")
     out = []
     for t in (1, 2, 3):
         with using(threads=t, winograd="on"):

@@ -388,30 +388,30 @@ def test_blocks_of_examples_give_the_same_results(kind, per_block, expected_bloc
 
 
 @pytest.mark.parametrize(
-    "x_shape, cout, block, by_steps",
+    "x_shape, cout, block, by_positions",
     [
         # faces64's layers, float32 (batch 64). U = 36 x 4 Cout x Cin x 4 bytes, one example's
         # M = 36 x 4 Cout x tiles x 4 bytes.
-        # 512 -> 256 at 4 x 4: U 75.5 MB, the batch's M 9.4 MB: whole, step by step
+        # 512 -> 256 at 4 x 4: U 75.5 MB, the batch's M 9.4 MB: whole, by positions
         ((64, 512, 4, 4), 256, 64, True),
         # 256 -> 128 at 8 x 8: U 18.9 MB = the batch's M (64 x 294,912 B): whole, by examples
         ((64, 256, 8, 8), 128, 64, False),
         # 128 -> 64 at 16 x 16: U 4.7 MB, below the 8 MiB target; M 589,824 B an example:
         # blocks of 14 (8,388,608 // 589,824), by examples
         ((64, 128, 16, 16), 64, 14, False),
-        # texture224's 256 -> 128 at 28 x 28, batch 1: U 18.9 MB, M 3.6 MB: step by step
+        # texture224's 256 -> 128 at 28 x 28, batch 1: U 18.9 MB, M 3.6 MB: by positions
         ((1, 256, 28, 28), 128, 1, True),
     ],
 )
 def test_blocks_are_at_least_as_large_as_u_and_u_is_read_once_where_it_is_larger(
-    x_shape, cout, block, by_steps
+    x_shape, cout, block, by_positions
 ):
     """The block rule, on the paper's layers (figures of the rule: BENCHMARKS.md)."""
     hw = (2 * x_shape[2], 2 * x_shape[3])
     p = winograd.plan(x_shape, (x_shape[1], cout, 5, 5), (2, 2), (2, 2), hw)
     assert p.m == 4
     t = winograd._tiling(p, x_shape, cout, 4)
-    assert (t.block, t.by_steps) == (block, by_steps)
+    assert (t.block, t.by_positions) == (block, by_positions)
 
 
 # --- 6. float32 -------------------------------------------------------------------------------------

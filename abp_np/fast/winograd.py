@@ -77,8 +77,8 @@ whose M is at most 1.5 x the target is kept whole.
 
 Threads: each block's examples are cut into ranges, one per thread, each range through all
 three steps (one hand-off a pass). Where U is larger than the block's M, that would read U once
-per thread; there each step is split by itself instead: the GEMMs on OpenBLAS' own threads
-and the transforms by channel.
+per thread; there each step is split by itself instead, the GEMMs by position
+(:func:`abp_np.fast.threads.stacked_matmul`) and the transforms by channel.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ from ..backend import Array, switches
 from ..backend import using as backend_using
 from . import cpu as _cpu
 from .phases import phases
-from .threads import parallel_gemms
+from .threads import parallel_gemms, stacked_matmul
 
 __all__ = [
     "Plan",
@@ -334,7 +334,7 @@ class _Tiling(NamedTuple):
     row0: int  # x row read by the first tile's first row (q0 - 2)
     col0: int
     block: int  # examples per block
-    by_steps: bool  # threads split each step (GEMMs, transforms), not the examples
+    by_positions: bool  # threads split each step (the GEMMs by position), not the examples
 
 
 def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
@@ -355,10 +355,10 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     if N * per_example <= 1.5 * target:
         block = N
     # Where U is larger than the block's M, ranges of examples on several threads would each
-    # read all of U; splitting each step by itself reads it once (faces64's 512 -> 256 layer:
+    # read all of U; splitting the GEMMs by position reads it once (faces64's 512 -> 256 layer:
     # 21.3 -> 18.5 ms a pass).
-    by_steps = u_bytes > block * per_example
-    return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block, by_steps)
+    by_positions = u_bytes > block * per_example
+    return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block, by_positions)
 
 
 def _input_transform(x, t: _Tiling, out=None):
@@ -483,19 +483,13 @@ def _unshuffle(dy, t: _Tiling):
 
 
 def _gemms(a, b, out=None):
-    """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS).
-
-    Inside a range of examples (:func:`_by_examples`) OpenBLAS runs them on the range's thread;
-    elsewhere (a block split step by step, the learning pass) on its own threads, each GEMM
-    split over them. That measured faster than cutting the stack into halves of whole GEMMs,
-    one BLAS thread each (:func:`abp_np.fast.threads.stacked_matmul`): whole iterations took
-    0.93 x (texture224), 0.98 x (small32) and 0.99 x (faces64) the time (BENCHMARKS.md,
-    "Larger Winograd blocks").
+    """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS), the
+    positions split over threads, each GEMM on one (:func:`abp_np.fast.threads.stacked_matmul`).
 
     A function of its own, like each transform step, so that
     ``python -m abp_np.bench --winograd-steps`` can time each call inside real iterations.
     """
-    return np.matmul(a, b, out=out)
+    return stacked_matmul(a, b, out=out)
 
 
 def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None:
@@ -503,7 +497,7 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None
     block (``t.block`` examples), each block's ranges on several threads at once
     (:func:`abp_np.fast.threads.parallel_gemms`); ``first`` and ``second`` are the range's
     (a^2, rows[i], P) temporaries, P its tiles, contiguous pieces of two arrays per block.
-    With ``t.by_steps`` the range is the whole block, on the calling thread, and each step
+    With ``t.by_positions`` the range is the whole block, on the calling thread, and each step
     splits itself over the threads.
 
     Those arrays are made here, on the calling thread, not by the threads that use the pieces:
@@ -516,7 +510,7 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None
         nb = min(N, n0 + t.block) - n0
         bufs = [np.empty(a2 * r * tiles * nb, dtype=dtype) for r in rows]
         ranges = functools.partial(_example_range, step, n0, bufs, rows, a2, tiles)
-        if t.by_steps:  # the whole block through each step, each step split by itself
+        if t.by_positions:  # the whole block through each step, each step split by itself
             ranges(0, nb)
         else:
             parallel_gemms(ranges, nb)
@@ -561,7 +555,7 @@ def forward(
     On several threads (:mod:`abp_np.fast.threads`) each block's examples are cut into ranges
     that run at once, each range through all three steps on its thread with OpenBLAS on one
     thread (:func:`abp_np.fast.threads.parallel_gemms`), or, where U is larger than a block's M,
-    each step is split by itself (the GEMMs on OpenBLAS' threads). The GEMMs then see other columns or
+    each step is split by itself (the GEMMs by position). The GEMMs then see other columns or
     threads, and OpenBLAS may round them differently in the last bits (float32 within 1e-5 of
     the largest output, ``tests/test_threads.py``); one thread is the single loop.
     """
