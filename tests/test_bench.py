@@ -8,6 +8,7 @@ matches a count written out by hand.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -312,6 +313,31 @@ def test_ab_alternates_the_settings_and_restores_them(capsys):
     assert r["ratio_b_over_a"] == pytest.approx(r["sec_per_iter_b"] / r["sec_per_iter_a"])
     assert switches() == before
     assert "B / A" in capsys.readouterr().out
+
+
+def test_ab_in_processes_runs_each_arm_in_fresh_processes_under_its_settings(capsys):
+    """--ab with --processes: N pairs of child processes, the B children under --ab's settings
+    (each child reports its own thread count outside the GEMMs), the order swapped every pair;
+    the ratio is that of the medians of the children's medians."""
+    res = bench.main(
+        "--workload small32 --batch 2 --iterations 1 --threads 2 --ab threads=1 --processes 2".split()
+    )
+    r = res["ab"]
+    assert r["settings"] == {"threads": 1} and r["processes"] == 2
+    assert len(r["seconds_a"]) == len(r["seconds_b"]) == 2
+    assert min(r["seconds_a"] + r["seconds_b"]) > 0
+    assert r["abp_threads_b"] == [1, 1]  # the setting reached the B children only
+    assert len(r["abp_threads_a"]) == 2 and 1 not in r["abp_threads_a"] or os.cpu_count() == 1
+    assert r["sec_per_iter_b"] == pytest.approx(sum(r["seconds_b"]) / 2)
+    out = capsys.readouterr().out
+    assert out.index("pair 1/2: A") < out.index("pair 1/2: B")
+    assert out.index("pair 2/2: B") < out.index("pair 2/2: A")
+    assert "processes' medians" in out
+
+
+def test_processes_needs_ab():
+    with pytest.raises(SystemExit, match="goes with --ab"):
+        bench.main("--workload small32 --iterations 1 --processes 2".split())
 
 
 @pytest.mark.parametrize(

@@ -860,11 +860,67 @@ def ab(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def ab_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`ab` with a fresh process for every measurement: ``args.processes`` pairs, A (the
+    settings in force) and B (``--ab``'s) alternating, the order swapped every pair; each process
+    times ``args.iterations`` iterations after its own warm-up and reports their median.
+
+    Settings that change how OpenBLAS' threads are used (``threads``, or routes that split
+    their GEMMs differently) are measured this way: alternating them in one process, each arm
+    finds OpenBLAS' threads as the other left them, and the ratio measured that way differed in
+    sign from the one measured process by process (BENCHMARKS.md, "Larger Winograd blocks").
+    Returns what :func:`ab` returns; ``seconds_a`` and ``seconds_b`` hold per-process medians.
+    """
+    settings = ab_settings(args.ab)
+    base = [sys.executable, "-m", "abp_np.bench", "--workload", args.workload]
+    base += ["--iterations", str(args.iterations), "--device", args.device]
+    base += ["--threads", str(args.threads), "--seed", str(args.seed)]
+    base += ["--winograd", args.winograd, "--no-memory", "--json"]
+    if args.batch is not None:
+        base += ["--batch", str(args.batch)]
+    if args.cuda_graph:
+        base.append("--cuda-graph")
+
+    threads_of: dict[bool, list[int]] = {False: [], True: []}  # each child's own report
+
+    def run(b: bool) -> float:
+        cmd = base + (["--using", args.ab] if b else [])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"--processes: a child failed ({' '.join(cmd)}):\n{done.stderr}")
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        threads_of[b].append(child.get("abp_threads"))
+        return float(child["sec_per_iter"])
+
+    a: list[float] = []
+    b: list[float] = []
+    for k in range(args.processes):
+        for first in (True, False) if k % 2 == 0 else (False, True):
+            (a if first else b).append(run(not first))
+            print(
+                f"  pair {k + 1}/{args.processes}: {'A' if first else 'B'} {(a if first else b)[-1]:.4f} s"
+            )
+    ma, mb = statistics.median(a), statistics.median(b)
+    return {
+        "settings": settings,
+        "processes": args.processes,
+        "sec_per_iter_a": ma,
+        "sec_per_iter_b": mb,
+        "ratio_b_over_a": mb / ma,
+        "pair_ratio_median": statistics.median(y / x for x, y in zip(a, b)),
+        "seconds_a": a,
+        "seconds_b": b,
+        "abp_threads_a": threads_of[False],  # threads outside the GEMMs, as each child saw them
+        "abp_threads_b": threads_of[True],
+    }
+
+
 def format_ab(r: dict[str, Any]) -> str:
     b = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+    of = f"{r['processes']} processes' medians" if r.get("processes") else len(r["seconds_a"])
     return (
         f"A (settings in force): {r['sec_per_iter_a']:.3f} s per iteration (median of "
-        f"{len(r['seconds_a'])})\nB (using {b}): {r['sec_per_iter_b']:.3f} s\n"
+        f"{of})\nB (using {b}): {r['sec_per_iter_b']:.3f} s\n"
         f"B / A: {r['ratio_b_over_a']:.3f} (median of the pairs: {r['pair_ratio_median']:.3f})"
     )
 
@@ -1142,6 +1198,17 @@ def _parser() -> argparse.ArgumentParser:
         "both medians and their ratio",
     )
     p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --ab: N pairs of fresh processes instead, A and B alternating (the order "
+        "swapped every pair), each timing --iterations iterations. Use it where the arms use "
+        "OpenBLAS' threads differently: in one process each arm leaves them in a state that the "
+        "other inherits",
+    )
+    p.add_argument("--using", default=None, help=argparse.SUPPRESS)  # a --processes child's B
+    p.add_argument(
         "--sweep",
         choices=["batch", "steps", "pixels"],
         default=None,
@@ -1216,7 +1283,10 @@ def _gpu(xp: Any, torch: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
-    with winograd.using(args.winograd):
+    from abp_np.backend import using
+
+    settings = ab_settings(args.using) if args.using else {}
+    with winograd.using(args.winograd), using(**settings):
         return _main(args)
 
 
@@ -1227,6 +1297,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--batch must be >= 1")
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
+    if args.processes < 0 or (args.processes and not args.ab):
+        raise SystemExit("--processes N (N >= 1) goes with --ab KEY=VALUE: the pairs it runs")
     if args.cuda_graph and args.device != "gpu":
         raise SystemExit("--cuda-graph replays CUDA graphs: use it with --device gpu")
     if args.plot is not None:
@@ -1313,7 +1385,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
             save_breakdown_chart(rows, STEPS, args.workload, args.device, args.plot)
             print(f"chart: {args.plot}")
     elif args.ab:
-        res["ab"] = ab(args)
+        res["ab"] = ab_processes(args) if args.processes else ab(args)
         print(format_ab(res["ab"]))
     elif args.layer_clock:
         if args.device != "cpu":
