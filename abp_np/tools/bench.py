@@ -828,7 +828,9 @@ def ab(args: argparse.Namespace) -> dict[str, Any]:
     ``backend.using(**settings)`` (B), the order swapped every pair.
 
     On a shared or virtual machine, runs a minute apart can differ by more than a change being
-    measured; iterations side by side see the same machine. Returns both medians, their ratio
+    measured; iterations side by side see the same machine. Where the two settings use
+    OpenBLAS' threads differently, each arm inherits them as the other left them: measure such
+    settings process by process (:func:`ab_processes`). Returns both medians, their ratio
     B / A and the median of the pairs' ratios.
     """
     from abp_np.backend import using
@@ -1195,7 +1197,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE[,KEY=VALUE]",
         help="alternate iterations in one process between the current settings and "
         "abp_np.backend.using(KEY=VALUE, ...), e.g. threads=1 or winograd=off,c=off; prints "
-        "both medians and their ratio",
+        "both medians and their ratio (--processes N: a fresh process per measurement)",
     )
     p.add_argument(
         "--processes",
