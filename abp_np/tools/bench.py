@@ -850,6 +850,11 @@ def ab(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 with using(**settings):
                     b.append(runner.timed())
+    return _ab_result(settings, a, b)
+
+
+def _ab_result(settings: dict[str, Any], a: list[float], b: list[float]) -> dict[str, Any]:
+    """Both arms' medians, their ratio B / A and the median of the pairs' ratios."""
     ma, mb = statistics.median(a), statistics.median(b)
     return {
         "settings": settings,
@@ -902,16 +907,9 @@ def ab_processes(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"  pair {k + 1}/{args.processes}: {'A' if first else 'B'} {(a if first else b)[-1]:.4f} s"
             )
-    ma, mb = statistics.median(a), statistics.median(b)
     return {
-        "settings": settings,
+        **_ab_result(settings, a, b),
         "processes": args.processes,
-        "sec_per_iter_a": ma,
-        "sec_per_iter_b": mb,
-        "ratio_b_over_a": mb / ma,
-        "pair_ratio_median": statistics.median(y / x for x, y in zip(a, b)),
-        "seconds_a": a,
-        "seconds_b": b,
         "abp_threads_a": threads_of[False],  # threads outside the GEMMs, as each child saw them
         "abp_threads_b": threads_of[True],
     }
