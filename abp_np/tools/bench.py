@@ -903,10 +903,9 @@ def ab_processes(args: argparse.Namespace) -> dict[str, Any]:
     b: list[float] = []
     for k in range(args.processes):
         for first in (True, False) if k % 2 == 0 else (False, True):
-            (a if first else b).append(run(not first))
-            print(
-                f"  pair {k + 1}/{args.processes}: {'A' if first else 'B'} {(a if first else b)[-1]:.4f} s"
-            )
+            arm = a if first else b
+            arm.append(run(not first))
+            print(f"  pair {k + 1}/{args.processes}: {'A' if first else 'B'} {arm[-1]:.4f} s")
     return {
         **_ab_result(settings, a, b),
         "processes": args.processes,
