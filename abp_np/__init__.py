@@ -33,6 +33,7 @@ import sys as _sys
 
 from . import (
     _blas_spin,  # noqa: F401  (first: sets OpenBLAS' spin before NumPy loads it)
+    _malloc,  # noqa: F401  (glibc's malloc keeps freed memory: fewer page faults)
     functional,
     gradcheck,
     layers,

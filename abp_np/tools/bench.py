@@ -1368,6 +1368,18 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
             f"threads: {'sleep at once' if _blas_spin.SHORT_SPIN else 'spin'} "
             f"(OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')})"
         )
+        from abp_np import _malloc
+
+        res["malloc_thresholds_set"] = _malloc.SET
+        print(
+            "glibc malloc: "
+            + (
+                f"keeps freed memory (mmap threshold {_malloc.MMAP_THRESHOLD >> 20} MiB, trim "
+                f"threshold {_malloc.TRIM_THRESHOLD >> 20} MiB)"
+                if _malloc.SET
+                else f"as it was ({_malloc.reason_to_leave() or 'mallopt refused'})"
+            )
+        )
 
     if args.sweep:
         rows = sweep(args, torch)
