@@ -17,6 +17,8 @@
  */
 #include <stddef.h>
 
+#include "pool_cpu.h"
+
 #define LANES 8
 
 #define ABP_DEFINE(T, SUFFIX)                                                                   \
@@ -108,3 +110,58 @@
 
 ABP_DEFINE(float, f32)
 ABP_DEFINE(double, f64)
+
+/* The same three functions on `threads` threads (kernels/pool_cpu.c): the whole loop over
+ * channels, split in ranges; the same bits whatever the count. */
+#define ABP_PARALLEL_BN(T, S)                                                                      \
+    struct stats_args_##S {                                                                        \
+        const T *x;                                                                                \
+        T *xc, *mean, *var;                                                                        \
+        int N, C, L;                                                                               \
+    };                                                                                             \
+    static int stats_range_##S(const void *p, int lo, int hi) {                                    \
+        const struct stats_args_##S *a = p;                                                        \
+        bn_stats_##S(a->x, a->xc, a->mean, a->var, a->N, a->C, a->L, lo, hi);                      \
+        return 0;                                                                                  \
+    }                                                                                              \
+    int bn_stats_par_##S(const T *x, T *xc, T *mean, T *var, int N, int C, int L, int threads) {   \
+        const struct stats_args_##S a = {x, xc, mean, var, N, C, L};                               \
+        return abp_pool_run(threads, C, stats_range_##S, &a);                                      \
+    }                                                                                              \
+    struct scale_shift_args_##S {                                                                  \
+        const T *xc;                                                                               \
+        T *y;                                                                                      \
+        const T *scale, *shift;                                                                    \
+        int N, C, L;                                                                               \
+    };                                                                                             \
+    static int scale_shift_range_##S(const void *p, int lo, int hi) {                              \
+        const struct scale_shift_args_##S *a = p;                                                  \
+        bn_scale_shift_##S(a->xc, a->y, a->scale, a->shift, a->N, a->C, a->L, lo, hi);             \
+        return 0;                                                                                  \
+    }                                                                                              \
+    int bn_scale_shift_par_##S(const T *xc, T *y, const T *scale, const T *shift, int N, int C,    \
+                               int L, int threads) {                                               \
+        const struct scale_shift_args_##S a = {xc, y, scale, shift, N, C, L};                      \
+        return abp_pool_run(threads, C, scale_shift_range_##S, &a);                                \
+    }                                                                                              \
+    struct backward_args_##S {                                                                     \
+        const T *dy, *xc;                                                                          \
+        T *dx;                                                                                     \
+        const T *a, *inv_std;                                                                      \
+        T *sum_dy, *sum_dy_xc;                                                                     \
+        int N, C, L;                                                                               \
+    };                                                                                             \
+    static int backward_range_##S(const void *p, int lo, int hi) {                                 \
+        const struct backward_args_##S *b = p;                                                     \
+        bn_backward_##S(b->dy, b->xc, b->dx, b->a, b->inv_std, b->sum_dy, b->sum_dy_xc, b->N,      \
+                        b->C, b->L, lo, hi);                                                       \
+        return 0;                                                                                  \
+    }                                                                                              \
+    int bn_backward_par_##S(const T *dy, const T *xc, T *dx, const T *a, const T *inv_std,         \
+                            T *sum_dy, T *sum_dy_xc, int N, int C, int L, int threads) {           \
+        const struct backward_args_##S b = {dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc, N, C, L};   \
+        return abp_pool_run(threads, C, backward_range_##S, &b);                                   \
+    }
+
+ABP_PARALLEL_BN(float, f32)
+ABP_PARALLEL_BN(double, f64)

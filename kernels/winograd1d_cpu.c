@@ -32,6 +32,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "pool_cpu.h"
+
 #define ABP_WINOGRAD1D(T, S)                                                                       \
     int winograd1d_input_##S(const T *x, T *V, const T *bt, int n, int C, int L, int m, int nt,    \
                              int c0, int c1) {                                                     \
@@ -212,3 +214,61 @@
 
 ABP_WINOGRAD1D(float, f32)
 ABP_WINOGRAD1D(double, f64)
+
+/* The same four functions on `threads` threads (kernels/pool_cpu.c): the whole loop over
+ * channels, split in ranges; the same bits whatever the count. */
+#define ABP_PARALLEL1D(T, S)                                                                       \
+    struct tiles1d_args_##S {                                                                      \
+        const T *src;                                                                              \
+        T *dst;                                                                                    \
+        const T *bt;                                                                               \
+        int n, C, L, m, nt;                                                                        \
+    };                                                                                             \
+    static int input1d_range_##S(const void *p, int lo, int hi) {                                  \
+        const struct tiles1d_args_##S *a = p;                                                      \
+        return winograd1d_input_##S(a->src, a->dst, a->bt, a->n, a->C, a->L, a->m, a->nt, lo, hi); \
+    }                                                                                              \
+    static int input1d_adjoint_range_##S(const void *p, int lo, int hi) {                          \
+        const struct tiles1d_args_##S *a = p;                                                      \
+        return winograd1d_input_adjoint_##S(a->src, a->dst, a->bt, a->n, a->C, a->L, a->m, a->nt,  \
+                                            lo, hi);                                               \
+    }                                                                                              \
+    int winograd1d_input_par_##S(const T *x, T *V, const T *bt, int n, int C, int L, int m,        \
+                                 int nt, int threads) {                                            \
+        const struct tiles1d_args_##S a = {x, V, bt, n, C, L, m, nt};                              \
+        return abp_pool_run(threads, C, input1d_range_##S, &a);                                    \
+    }                                                                                              \
+    int winograd1d_input_adjoint_par_##S(const T *dV, T *dx, const T *bt, int n, int C, int L,     \
+                                         int m, int nt, int threads) {                             \
+        const struct tiles1d_args_##S a = {dV, dx, bt, n, C, L, m, nt};                            \
+        return abp_pool_run(threads, C, input1d_adjoint_range_##S, &a);                            \
+    }                                                                                              \
+    struct output1d_args_##S {                                                                     \
+        const T *src;                                                                              \
+        T *dst;                                                                                    \
+        const T *bias, *at;                                                                        \
+        int n, Cout, s, m, nt, pad, Lout;                                                          \
+    };                                                                                             \
+    static int output1d_range_##S(const void *p, int lo, int hi) {                                 \
+        const struct output1d_args_##S *a = p;                                                     \
+        return winograd1d_output_##S(a->src, a->dst, a->bias, a->at, a->n, a->Cout, a->s, a->m,   \
+                                     a->nt, a->pad, a->Lout, lo, hi);                              \
+    }                                                                                              \
+    static int output1d_adjoint_range_##S(const void *p, int lo, int hi) {                         \
+        const struct output1d_args_##S *a = p;                                                     \
+        return winograd1d_output_adjoint_##S(a->src, a->dst, a->at, a->n, a->Cout, a->s, a->m,     \
+                                             a->nt, a->pad, a->Lout, lo, hi);                      \
+    }                                                                                              \
+    int winograd1d_output_par_##S(const T *M, T *y, const T *bias, const T *at, int n, int Cout,   \
+                                  int s, int m, int nt, int pad, int Lout, int threads) {          \
+        const struct output1d_args_##S a = {M, y, bias, at, n, Cout, s, m, nt, pad, Lout};         \
+        return abp_pool_run(threads, Cout, output1d_range_##S, &a);                                \
+    }                                                                                              \
+    int winograd1d_output_adjoint_par_##S(const T *dy, T *dM, const T *at, int n, int Cout, int s, \
+                                          int m, int nt, int pad, int Lout, int threads) {         \
+        const struct output1d_args_##S a = {dy, dM, NULL, at, n, Cout, s, m, nt, pad, Lout};       \
+        return abp_pool_run(threads, Cout, output1d_adjoint_range_##S, &a);                        \
+    }
+
+ABP_PARALLEL1D(float, f32)
+ABP_PARALLEL1D(double, f64)

@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool_cpu.h"
+
 #define GROUP 8 /* tiles per vector; 16 and 32 measured no faster */
 
 /* The one-dimensional transforms of F(2, 3) and F(4, 3) (Lavin & Gray, CVPR 2016), on GROUP
@@ -371,3 +373,61 @@ ABP_TRANSFORMS(float, f32)
 ABP_TRANSFORMS(double, f64)
 ABP_TILES(float, f32)
 ABP_TILES(double, f64)
+
+/* The same four functions on `threads` threads (kernels/pool_cpu.c): the whole loop over
+ * channels, split in ranges; the same bits whatever the count. */
+#define ABP_PARALLEL(T, S)                                                                         \
+    struct tiles_args_##S {                                                                        \
+        const T *src;                                                                              \
+        T *dst;                                                                                    \
+        int n, C, H, W, row0, col0, m, th, tw;                                                     \
+    };                                                                                             \
+    static int input_range_##S(const void *p, int lo, int hi) {                                    \
+        const struct tiles_args_##S *a = p;                                                        \
+        return winograd_input_##S(a->src, a->dst, a->n, a->C, a->H, a->W, a->row0, a->col0, a->m, \
+                                  a->th, a->tw, lo, hi);                                           \
+    }                                                                                              \
+    static int input_adjoint_range_##S(const void *p, int lo, int hi) {                            \
+        const struct tiles_args_##S *a = p;                                                        \
+        return winograd_input_adjoint_##S(a->src, a->dst, a->n, a->C, a->H, a->W, a->row0,         \
+                                          a->col0, a->m, a->th, a->tw, lo, hi);                    \
+    }                                                                                              \
+    int winograd_input_par_##S(const T *x, T *V, int n, int C, int H, int W, int row0, int col0,   \
+                               int m, int th, int tw, int threads) {                               \
+        const struct tiles_args_##S a = {x, V, n, C, H, W, row0, col0, m, th, tw};                 \
+        return abp_pool_run(threads, C, input_range_##S, &a);                                      \
+    }                                                                                              \
+    int winograd_input_adjoint_par_##S(const T *dV, T *dx, int n, int C, int H, int W, int row0,   \
+                                       int col0, int m, int th, int tw, int threads) {             \
+        const struct tiles_args_##S a = {dV, dx, n, C, H, W, row0, col0, m, th, tw};               \
+        return abp_pool_run(threads, C, input_adjoint_range_##S, &a);                              \
+    }                                                                                              \
+    struct output_args_##S {                                                                       \
+        const T *src;                                                                              \
+        T *dst;                                                                                    \
+        const T *bias;                                                                             \
+        int n, Cout, m, th, tw;                                                                    \
+    };                                                                                             \
+    static int output_range_##S(const void *p, int lo, int hi) {                                   \
+        const struct output_args_##S *a = p;                                                       \
+        return winograd_output_##S(a->src, a->dst, a->bias, a->n, a->Cout, a->m, a->th, a->tw, lo, \
+                                   hi);                                                            \
+    }                                                                                              \
+    static int output_adjoint_range_##S(const void *p, int lo, int hi) {                           \
+        const struct output_args_##S *a = p;                                                       \
+        return winograd_output_adjoint_##S(a->src, a->dst, a->n, a->Cout, a->m, a->th, a->tw, lo,  \
+                                           hi);                                                    \
+    }                                                                                              \
+    int winograd_output_par_##S(const T *M, T *y, const T *bias, int n, int Cout, int m, int th,   \
+                                int tw, int threads) {                                             \
+        const struct output_args_##S a = {M, y, bias, n, Cout, m, th, tw};                         \
+        return abp_pool_run(threads, Cout, output_range_##S, &a);                                  \
+    }                                                                                              \
+    int winograd_output_adjoint_par_##S(const T *dy, T *dM, int n, int Cout, int m, int th,        \
+                                        int tw, int threads) {                                     \
+        const struct output_args_##S a = {dy, dM, NULL, n, Cout, m, th, tw};                       \
+        return abp_pool_run(threads, Cout, output_adjoint_range_##S, &a);                          \
+    }
+
+ABP_PARALLEL(float, f32)
+ABP_PARALLEL(double, f64)

@@ -182,8 +182,12 @@ def _assert_all_equal(results):
 
 
 @needs_c
+@pytest.mark.parametrize("pool", ["c", "python"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype):
+def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype, pool, monkeypatch):
+    # "c": the kernels' ranges on the C threads of kernels/pool_cpu.c; "python": on the
+    # Python threads of parallel_for (ABP_C_POOL=0)
+    monkeypatch.setattr(_cpu, "_C_POOL", pool == "c")
     rng = np.random.default_rng(0)
     n, C, H, W, m, nt = 3, 7, 8, 8, 4, (2, 2)
     x = rng.standard_normal((n, C, H, W)).astype(dtype)
@@ -255,11 +259,101 @@ def test_activations_give_the_same_bits_on_any_number_of_threads(name, overwrite
         dx = bwd(g, cache, out=g if overwrite else None)
         return y, dx
 
+    split = "c" if name == "relu" and _cpu.enabled() and _cpu._C_POOL else "threads"
     with using(threads=2):  # the split route is the one taken
-        assert F.routes.choose(f"{name}_forward", x).name == "threads"
+        assert F.routes.choose(f"{name}_forward", x).name == split
     with using(threads=1):
         assert F.routes.choose(f"{name}_forward", x).name == "xp"
     _assert_all_equal(_by_threads(run))
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_c_relu_is_numpy_s_bit_for_bit_nan_signed_zeros_and_infinities_included(dtype):
+    rng = np.random.default_rng(2)
+    special = np.array([np.nan, -np.nan, 0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45], dtype)
+    x = np.concatenate([special, rng.standard_normal(50_001).astype(dtype), special])
+    dy = np.concatenate([special[::-1], rng.standard_normal(50_001).astype(dtype), special])
+    with np.errstate(invalid="ignore"):  # inf * 0
+        y_ref = np.maximum(x, 0)  # the reference's expressions (abp_np.functional)
+        dx_ref = dy * (y_ref > 0)
+    y_in = np.concatenate([special, special])  # the backward pass at special y as well
+    dy_in = np.concatenate([special, special[::-1]])
+    for t in (1, 2, 3):
+        with using(threads=t):
+            y = _cpu.relu_forward(x)
+            dx = _cpu.relu_backward(dy, y_ref)
+            out = np.empty_like(dy_in)
+            dx_special = _cpu.relu_backward(dy_in, y_in, out=out)
+        # the same bits: NaN payloads and the sign of zero included
+        assert y.tobytes() == y_ref.tobytes()
+        assert dx.tobytes() == dx_ref.tobytes()
+        with np.errstate(invalid="ignore"):
+            dx_special_ref = dy_in * (y_in > 0)
+        assert dx_special is out and out.tobytes() == dx_special_ref.tobytes()
+
+
+@needs_c
+def test_the_c_pool_takes_one_caller_at_a_time_and_the_others_run_their_loop_whole():
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((4, 9, 300)).astype(np.float32) for _ in range(4)]
+
+    def stats(x):
+        xc, mean, var = np.empty_like(x), np.empty(9, np.float32), np.empty(9, np.float32)
+        _cpu.bn_stats(x, xc, mean, var)
+        return xc, mean, var
+
+    with using(threads=1):
+        expected = [stats(x) for x in xs]
+    results, errors = {}, []
+
+    def caller(k):
+        try:
+            with using(threads=2):
+                for _ in range(200):  # callers overlap: the pool is often busy
+                    results[k] = stats(xs[k])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threads, "MIN_WORK", 1)
+        ts = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=60)
+    assert not errors and not any(t.is_alive() for t in ts)
+    for k in range(4):
+        _assert_all_equal([expected[k], results[k]])
+
+
+def _pool_in_child(queue):
+    x = np.arange(4 * 9 * 300, dtype=np.float32).reshape(4, 9, 300)
+    xc, mean, var = np.empty_like(x), np.empty(9, np.float32), np.empty(9, np.float32)
+    with using(threads=2):
+        _cpu.bn_stats(x, xc, mean, var)
+    queue.put(bool(np.array_equal(mean, x.mean(axis=(0, 2)))))
+
+
+@needs_c
+def test_the_c_pool_works_in_a_forked_child():
+    """Threads do not follow a fork: the child's pool makes its own, and its locks are free."""
+    import multiprocessing
+
+    with using(threads=2), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threads, "MIN_WORK", 1)
+        x = np.ones((2, 4, 8), np.float32)
+        _cpu.bn_stats(x, np.empty_like(x), np.empty(4, np.float32), np.empty(4, np.float32))
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_pool_in_child, args=(q,))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child hung in the pool"
+    assert child.exitcode == 0 and q.get(timeout=5)
 
 
 @pytest.mark.parametrize("cin, cout", [(6, 3), (3, 16)])  # both backward layouts

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import kernel_folder, switches
+from . import threads
 from .threads import parallel_for
 
 __all__ = [
@@ -61,11 +62,46 @@ __all__ = [
     "batchnorm_backward",
     "col2im",
     "im2col",
+    "relu_forward",
+    "relu_backward",
 ]
 
-_SOURCE_FILES = ("winograd_cpu.c", "winograd1d_cpu.c", "batchnorm_cpu.c", "columns_cpu.c")
-_FLAGS = ["-O3", "-std=c99", "-shared", "-fPIC"]  # no -march=native: the cache may be shared
+_SOURCE_FILES = (
+    "winograd_cpu.c",
+    "winograd1d_cpu.c",
+    "batchnorm_cpu.c",
+    "columns_cpu.c",
+    "activations_cpu.c",
+    "pool_cpu.c",
+)
+_HEADER_FILES = ("pool_cpu.h",)  # included by the sources: hashed with them
+_FLAGS = [
+    "-O3",
+    "-std=c99",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+]  # no -march=native: the cache may be shared
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+#: The kernels with an entry point on the pool's threads (``<name>_par_f32``): their pointer
+#: and int arguments, the range (c0, c1) included.
+_PARALLEL = {
+    "winograd_input": (2, 11),
+    "winograd_input_adjoint": (2, 11),
+    "winograd_output": (3, 7),
+    "winograd_output_adjoint": (2, 7),
+    "winograd1d_input": (3, 7),
+    "winograd1d_input_adjoint": (3, 7),
+    "winograd1d_output": (4, 9),
+    "winograd1d_output_adjoint": (3, 9),
+    "bn_stats": (4, 5),
+    "bn_scale_shift": (4, 5),
+    "bn_backward": (7, 5),
+}
+
+#: Split loops run on the pool's C threads (False: ``ABP_C_POOL=0``, on the Python threads).
+_C_POOL = os.environ.get("ABP_C_POOL", "").strip() != "0"
 
 _lock = threading.Lock()
 _lib: Any = None
@@ -76,7 +112,7 @@ def _source_paths() -> list[Path]:
     folder = kernel_folder(_SOURCE_FILES[0])
     if folder is None:  # _build says which file is missing
         folder = Path(__file__).resolve().parents[2] / "kernels"
-    return [folder / f for f in _SOURCE_FILES]
+    return [folder / f for f in _SOURCE_FILES + _HEADER_FILES]
 
 
 def _cache_dir() -> Path:
@@ -98,6 +134,7 @@ def _build() -> Any:
     digest = hashlib.sha256(" ".join([cc, *_FLAGS, sys.platform]).encode())
     for src in srcs:
         digest.update(src.read_bytes())
+    srcs = [src for src in srcs if src.suffix == ".c"]  # the headers are included, not compiled
     key = digest.hexdigest()[:16]
     for folder in (
         _cache_dir(),
@@ -151,6 +188,16 @@ def _build() -> Any:
             getattr(lib, f"col2im_{suffix}").argtypes = [p] * 6 + [i, p, i] + [i] * 8
             getattr(lib, f"im2col_{suffix}").argtypes = [p] * 5 + [i] * 8
             getattr(lib, f"im2col_{suffix}").restype = None
+            # the same loops whole, on the pool's threads (kernels/pool_cpu.c): the range
+            # (c0, c1) replaced by the number of threads
+            for name, (ptrs, ints) in _PARALLEL.items():
+                getattr(lib, f"{name}_par_{suffix}").argtypes = [p] * ptrs + [i] * (ints - 1)
+            z = ctypes.c_ssize_t  # element counts
+            getattr(lib, f"relu_forward_par_{suffix}").argtypes = [p, p, z, i]
+            getattr(lib, f"relu_backward_par_{suffix}").argtypes = [p, p, p, z, i]
+        lib.abp_pool_set_spin.argtypes = [ctypes.c_long]
+        lib.abp_pool_set_spin.restype = None
+        lib.abp_pool_set_spin(threads.spin_us() * 1000)
         return lib
     raise RuntimeError(
         "no private, writable cache folder for the compiled library (set ABP_CACHE_DIR to one)"
@@ -221,15 +268,33 @@ def _ok(status: int) -> None:
         raise MemoryError("abp_np: the CPU kernels could not allocate their scratch memory")
 
 
+def _whole_loop(name: str, sfx: str, args: tuple, n: int, work: int) -> None:
+    """Kernel ``name`` over its whole loop [0, n), split over :func:`threads.split_count`
+    threads.
+
+    On the pool's C threads (``<name>_par``, ``kernels/pool_cpu.c``) the split is one call: the
+    ranges are handed over and waited for without Python, in microseconds, where a hand-off to
+    a Python thread (:func:`threads.parallel_for`) costs a wake-up and a turn at the GIL.
+    ``ABP_C_POOL=0`` in the environment takes the Python threads instead. The ranges are the
+    same either way (:func:`threads.ranges`), so are the results, bit for bit.
+    """
+    lib = _get()
+    t = threads.split_count(n, work)
+    if t > 1 and _C_POOL:
+        _ok(getattr(lib, f"{name}_par_{sfx}")(*args, t))
+        return
+    fn = getattr(lib, f"{name}_{sfx}")
+    parallel_for(lambda lo, hi: _ok(fn(*args, lo, hi) or 0), n, work=work)
+
+
 def _input_call(name: str, src, dst, image, V, row0: int, col0: int, m: int, nt) -> None:
     """Check an image (n, C, H, W) against its transformed tiles V (a a, C, n th tw); call."""
     sfx = _check(name, src, dst)
     n, C, H, W = image.shape
     if V.shape != ((m + 2) ** 2, C, n * nt[0] * nt[1]):
         raise ValueError(f"_cpu.{name}: tiles of shape {V.shape} do not fit x {image.shape}")
-    fn = getattr(_get(), f"{name}_{sfx}")
     args = (src.ctypes.data, dst.ctypes.data, n, C, H, W, row0, col0, m, *nt)
-    parallel_for(lambda c0, c1: _ok(fn(*args, c0, c1)), C, work=V.size)
+    _whole_loop(name, sfx, args, C, V.size)
 
 
 def winograd_input(x, V, row0: int, col0: int, m: int, nt: tuple[int, int]) -> None:
@@ -268,19 +333,17 @@ def winograd_output(M, y, m: int, nt: tuple[int, int], bias=None) -> None:
     """
     sfx = _output_check("winograd_output", M, y, bias, m, nt)
     n, Cout = y.shape[:2]
-    fn = getattr(_get(), f"winograd_output_{sfx}")
     b = None if bias is None else bias.ctypes.data
     args = (M.ctypes.data, y.ctypes.data, b, n, Cout, m, *nt)
-    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=M.size)
+    _whole_loop("winograd_output", sfx, args, Cout, M.size)
 
 
 def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
     """dM (a a, 4 Cout, P) <- the adjoint of :func:`winograd_output` (no bias) applied to dy."""
     sfx = _output_check("winograd_output_adjoint", dM, dy, None, m, nt)
     n, Cout = dy.shape[:2]
-    fn = getattr(_get(), f"winograd_output_adjoint_{sfx}")
     args = (dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt)
-    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=dM.size)
+    _whole_loop("winograd_output_adjoint", sfx, args, Cout, dM.size)
 
 
 def _transform(name: str, mat, dtype) -> Any:
@@ -295,9 +358,8 @@ def _input1d_call(name: str, src, dst, image, V, bt, m: int, nt: int) -> None:
     n, C, _, L = image.shape
     if image.shape[2] != 1 or V.shape != (m + 2, C, n * nt) or bt.shape != (m + 2, m + 2):
         raise ValueError(f"_cpu.{name}: tiles of shape {V.shape} do not fit x {image.shape}")
-    fn = getattr(_get(), f"{name}_{sfx}")
     args = (src.ctypes.data, dst.ctypes.data, _transform(name, bt, src.dtype), n, C, L, m, nt)
-    parallel_for(lambda c0, c1: _ok(fn(*args, c0, c1)), C, work=V.size)
+    _whole_loop(name, sfx, args, C, V.size)
 
 
 def winograd1d_input(x, V, bt, m: int, nt: int) -> None:
@@ -324,12 +386,11 @@ def _output1d_call(name: str, src, dst, M, y, bias, at, s: int, nt: int, pad: in
         raise ValueError(f"_cpu.{name}: {nt} tiles do not cover {Lout} outputs from {pad}")
     if bias is not None and bias.shape != (Cout,):
         raise ValueError(f"_cpu.{name}: bias has shape {bias.shape}, expected ({Cout},)")
-    fn = getattr(_get(), f"{name}_{sfx}")
     ptrs = [src.ctypes.data, dst.ctypes.data]
     if not name.endswith("adjoint"):  # the forward adds the bias (NULL: none)
         ptrs.append(None if bias is None else bias.ctypes.data)
     args = (*ptrs, _transform(name, at, src.dtype), n, Cout, s, m, nt, pad, Lout)
-    parallel_for(lambda o0, o1: _ok(fn(*args, o0, o1)), Cout, work=M.size)
+    _whole_loop(name, sfx, args, Cout, M.size)
 
 
 def winograd1d_output(M, y, at, s: int, nt: int, pad: int, bias=None) -> None:
@@ -369,27 +430,24 @@ def bn_stats(x, xc, mean, var) -> None:
     """xc = x - mean, with mean and (biased) var the per-channel batch statistics of x (N, C, L)."""
     sfx, (N, C, L) = _ncl("bn_stats", x, xc)
     _vectors("bn_stats", C, x.dtype, mean, var)
-    fn = getattr(_get(), f"bn_stats_{sfx}")
     args = (x.ctypes.data, xc.ctypes.data, mean.ctypes.data, var.ctypes.data, N, C, L)
-    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=x.size)
+    _whole_loop("bn_stats", sfx, args, C, x.size)
 
 
 def bn_scale_shift(xc, y, scale, shift) -> None:
     """y = xc scale[c] + shift[c] for (N, C, ...) arrays."""
     sfx, (N, C, L) = _ncl("bn_scale_shift", xc, y)
     _vectors("bn_scale_shift", C, xc.dtype, scale, shift)
-    fn = getattr(_get(), f"bn_scale_shift_{sfx}")
     args = (xc.ctypes.data, y.ctypes.data, scale.ctypes.data, shift.ctypes.data, N, C, L)
-    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=xc.size)
+    _whole_loop("bn_scale_shift", sfx, args, C, xc.size)
 
 
 def bn_backward(dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc) -> None:
     """Batch norm's input gradient (see ``kernels/batchnorm_cpu.c``) and its two channel sums."""
     sfx, (N, C, L) = _ncl("bn_backward", dy, xc, dx)
     _vectors("bn_backward", C, dy.dtype, a, inv_std, sum_dy, sum_dy_xc)
-    fn = getattr(_get(), f"bn_backward_{sfx}")
     args = (*(q.ctypes.data for q in (dy, xc, dx, a, inv_std, sum_dy, sum_dy_xc)), N, C, L)
-    parallel_for(lambda c0, c1: fn(*args, c0, c1), C, work=dy.size)
+    _whole_loop("bn_backward", sfx, args, C, dy.size)
 
 
 # --- batch normalisation with the kernels ---------------------------------------------------------
@@ -532,3 +590,33 @@ def im2col(dy, cols, stride, padding) -> None:
         0,
         int(dims[0]),
     )
+
+
+# --- ReLU -----------------------------------------------------------------------------------------
+
+
+def _elementwise(name: str, *arrays: Any) -> str:
+    sfx = _check(name, *arrays)
+    if any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"_cpu.{name}: arrays of shapes {[a.shape for a in arrays]} differ")
+    return sfx
+
+
+def relu_forward(x: np.ndarray) -> np.ndarray:
+    """y = max(x, 0) (NumPy's ``maximum``: NaN stays NaN), on the pool's threads."""
+    y = np.empty_like(x)
+    sfx = _elementwise("relu_forward", x, y)
+    fn = getattr(_get(), f"relu_forward_par_{sfx}")
+    _ok(fn(x.ctypes.data, y.ctypes.data, x.size, threads.split_count(x.size, x.size)))
+    return y
+
+
+def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """dx = dy (y > 0), the product NumPy forms (dy 0 = -0 for negative dy), on the pool's
+    threads; into ``out`` when given."""
+    dx = np.empty_like(dy) if out is None else out
+    sfx = _elementwise("relu_backward", dy, y, dx)
+    fn = getattr(_get(), f"relu_backward_par_{sfx}")
+    t = threads.split_count(dy.size, dy.size)
+    _ok(fn(dy.ctypes.data, y.ctypes.data, dx.ctypes.data, dy.size, t))
+    return dx

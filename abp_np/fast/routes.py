@@ -22,8 +22,10 @@ operation                      routes, in order (then ``"xp"``, the reference)
 ``langevin_step``              ``cuda`` (the fused update of equation (5))
 ``matmul`` (2-D: the fully     ``cuda`` (:mod:`~abp_np.fast.cublas`: cuBLAS called directly,
 connected layer)               which a CUDA graph can record)
-``relu_forward`` and the       ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
-other activations              elements on several threads)
+``relu_forward``,              ``c`` (:mod:`~abp_np.fast.cpu`: the C kernel on the pool's
+``relu_backward``              threads), ``threads`` (:mod:`~abp_np.fast.elementwise`)
+the other activations          ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
+                               elements on several threads)
 =============================  ============================================================
 
 Each route's condition reads the arrays (NumPy or CuPy, dtype, size) and the settings of
@@ -275,6 +277,19 @@ def _threads_take(*arrays) -> bool:
     )
 
 
+def _c_relu_takes(*arrays) -> bool:
+    """What :func:`_threads_take` takes, of one float dtype, with the C kernels and their
+    pool on (not ``ABP_C_POOL=0``): the ReLU kernel on the pool's threads
+    (:func:`abp_np.fast.cpu.relu_forward`)."""
+    return (
+        _threads_take(*arrays)
+        and _kernel_fits(arrays[0])
+        and all(a is None or a.dtype == arrays[0].dtype for a in arrays)
+        and _cpu._C_POOL
+        and _cpu.enabled()
+    )
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 #: For each operation, its routes in the order they are tried; the reference last.
@@ -317,10 +332,16 @@ TABLE: dict[str, tuple[Route, ...]] = {
         REFERENCE,
     ),
     **{
+        op: (
+            Route("c", _c_relu_takes, getattr(_cpu, op)),
+            Route("threads", _threads_take, getattr(elementwise, op)),
+            REFERENCE,
+        )
+        for op in ("relu_forward", "relu_backward")
+    },
+    **{
         op: (Route("threads", _threads_take, getattr(elementwise, op)), REFERENCE)
         for op in (
-            "relu_forward",
-            "relu_backward",
             "leaky_relu_forward",
             "leaky_relu_backward",
             "tanh_forward",

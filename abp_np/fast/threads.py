@@ -62,6 +62,8 @@ __all__ = [
     "ranges",
     "set_blas_threads",
     "single_threaded_blas",
+    "spin_us",
+    "split_count",
     "stacked_matmul",
 ]
 
@@ -223,6 +225,40 @@ def _workers(n: int) -> list[_Worker]:
         return _pool
 
 
+def split_count(n: int, work: int | None = None, threads: int | None = None) -> int:
+    """Into how many ranges :func:`parallel_for` cuts a loop of ``n`` iterations here and now:
+    :func:`count` (or ``threads``; 1 on a worker), 1 when ``work`` is below :data:`MIN_WORK`,
+    at most ``n``."""
+    if threads is not None and getattr(_local, "worker", False):
+        threads = 1
+    t = (count() if threads is None else threads) if n > 1 else 1
+    if work is not None and work < MIN_WORK:
+        t = 1
+    return max(1, min(t, n))
+
+
+#: How long a thread of the C kernels' pool (``kernels/pool_cpu.c``) waits for its next range,
+#: spinning, after one ends, before it sleeps: microseconds (``ABP_SPIN_US``; 0: sleep at once).
+SPIN_US = 50
+
+
+def spin_us() -> int:
+    """:data:`SPIN_US`, or ``ABP_SPIN_US`` from the environment."""
+    value = os.environ.get("ABP_SPIN_US", "").strip()
+    if not value:
+        return SPIN_US
+    try:
+        us = int(value)
+    except ValueError:
+        raise ValueError(
+            f"ABP_SPIN_US={value!r} is not a whole number: set it to the microseconds a pool "
+            "thread spins for its next range before it sleeps (0: sleep at once), or unset it"
+        ) from None
+    if us < 0:
+        raise ValueError(f"ABP_SPIN_US={value!r} must be at least 0 (0: sleep at once)")
+    return us
+
+
 def parallel_for(
     fn: Callable[[int, int], Any], n: int, work: int | None = None, *, threads: int | None = None
 ) -> None:
@@ -243,11 +279,7 @@ def parallel_for(
     With one thread (or ``n`` < 2) this is ``fn(0, n)``. An exception of any range is raised
     here, after every range has finished.
     """
-    if threads is not None and getattr(_local, "worker", False):
-        threads = 1
-    t = (count() if threads is None else threads) if n > 1 else 1
-    if work is not None and work < MIN_WORK:
-        t = 1
+    t = split_count(n, work, threads)
     if t <= 1:
         fn(0, n)
         return

@@ -1,0 +1,62 @@
+/* ReLU and its backward pass on the CPU, for the pool's threads (kernels/pool_cpu.c).
+ *
+ * The same values, bit for bit, as the NumPy expressions of abp_np/functional.py and
+ * abp_np/fast/elementwise.py, which are the reference these functions are tested against
+ * (tests/test_threads.py):
+ *
+ *   relu_forward    y = maximum(x, 0): x where x > 0 or x is NaN (NumPy's maximum keeps NaN,
+ *                   and gives +0 for -0), else +0
+ *   relu_backward   dx = dy * (y > 0): the product with 1 or 0, so -0, NaN and inf * 0 come out
+ *                   as NumPy's product gives them
+ *
+ * On flat, C-contiguous arrays; each function does the elements i0 .. i1 - 1 (the _par entry
+ * points: the whole array on `threads` threads). Plain C99, compiled once by
+ * abp_np/fast/cpu.py; float (_f32) and double (_f64).
+ */
+#include <stddef.h>
+
+#include "pool_cpu.h"
+
+#define ABP_ACTIVATIONS(T, S)                                                                      \
+    void relu_forward_##S(const T *restrict x, T *restrict y, ptrdiff_t i0, ptrdiff_t i1) {        \
+        for (ptrdiff_t i = i0; i < i1; ++i) y[i] = (x[i] > 0 || x[i] != x[i]) ? x[i] : (T)0;      \
+    }                                                                                              \
+    void relu_backward_##S(const T *restrict dy, const T *restrict y, T *restrict dx,              \
+                           ptrdiff_t i0, ptrdiff_t i1) {                                           \
+        for (ptrdiff_t i = i0; i < i1; ++i) dx[i] = dy[i] * (T)(y[i] > 0);                         \
+    }                                                                                              \
+    /* the pool splits an int range: chunks of CHUNK elements */                                   \
+    struct relu_args_##S {                                                                         \
+        const T *x, *y;                                                                            \
+        T *out;                                                                                    \
+        ptrdiff_t size;                                                                            \
+    };                                                                                             \
+    static int relu_forward_range_##S(const void *p, int lo, int hi) {                             \
+        const struct relu_args_##S *a = p;                                                         \
+        relu_forward_##S(a->x, a->out, chunk_start(lo, a->size), chunk_start(hi, a->size));        \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int relu_backward_range_##S(const void *p, int lo, int hi) {                            \
+        const struct relu_args_##S *a = p;                                                         \
+        relu_backward_##S(a->x, a->y, a->out, chunk_start(lo, a->size), chunk_start(hi, a->size)); \
+        return 0;                                                                                  \
+    }                                                                                              \
+    int relu_forward_par_##S(const T *x, T *y, ptrdiff_t size, int threads) {                      \
+        const struct relu_args_##S a = {x, NULL, y, size};                                         \
+        return abp_pool_run(threads, chunks(size), relu_forward_range_##S, &a);                    \
+    }                                                                                              \
+    int relu_backward_par_##S(const T *dy, const T *y, T *dx, ptrdiff_t size, int threads) {       \
+        const struct relu_args_##S a = {dy, y, dx, size};                                          \
+        return abp_pool_run(threads, chunks(size), relu_backward_range_##S, &a);                   \
+    }
+
+#define CHUNK 4096 /* elements per unit of the split: 16 KiB of float32 */
+
+static int chunks(ptrdiff_t size) { return (int)((size + CHUNK - 1) / CHUNK); }
+static ptrdiff_t chunk_start(int k, ptrdiff_t size) {
+    const ptrdiff_t i = (ptrdiff_t)k * CHUNK;
+    return i < size ? i : size;
+}
+
+ABP_ACTIVATIONS(float, f32)
+ABP_ACTIVATIONS(double, f64)
