@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "pool_cpu.h"
+
 typedef long long idx_t;
 
 #define ABP_COLUMNS(T, S)                                                                          \
@@ -123,3 +125,46 @@ typedef long long idx_t;
 
 ABP_COLUMNS(float, f32)
 ABP_COLUMNS(double, f64)
+
+/* Both functions over all examples and channels on `threads` threads (kernels/pool_cpu.c):
+ * ranges of the examples when there are several, else of the channels, as
+ * abp_np/fast/columns.py's _split cuts them; the same bits whatever the count. */
+#define ABP_PARALLEL_COLUMNS(T, S)                                                                 \
+    struct columns_args_##S {                                                                      \
+        const T *src;                                                                              \
+        const idx_t *ss;                                                                           \
+        T *dst;                                                                                    \
+        const idx_t *ds;                                                                           \
+        const int *dims, *hph, *wph;                                                               \
+        int nh, nw, sh, sw, ph, pw;                                                                \
+    };                                                                                             \
+    static int col2im_range_##S(const void *p, int lo, int hi) {                                   \
+        const struct columns_args_##S *a = p;                                                      \
+        const int N = a->dims[3], C = a->dims[0];                                                  \
+        return col2im_##S(a->src, a->ss, a->dst, a->ds, a->dims, a->hph, a->nh, a->wph, a->nw,     \
+                          a->sh, a->sw, a->ph, a->pw, N > 1 ? lo : 0, N > 1 ? hi : N,              \
+                          N > 1 ? 0 : lo, N > 1 ? C : hi);                                         \
+    }                                                                                              \
+    static int im2col_range_##S(const void *p, int lo, int hi) {                                   \
+        const struct columns_args_##S *a = p;                                                      \
+        const int N = a->dims[3], C = a->dims[0];                                                  \
+        im2col_##S(a->src, a->ss, a->dst, a->ds, a->dims, a->sh, a->sw, a->ph, a->pw,              \
+                   N > 1 ? lo : 0, N > 1 ? hi : N, N > 1 ? 0 : lo, N > 1 ? C : hi);                \
+        return 0;                                                                                  \
+    }                                                                                              \
+    int col2im_par_##S(const T *cols, const idx_t *cs, T *y, const idx_t *ys, const int *dims,     \
+                       const int *hph, int nh, const int *wph, int nw, int sh, int sw, int ph,     \
+                       int pw, int threads) {                                                      \
+        const struct columns_args_##S a = {cols, cs, y,  ys, dims, hph, wph,                       \
+                                           nh,   nw, sh, sw, ph,   pw};                            \
+        return abp_pool_run(threads, dims[3] > 1 ? dims[3] : dims[0], col2im_range_##S, &a);       \
+    }                                                                                              \
+    int im2col_par_##S(const T *dy, const idx_t *ds, T *cols, const idx_t *cs, const int *dims,    \
+                       int sh, int sw, int ph, int pw, int threads) {                              \
+        const struct columns_args_##S a = {dy, ds, cols, cs, dims, NULL, NULL,                     \
+                                           0,  0,  sh,   sw, ph,   pw};                            \
+        return abp_pool_run(threads, dims[3] > 1 ? dims[3] : dims[0], im2col_range_##S, &a);       \
+    }
+
+ABP_PARALLEL_COLUMNS(float, f32)
+ABP_PARALLEL_COLUMNS(double, f64)

@@ -356,8 +356,10 @@ def test_the_c_pool_works_in_a_forked_child():
     assert child.exitcode == 0 and q.get(timeout=5)
 
 
+@pytest.mark.parametrize("pool", ["c", "python"])
 @pytest.mark.parametrize("cin, cout", [(6, 3), (3, 16)])  # both backward layouts
-def test_column_forms_give_the_same_bits_on_any_number_of_threads(cin, cout, monkeypatch):
+def test_column_forms_give_the_same_bits_on_any_number_of_threads(cin, cout, pool, monkeypatch):
+    monkeypatch.setattr(_cpu, "_C_POOL", pool == "c")  # col2im / im2col on C or Python threads
     rng = np.random.default_rng(2)
     x = rng.standard_normal((5, cin, 9, 9)).astype(np.float32)
     w = rng.standard_normal((cin, cout, 5, 5)).astype(np.float32)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import cpu as _cpu
+from . import threads
 from .phases import phases, taps, valid_range
 from .threads import parallel_for, stacked_matmul
 
@@ -143,10 +144,28 @@ def col2im(
     return y
 
 
-def _split(N: int, C: int, work: int, fn: Callable[[slice, slice], Any]) -> None:
+def _split(
+    N: int, C: int, work: int, fn: Callable[[slice, slice], Any], whole: tuple | None = None
+) -> None:
     """``fn(examples, channels)`` on several threads: ranges of the N examples when there are
     several, else of the C channels. Each example and each channel of a column transform is
-    computed alone, so any split gives the same result bit for bit."""
+    computed alone, so any split gives the same result bit for bit.
+
+    ``whole``: ``fn``'s C kernel on the whole block, ``(cols, y, stride, padding)`` for
+    ``col2im`` or ``(dy, cols, stride, padding)`` for ``im2col``. Where the C kernels' pool
+    takes it (:func:`abp_np.fast.cpu.pooled`), that one call splits the same ranges on the
+    pool's threads, with no hand-off to a Python thread."""
+    t = threads.split_count(N if N > 1 else C, work)
+    if whole is not None and t > 1 and _cpu.pooled(whole[0].dtype):
+        if whole[0].ndim == 6:  # cols first: the scatter
+            cols, y, stride, padding = whole
+            kh, kw = cols.shape[1:3]
+            hph = phases(kh, stride[0], padding[0], y.shape[2])
+            wph = phases(kw, stride[1], padding[1], y.shape[3])
+            _cpu.col2im(cols, y, stride, padding, hph, wph, threads=t)
+        else:
+            _cpu.im2col(*whole, threads=t)
+        return
     if N > 1:
         parallel_for(lambda a, b: fn(slice(a, b), slice(None)), N, work=work)
     else:
@@ -362,7 +381,7 @@ def conv_transpose2d_columns(
         def scatter(e: slice, c: slice, c6: np.ndarray = c6, yb: np.ndarray = y[n0:n1]) -> None:
             col2im(c6[c][:, :, :, e], yb[e, c].shape, stride, padding, yb[e, c])
 
-        _split(n1 - n0, Cout, cols.size, scatter)
+        _split(n1 - n0, Cout, cols.size, scatter, whole=(c6, y[n0:n1], stride, padding))
     if bias is not None:
         y += bias.reshape(1, Cout, 1, 1)
     return y
@@ -433,7 +452,7 @@ def conv_transpose2d_backward(
             def gather(e: slice, c: slice, cols=cols, dyb=dy[n0:n1], pad=pad) -> None:
                 im2col_into(cols[c][:, :, :, e], dyb[e, c], stride, pad)
 
-            _split(n1 - n0, Cout, cols.size, gather)
+            _split(n1 - n0, Cout, cols.size, gather, whole=(dy[n0:n1], cols, stride, pad))
             # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
             if rows_first:  # (Cin, hb, nb, W) -> its block of dx, (nb, Cin, hb, W)

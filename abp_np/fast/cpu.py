@@ -192,6 +192,8 @@ def _build() -> Any:
             # (c0, c1) replaced by the number of threads
             for name, (ptrs, ints) in _PARALLEL.items():
                 getattr(lib, f"{name}_par_{suffix}").argtypes = [p] * ptrs + [i] * (ints - 1)
+            getattr(lib, f"col2im_par_{suffix}").argtypes = [p] * 6 + [i, p, i] + [i] * 5
+            getattr(lib, f"im2col_par_{suffix}").argtypes = [p] * 5 + [i] * 5
             z = ctypes.c_ssize_t  # element counts
             getattr(lib, f"relu_forward_par_{suffix}").argtypes = [p, p, z, i]
             getattr(lib, f"relu_backward_par_{suffix}").argtypes = [p, p, p, z, i]
@@ -266,6 +268,12 @@ def _check(name: str, *arrays: Any) -> str:
 def _ok(status: int) -> None:
     if status != 0:
         raise MemoryError("abp_np: the CPU kernels could not allocate their scratch memory")
+
+
+def pooled(dtype: Any) -> bool:
+    """True when loops of C kernels on arrays of ``dtype`` go to the pool's threads: the
+    kernels enabled, ``dtype`` float32 or float64, and not ``ABP_C_POOL=0``."""
+    return _C_POOL and np.dtype(dtype) in _SUFFIX and enabled()
 
 
 def _whole_loop(name: str, sfx: str, args: tuple, n: int, work: int) -> None:
@@ -538,58 +546,48 @@ def _dims(cols: np.ndarray, image: np.ndarray, name: str) -> np.ndarray:
     return np.array([C, kh, kw, N, H, W, *image.shape[2:]], dtype=np.intc)
 
 
-def col2im(cols, y, stride, padding, hph, wph) -> None:
+def col2im(cols, y, stride, padding, hph, wph, threads: int = 1) -> None:
     """y (N, C, Hout, Wout) <- the column form's scatter of cols (C, kh, kw, N, H, W).
 
     ``hph``, ``wph``: the phases of each axis (:func:`abp_np.fast.phases.phases`). Any strides;
     the same sums in the same order as :func:`abp_np.fast.columns.col2im`'s NumPy code, so
-    the same result bit for bit; see ``kernels/columns_cpu.c``. One thread: the caller splits.
+    the same result bit for bit; see ``kernels/columns_cpu.c``. ``threads`` > 1: on the pool's
+    threads, ranges of the examples (of the channels where N is 1).
     """
     sfx, (cs, ys) = _strided("col2im", cols, y)
     dims = _dims(cols, y, "col2im")
     h = np.array(hph, dtype=np.intc).reshape(-1)
     w = np.array(wph, dtype=np.intc).reshape(-1)
-    fn = getattr(_get(), f"col2im_{sfx}")
-    _ok(
-        fn(
-            cols.ctypes.data,
-            cs.ctypes.data,
-            y.ctypes.data,
-            ys.ctypes.data,
-            dims.ctypes.data,
-            h.ctypes.data,
-            len(hph),
-            w.ctypes.data,
-            len(wph),
-            *stride,
-            *padding,
-            0,
-            int(dims[3]),
-            0,
-            int(dims[0]),
-        )
-    )
-
-
-def im2col(dy, cols, stride, padding) -> None:
-    """cols (C, kh, kw, N, H, W) <- the column form's gather of dy (N, C, Hout, Wout), zeros
-    where a tap falls outside dy. Any strides; see ``kernels/columns_cpu.c``. One thread."""
-    sfx, (ds, cs) = _strided("im2col", dy, cols)
-    dims = _dims(cols, dy, "im2col")
-    fn = getattr(_get(), f"im2col_{sfx}")
-    fn(
-        dy.ctypes.data,
-        ds.ctypes.data,
+    args = (
         cols.ctypes.data,
         cs.ctypes.data,
+        y.ctypes.data,
+        ys.ctypes.data,
         dims.ctypes.data,
+        h.ctypes.data,
+        len(hph),
+        w.ctypes.data,
+        len(wph),
         *stride,
         *padding,
-        0,
-        int(dims[3]),
-        0,
-        int(dims[0]),
     )
+    if threads > 1:
+        _ok(getattr(_get(), f"col2im_par_{sfx}")(*args, threads))
+    else:
+        _ok(getattr(_get(), f"col2im_{sfx}")(*args, 0, int(dims[3]), 0, int(dims[0])))
+
+
+def im2col(dy, cols, stride, padding, threads: int = 1) -> None:
+    """cols (C, kh, kw, N, H, W) <- the column form's gather of dy (N, C, Hout, Wout), zeros
+    where a tap falls outside dy. Any strides; see ``kernels/columns_cpu.c``. ``threads`` > 1:
+    on the pool's threads, as :func:`col2im`."""
+    sfx, (ds, cs) = _strided("im2col", dy, cols)
+    dims = _dims(cols, dy, "im2col")
+    args = (dy.ctypes.data, ds.ctypes.data, cols.ctypes.data, cs.ctypes.data, dims.ctypes.data)
+    if threads > 1:
+        _ok(getattr(_get(), f"im2col_par_{sfx}")(*args, *stride, *padding, threads))
+    else:
+        getattr(_get(), f"im2col_{sfx}")(*args, *stride, *padding, 0, int(dims[3]), 0, int(dims[0]))
 
 
 # --- ReLU -----------------------------------------------------------------------------------------
