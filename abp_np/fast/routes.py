@@ -283,10 +283,8 @@ def _c_relu_takes(*arrays) -> bool:
     (:func:`abp_np.fast.cpu.relu_forward`)."""
     return (
         _threads_take(*arrays)
-        and _kernel_fits(arrays[0])
         and all(a is None or a.dtype == arrays[0].dtype for a in arrays)
-        and _cpu._C_POOL
-        and _cpu.enabled()
+        and _cpu.pooled(arrays[0].dtype)
     )
 
 

@@ -152,20 +152,30 @@ def set_blas_threads(n: int) -> bool:
 # --- how many threads -------------------------------------------------------------------------
 
 
-def _from_environment() -> int | None:
-    value = os.environ.get("ABP_NUM_THREADS", "").strip()
+def _whole_number(name: str, least: int, meaning: str, unset: str) -> int | None:
+    """The environment variable ``name`` as a whole number >= ``least``, or None when unset;
+    a bad value raises ValueError saying what it is for (``meaning``) and what unset means."""
+    value = os.environ.get(name, "").strip()
     if not value:
         return None
     try:
         n = int(value)
     except ValueError:
         raise ValueError(
-            f"ABP_NUM_THREADS={value!r} is not a whole number: set it to the number of threads "
-            "for the steps outside the GEMMs (1 = one core), or unset it to follow the BLAS"
+            f"{name}={value!r} is not a whole number: set it to {meaning}, or unset it {unset}"
         ) from None
-    if n < 1:
-        raise ValueError(f"ABP_NUM_THREADS={value!r} must be at least 1 (1 = one core)")
+    if n < least:
+        raise ValueError(f"{name}={value!r} must be at least {least} ({meaning})")
     return n
+
+
+def _from_environment() -> int | None:
+    return _whole_number(
+        "ABP_NUM_THREADS",
+        1,
+        "the number of threads for the steps outside the GEMMs (1 = one core)",
+        "to follow the BLAS",
+    )
 
 
 def count() -> int:
@@ -244,19 +254,13 @@ SPIN_US = 50
 
 def spin_us() -> int:
     """:data:`SPIN_US`, or ``ABP_SPIN_US`` from the environment."""
-    value = os.environ.get("ABP_SPIN_US", "").strip()
-    if not value:
-        return SPIN_US
-    try:
-        us = int(value)
-    except ValueError:
-        raise ValueError(
-            f"ABP_SPIN_US={value!r} is not a whole number: set it to the microseconds a pool "
-            "thread spins for its next range before it sleeps (0: sleep at once), or unset it"
-        ) from None
-    if us < 0:
-        raise ValueError(f"ABP_SPIN_US={value!r} must be at least 0 (0: sleep at once)")
-    return us
+    us = _whole_number(
+        "ABP_SPIN_US",
+        0,
+        "the microseconds a pool thread spins for its next range before it sleeps (0: at once)",
+        f"for {SPIN_US}",
+    )
+    return SPIN_US if us is None else us
 
 
 def parallel_for(
