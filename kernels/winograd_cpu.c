@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_cpu.h"
 #include "pool_cpu.h"
 
 #define GROUP 8 /* tiles per vector; 16 and 32 measured no faster */
@@ -431,3 +432,84 @@ ABP_TILES(double, f64)
 
 ABP_PARALLEL(float, f32)
 ABP_PARALLEL(double, f64)
+
+/* All three steps of a block's examples, on `threads` threads: each thread takes a range of the
+ * examples through the input transform, the a a GEMMs M = U V (BLAS, on the calling thread) and
+ * the output transform; the backward pass (input gradient only) likewise through the adjoints.
+ * abp_np/fast/winograd.py does the same ranges on Python threads; here the hand-offs are the
+ * pool's and no thread waits for the GIL between the steps.
+ *
+ * The GEMMs are those of NumPy's BLAS (kernels/gemm_cpu.h), on one thread each: NumPy's matmul
+ * makes the same calls (row major; U^T as U with CblasTrans), so the results are those of the
+ * NumPy steps on the same ranges bit for bit.
+ *
+ * V and M (dM and dV) are the block's temporaries, (a a, C, n th tw) and (a a, 4 Cout, n th tw)
+ * as n separate ranges would lay them out: range [lo, hi) uses the part that starts at its
+ * first example, a a C th tw lo (a a 4 Cout th tw lo) elements in.
+ */
+#define ABP_EXAMPLES(T, S)                                                                         \
+    struct examples_args_##S {                                                                     \
+        const T *src, *U, *bias;                                                                   \
+        T *dst, *first, *second;                                                                   \
+        int C, H, W, Cout, row0, col0, m, th, tw, ilp64;                                           \
+        const void *gemm;                                                                          \
+    };                                                                                             \
+    static int forward_range_##S(const void *p, int lo, int hi) {                                  \
+        const struct examples_args_##S *a = p;                                                     \
+        const int n = hi - lo, a2 = (a->m + 2) * (a->m + 2), R = 4 * a->Cout;                      \
+        const ptrdiff_t K = (ptrdiff_t)a->th * a->tw, P = n * K;                                   \
+        const ptrdiff_t Ho = 2 * a->m * a->th, Wo = 2 * a->m * a->tw;                              \
+        T *V = a->first + (ptrdiff_t)a2 * a->C * K * lo;                                           \
+        T *M = a->second + (ptrdiff_t)a2 * R * K * lo;                                             \
+        int status = winograd_input_##S(a->src + (ptrdiff_t)lo * a->C * a->H * a->W, V, n, a->C,  \
+                                        a->H, a->W, a->row0, a->col0, a->m, a->th, a->tw, 0,       \
+                                        a->C);                                                     \
+        if (status)                                                                                \
+            return status;                                                                         \
+        for (int k = 0; k < a2; ++k) /* M[k] = U[k] V[k]: (4 Cout, C) (C, P) */                    \
+            abp_gemm_##S(a->gemm, a->ilp64, 0, 0, R, (int)P, a->C,                                 \
+                         a->U + (ptrdiff_t)k * R * a->C, a->C, V + k * a->C * P, (int)P,           \
+                         M + k * R * P, (int)P);                                                   \
+        return winograd_output_##S(M, a->dst + lo * a->Cout * Ho * Wo, a->bias, n, a->Cout, a->m, \
+                                   a->th, a->tw, 0, a->Cout);                                      \
+    }                                                                                              \
+    static int backward_range_##S(const void *p, int lo, int hi) {                                 \
+        const struct examples_args_##S *a = p;                                                     \
+        const int n = hi - lo, a2 = (a->m + 2) * (a->m + 2), R = 4 * a->Cout;                      \
+        const ptrdiff_t K = (ptrdiff_t)a->th * a->tw, P = n * K;                                   \
+        const ptrdiff_t Ho = 2 * a->m * a->th, Wo = 2 * a->m * a->tw;                              \
+        T *dM = a->first + (ptrdiff_t)a2 * R * K * lo;                                             \
+        T *dV = a->second + (ptrdiff_t)a2 * a->C * K * lo;                                         \
+        int status = winograd_output_adjoint_##S(a->src + lo * a->Cout * Ho * Wo, dM, n, a->Cout,  \
+                                                 a->m, a->th, a->tw, 0, a->Cout);                  \
+        if (status)                                                                                \
+            return status;                                                                         \
+        for (int k = 0; k < a2; ++k) /* dV[k] = U[k]^T dM[k]: (C, 4 Cout) (4 Cout, P) */          \
+            abp_gemm_##S(a->gemm, a->ilp64, 1, 0, a->C, (int)P, R,                                 \
+                         a->U + (ptrdiff_t)k * R * a->C, a->C, dM + k * R * P, (int)P,             \
+                         dV + k * a->C * P, (int)P);                                               \
+        return winograd_input_adjoint_##S(dV, a->dst + (ptrdiff_t)lo * a->C * a->H * a->W, n,     \
+                                          a->C, a->H, a->W, a->row0, a->col0, a->m, a->th, a->tw,  \
+                                          0, a->C);                                                \
+    }                                                                                              \
+    /* y (n, Cout, 2 m th, 2 m tw) of x (n, C, H, W); U (a a, 4 Cout, C); V, M the temporaries */ \
+    int winograd_forward_examples_par_##S(const T *x, const T *U, const T *bias, T *y, T *V,      \
+                                          T *M, int n, int C, int H, int W, int Cout, int row0,    \
+                                          int col0, int m, int th, int tw, const void *gemm,       \
+                                          int ilp64, int threads) {                                \
+        const struct examples_args_##S a = {x,    U,    bias, y,    V,    M,  C,     H,           \
+                                            W,    Cout, row0, col0, m,    th, tw, ilp64, gemm};    \
+        return abp_pool_run(threads, n, forward_range_##S, &a);                                    \
+    }                                                                                              \
+    /* dx (n, C, H, W) of dy (n, Cout, 2 m th, 2 m tw); dM, dV the temporaries */                  \
+    int winograd_backward_examples_par_##S(const T *dy, const T *U, T *dx, T *dM, T *dV, int n,   \
+                                           int C, int H, int W, int Cout, int row0, int col0,      \
+                                           int m, int th, int tw, const void *gemm, int ilp64,     \
+                                           int threads) {                                          \
+        const struct examples_args_##S a = {dy,   U,    NULL, dx,   dM,   dV, C,     H,           \
+                                            W,    Cout, row0, col0, m,    th, tw, ilp64, gemm};    \
+        return abp_pool_run(threads, n, backward_range_##S, &a);                                   \
+    }
+
+ABP_EXAMPLES(float, f32)
+ABP_EXAMPLES(double, f64)

@@ -385,6 +385,13 @@ needs_openblas_set = pytest.mark.skipif(
 )
 
 
+#: The stack of GEMMs on Python threads, and on the C kernels' pool where it can take it.
+STACKED_MATMULS = [
+    pytest.param(threads.stacked_matmul, id="python-threads"),
+    pytest.param(_cpu.stacked_matmul, id="c-pool"),
+]
+
+
 def _stack(a_shape, b_shape, dtype):
     rng = np.random.default_rng(6)
     a = rng.standard_normal(a_shape).astype(dtype)
@@ -402,8 +409,9 @@ def _stack(a_shape, b_shape, dtype):
         ((1, 8, 8), (1, 8, 8)),  # a stack of one
     ],
 )
+@pytest.mark.parametrize("stacked_matmul", STACKED_MATMULS)
 def test_a_stack_of_small_gemms_gives_numpy_s_bits_on_any_number_of_threads(
-    dtype, a_shape, b_shape
+    dtype, a_shape, b_shape, stacked_matmul
 ):
     """GEMMs small enough that OpenBLAS runs each on one thread anyway (M N K < 2^18): the
     expected value is NumPy's own ``matmul``, and the check is bit for bit."""
@@ -411,15 +419,16 @@ def test_a_stack_of_small_gemms_gives_numpy_s_bits_on_any_number_of_threads(
     expected = np.matmul(a, b)
     for t in (1, 2, 3):
         with using(threads=t):
-            assert np.array_equal(threads.stacked_matmul(a, b), expected)
+            assert np.array_equal(stacked_matmul(a, b), expected)
             out = np.full_like(expected, np.nan)
-            assert threads.stacked_matmul(a, b, out=out) is out
+            assert stacked_matmul(a, b, out=out) is out
             assert np.array_equal(out, expected)
 
 
 @needs_openblas_set
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_stack_of_large_gemms_is_within_the_gemm_rounding_bound(dtype):
+@pytest.mark.parametrize("stacked_matmul", STACKED_MATMULS)
+def test_a_stack_of_large_gemms_is_within_the_gemm_rounding_bound(dtype, stacked_matmul):
     """GEMMs that OpenBLAS would split over its threads: its one-thread kernel may round
     float32 differently in the last bits. The stated bound: each result is within
     gamma_K sum_k |a_ik| |b_kj| of the exact product (gamma_K = K u / (1 - K u), u the unit
@@ -429,10 +438,10 @@ def test_a_stack_of_large_gemms_is_within_the_gemm_rounding_bound(dtype):
     K, u = a.shape[-1], np.finfo(dtype).eps / 2
     bound = 2 * (K * u / (1 - K * u)) * (np.abs(a.astype(np.float64)) @ np.abs(b))
     with using(threads=1):
-        assert np.array_equal(threads.stacked_matmul(a, b), expected)
+        assert np.array_equal(stacked_matmul(a, b), expected)
     for t in (2, 3):
         with using(threads=t):
-            got = threads.stacked_matmul(a, b)
+            got = stacked_matmul(a, b)
         assert np.all(np.abs(got.astype(np.float64) - expected) <= bound)
 
 
@@ -520,6 +529,124 @@ def test_the_winograd_route_on_threads_is_within_the_gemm_rounding(dtype, need_p
     for other in out[1:]:
         for a, b in zip(out[0], other):
             assert np.abs(a - b).max() <= rel * np.abs(a).max()
+
+
+# --- GEMMs called from the C kernels' threads -------------------------------------------------
+
+needs_c_gemm = pytest.mark.skipif(
+    not _cpu.available() or threads.blas_gemm(np.float32) is None,
+    reason="the C kernels or NumPy's OpenBLAS GEMM are not at hand",
+)
+
+
+@needs_c
+@needs_openblas_set
+@needs_c_gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "layout", ["a b", "a^T b", "a b^T", "a^T b^T", "one a", "a of a wider array"]
+)
+def test_a_stack_of_gemms_on_the_c_pool_is_numpy_s_matmul_bit_for_bit(dtype, layout):
+    """Each GEMM of the stack is the cblas call NumPy's matmul makes for it, now made from the
+    pool's threads: the expected value is NumPy's matmul with OpenBLAS on one thread (as each
+    range's GEMMs run), whatever the layout of the operands, and the check is bit for bit."""
+    rng = np.random.default_rng(11)
+    K, M, L, P = 9, 130, 70, 150  # M N K above 2^18: OpenBLAS' large-GEMM kernels
+    a = rng.standard_normal((K, M, L)).astype(dtype)
+    b = rng.standard_normal((K, L, P)).astype(dtype)
+    if "a^T" in layout:
+        a = a.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    if "b^T" in layout:
+        b = b.transpose(0, 2, 1).copy().transpose(0, 2, 1)
+    if layout == "one a":
+        a = a[3]
+    if layout == "a of a wider array":
+        a = rng.standard_normal((K, M, L + 5)).astype(dtype)[:, :, 2 : L + 2]
+    with threads.single_threaded_blas():
+        expected = np.matmul(a, b)
+    out = np.empty_like(expected)
+    assert _cpu.gemm_stack_call(a, b, out) is not None  # the C pool takes it
+    for t in (2, 3):
+        with using(threads=t):
+            out[...] = np.nan
+            assert _cpu.stacked_matmul(a, b, out=out) is out
+            assert np.array_equal(out, expected)
+
+
+@needs_c
+@needs_c_gemm
+def test_the_c_pool_leaves_to_numpy_the_stacks_numpy_computes_otherwise():
+    """gemv where M or P is 1, syrk where a and b are one array, and mixed dtypes: those stacks
+    go to numpy.matmul on Python threads, whose bits they then are."""
+    f = np.ones((4, 5, 5), dtype=np.float32)
+    assert _cpu.gemm_stack_call(f, f, np.empty((4, 5, 5), np.float32)) is None  # same memory
+    row, col = np.ones((4, 1, 5), np.float32), np.ones((4, 5, 1), np.float32)
+    assert _cpu.gemm_stack_call(row, f.copy(), np.empty((4, 1, 5), np.float32)) is None
+    assert _cpu.gemm_stack_call(f.copy(), col, np.empty((4, 5, 1), np.float32)) is None
+    d = np.ones((4, 5, 5), dtype=np.float64)
+    assert _cpu.gemm_stack_call(f.copy(), d, np.empty((4, 5, 5), np.float64)) is None
+    strided = np.ones((4, 5, 10), np.float32)[:, :, ::2]  # neither rows nor columns contiguous
+    assert _cpu.gemm_stack_call(strided, f.copy(), np.empty((4, 5, 5), np.float32)) is None
+    assert _cpu.gemm_stack_call(f.copy(), f.copy(), np.empty((4, 5, 5), np.float32)) is not None
+
+
+@needs_c_gemm
+def test_the_blas_gemm_is_found_for_float32_and_float64_only():
+    for dtype in (np.float32, np.float64):
+        address, wide = threads.blas_gemm(dtype)
+        assert isinstance(address, int) and address != 0 and isinstance(wide, bool)
+    assert threads.blas_gemm(np.float32) != threads.blas_gemm(np.float64)
+    assert threads.blas_gemm(np.int32) is None
+
+
+@needs_c
+@needs_openblas_set
+@needs_c_gemm
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_winograd_ranges_in_one_c_call_are_the_python_ranges_bit_for_bit(
+    dtype, bias, monkeypatch
+):
+    """Ranges of examples through the three steps of the Winograd route: in one C call on the
+    pool (:func:`abp_np.fast.cpu.winograd_examples`) against the same ranges on Python threads,
+    step by step (the C transforms, NumPy's matmul), at 2 and 3 threads, forward and the
+    inferential backward pass. The same calls on the same data: bit for bit."""
+    from abp_np.layers import ConvTranspose2d
+
+    rng = np.random.default_rng(5)
+    layer = ConvTranspose2d(16, 8, 5, 2, 2, 1, bias=bias, dtype=dtype, rng=rng)
+    x = rng.standard_normal((7, 16, 8, 8)).astype(dtype)
+    dy = rng.standard_normal((7, 8, 16, 16)).astype(dtype)
+    calls = []
+    in_c = _cpu.winograd_examples
+    monkeypatch.setattr(_cpu, "winograd_examples", lambda *a, **k: calls.append(1) or in_c(*a, **k))
+    ready = _cpu.examples_ready
+    for t in (2, 3):
+        out = {}
+        for arm in ("c", "python"):
+            monkeypatch.setattr(_cpu, "examples_ready", ready if arm == "c" else lambda d: False)
+            with using(threads=t, winograd="on"):
+                y = layer.forward(x)
+                assert type(layer._cache).__name__ == "WinogradCache"
+                out[arm] = (y, layer.backward(dy, need_param_grads=False))
+        assert np.array_equal(out["c"][0], out["python"][0])
+        assert np.array_equal(out["c"][1], out["python"][1])
+    assert len(calls) == 4  # forward and backward, at 2 and 3 threads: the C call was made
+
+
+@needs_c
+@needs_c_gemm
+def test_the_winograd_ranges_in_c_refuse_arrays_that_do_not_fit():
+    x = np.zeros((2, 4, 8, 8), np.float32)
+    U = np.zeros((36, 8, 4), np.float32)  # 4 Cout = 8: Cout 2
+    y = np.zeros((2, 2, 16, 16), np.float32)
+    V, M = np.zeros((36, 4, 8), np.float32), np.zeros((36, 8, 8), np.float32)
+    with threads.single_threaded_blas():
+        _cpu.winograd_examples(x, U, y, V, M, -1, -1, 4, (2, 2), 2)  # fits
+        with pytest.raises(ValueError, match="do not fit"):
+            _cpu.winograd_examples(x, U, y, V[:, :, :4].copy(), M, -1, -1, 4, (2, 2), 2)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            _cpu.winograd_examples(x, U, y[:, :, ::2], V, M, -1, -1, 4, (2, 2), 2)
 
 
 # --- the same numbers, whole networks and a whole ABP iteration -----------------------------------

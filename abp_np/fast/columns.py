@@ -35,8 +35,9 @@ import numpy as np
 
 from . import cpu as _cpu
 from . import threads
+from .cpu import stacked_matmul
 from .phases import phases, taps, valid_range
-from .threads import parallel_for, stacked_matmul
+from .threads import parallel_for
 
 __all__ = [
     "BLOCK_BYTES",

@@ -1,13 +1,18 @@
 """The CPU kernels of ``kernels/*_cpu.c``, called through ctypes.
 
-Four small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
+Small C files speed up memory-bound steps of the CPU path: ``winograd_cpu.c`` holds the
 transforms of the Winograd transposed convolution (:mod:`abp_np.fast.winograd`) fused with the
 rearrangements around them, and ``winograd1d_cpu.c`` those of the 1-D one
 (:mod:`abp_np.fast.winograd1d`), which NumPy can only do as slow strided copies and small GEMMs,
 ``batchnorm_cpu.c`` batch normalisation in two or three passes over memory where NumPy needs
 five or more, and ``columns_cpu.c`` the column form's scatter (``col2im``) and gather
 (``im2col``) of :mod:`abp_np.fast.columns` in one pass each, where NumPy makes one small
-strided copy per kernel tap (the same sums in the same order: the same bits). They are compiled once, on first use, with the system's
+strided copy per kernel tap (the same sums in the same order: the same bits).
+``activations_cpu.c`` holds ReLU, ``pool_cpu.c`` the thread pool that runs the kernels' loops
+in ranges, and ``gemm_cpu.c`` stacks of GEMMs on that pool, each GEMM the call NumPy's matmul
+makes to its OpenBLAS (:func:`stacked_matmul`; :func:`winograd_examples` runs ranges of
+examples through all three Winograd steps in one call the same way). They are compiled once,
+on first use, with the system's
 C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
 sources and of the compiler command, so an edited source or another compiler builds anew; a
@@ -51,6 +56,9 @@ __all__ = [
     "winograd_input_adjoint",
     "winograd_output",
     "winograd_output_adjoint",
+    "winograd_examples",
+    "gemm_stack_call",
+    "stacked_matmul",
     "winograd1d_input",
     "winograd1d_input_adjoint",
     "winograd1d_output",
@@ -72,9 +80,10 @@ _SOURCE_FILES = (
     "batchnorm_cpu.c",
     "columns_cpu.c",
     "activations_cpu.c",
+    "gemm_cpu.c",
     "pool_cpu.c",
 )
-_HEADER_FILES = ("pool_cpu.h",)  # included by the sources: hashed with them
+_HEADER_FILES = ("pool_cpu.h", "gemm_cpu.h")  # included by the sources: hashed with them
 _FLAGS = [
     "-O3",
     "-std=c99",
@@ -194,7 +203,27 @@ def _build() -> Any:
                 getattr(lib, f"{name}_par_{suffix}").argtypes = [p] * ptrs + [i] * (ints - 1)
             getattr(lib, f"col2im_par_{suffix}").argtypes = [p] * 6 + [i, p, i] + [i] * 5
             getattr(lib, f"im2col_par_{suffix}").argtypes = [p] * 5 + [i] * 5
+            # (x, U, [bias,] y, first, second, n, C, H, W, Cout, row0, col0, m, th, tw, gemm,
+            # 64-bit BLAS integers, threads)
+            getattr(lib, f"winograd_forward_examples_par_{suffix}").argtypes = (
+                [p] * 6 + [i] * 10 + [p, i, i]
+            )
+            getattr(lib, f"winograd_backward_examples_par_{suffix}").argtypes = (
+                [p] * 5 + [i] * 10 + [p, i, i]
+            )
             z = ctypes.c_ssize_t  # element counts
+            # (A, B, C, their stack strides, K, m, n, k, ta, tb, lda, ldb, ldc, gemm, 64-bit
+            # BLAS integers, threads)
+            getattr(lib, f"gemm_stack_par_{suffix}").argtypes = (
+                [p] * 3
+                + [z] * 3
+                + [i] * 9
+                + [
+                    p,
+                    i,
+                    i,
+                ]
+            )
             getattr(lib, f"relu_forward_par_{suffix}").argtypes = [p, p, z, i]
             getattr(lib, f"relu_backward_par_{suffix}").argtypes = [p, p, p, z, i]
         lib.abp_pool_set_spin.argtypes = [ctypes.c_long]
@@ -352,6 +381,135 @@ def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
     n, Cout = dy.shape[:2]
     args = (dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt)
     _whole_loop("winograd_output_adjoint", sfx, args, Cout, dM.size)
+
+
+def winograd_examples(
+    x,
+    U,
+    y,
+    first,
+    second,
+    row0: int,
+    col0: int,
+    m: int,
+    nt,
+    count: int,
+    bias=None,
+    backward: bool = False,
+) -> None:
+    """All three steps of the Winograd route for a block of examples, ranges of examples on
+    ``count`` of the pool's threads, each range's GEMMs by the BLAS on its own thread.
+
+    Forward (``backward`` False): x (n, C, H, W) -> y (n, Cout, 2 m th, 2 m tw) plus bias, with
+    U (a a, 4 Cout, C) and the temporaries ``first`` V (a a, C, n th tw) and ``second``
+    M (a a, 4 Cout, n th tw). Backward (input gradient only): ``x`` is dy, ``y`` is dx (n, C,
+    H, W), ``first`` dM and ``second`` dV. Each range does what
+    :func:`winograd_input`, ``numpy.matmul`` and :func:`winograd_output` (or their adjoints)
+    do on its examples, in the same calls: the same bits as those three on the same ranges.
+    Call it with the BLAS on one thread (:func:`threads.single_threaded_blas`); needs
+    :func:`examples_ready`.
+    """
+    image, out = (y, x) if backward else (x, y)
+    sfx = _check("winograd_examples", x, U, y, first, second, *([] if bias is None else [bias]))
+    n, C, H, W = image.shape
+    Cout = out.shape[1]
+    a2, P = (m + 2) ** 2, n * nt[0] * nt[1]
+    V, M = (second, first) if backward else (first, second)
+    if (
+        U.shape != (a2, 4 * Cout, C)
+        or V.shape != (a2, C, P)
+        or M.shape != (a2, 4 * Cout, P)
+        or out.shape != (n, Cout, 2 * m * nt[0], 2 * m * nt[1])
+        or (bias is not None and (backward or bias.shape != (Cout,)))
+    ):
+        raise ValueError(
+            f"_cpu.winograd_examples: the shapes do not fit together: image {image.shape}, "
+            f"U {U.shape}, V {V.shape}, M {M.shape}, output {out.shape}, m {m}, tiles {nt}"
+        )
+    gemm, ilp64 = threads.blas_gemm(x.dtype)
+    lib = _get()
+    if backward:
+        fn = getattr(lib, f"winograd_backward_examples_par_{sfx}")
+        data = (x, U, y, first, second)
+    else:
+        b = None if bias is None else bias.ctypes.data
+        fn = getattr(lib, f"winograd_forward_examples_par_{sfx}")
+        data = (x, U, b, y, first, second)
+    ptrs = [d if d is None or isinstance(d, int) else d.ctypes.data for d in data]
+    _ok(fn(*ptrs, n, C, H, W, Cout, row0, col0, m, *nt, gemm, int(ilp64), count))
+
+
+def _blas_layout(x: np.ndarray) -> tuple[int, int] | None:
+    """(transposed, leading dimension) of the matrices of x (..., rows, cols) as BLAS takes
+    them, NumPy's order of preference (rows contiguous first); None when BLAS cannot."""
+    size = x.itemsize
+    (s0, s1), (r, c) = x.strides[-2:], x.shape[-2:]
+    if s1 == size and s0 % size == 0 and s0 // size >= max(1, c):
+        return 0, s0 // size
+    if s0 == size and s1 % size == 0 and s1 // size >= max(1, r):
+        return 1, s1 // size
+    return None
+
+
+def gemm_stack_call(a, b, out) -> Any:
+    """``count -> None``: ``numpy.matmul(a, b, out=out)`` for a (K, M, L) or (M, L) and
+    b (K, L, P) as one call of ``gemm_stack_par`` (``kernels/gemm_cpu.c``): ranges of the K
+    GEMMs on ``count`` of the pool's threads, each GEMM the cblas call NumPy would make for it
+    (the same bits; call it with the BLAS on one thread). None where that call cannot stand
+    for NumPy's: the pool or the BLAS' GEMM not at hand, dtypes that differ, or shapes for which
+    NumPy calls another routine (M or P of 1: gemv; ``a`` and ``b`` the same memory: syrk).
+    """
+    dtype = out.dtype
+    if not (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.dtype == b.dtype == dtype
+        and pooled(dtype)
+        and threads.blas_gemm(dtype) is not None
+    ):
+        return None
+    K, L, P = b.shape
+    M = a.shape[-2]
+    la, lb, lo = _blas_layout(a), _blas_layout(b), _blas_layout(out)
+    if (
+        M < 2
+        or P < 2
+        or L < 1
+        or la is None
+        or lb is None
+        or lo is None
+        or lo[0]
+        or a.ctypes.data == b.ctypes.data
+        or out.shape != (K, M, P)
+    ):
+        return None
+    size = dtype.itemsize
+    sa = a.strides[0] // size if a.ndim == 3 else 0
+    gemm, ilp64 = threads.blas_gemm(dtype)
+    fn = getattr(_get(), f"gemm_stack_par_{_SUFFIX[dtype]}")
+    args = (a.ctypes.data, b.ctypes.data, out.ctypes.data, sa, b.strides[0] // size)
+    args += (out.strides[0] // size, K, M, P, L, la[0], lb[0], la[1], lb[1], lo[1])
+
+    def call(count: int) -> None:
+        _ok(fn(*args, gemm, int(ilp64), count))
+
+    return call
+
+
+def stacked_matmul(a, b, out=None) -> np.ndarray:
+    """:func:`threads.stacked_matmul` (``numpy.matmul(a, b, out=out)`` for a stack of GEMMs,
+    ranges of the stack on several threads), its ranges on the pool's C threads where
+    :func:`gemm_stack_call` can take them, else on Python threads: the same bits either way."""
+    if out is None:
+        shape = (b.shape[0], a.shape[-2], b.shape[-1])
+        out = np.empty(shape, dtype=np.result_type(a.dtype, b.dtype))
+    return threads.stacked_matmul(a, b, out, whole=gemm_stack_call(a, b, out))
+
+
+def examples_ready(dtype: Any) -> bool:
+    """True when :func:`winograd_examples` can run: the pool on (:func:`pooled`) and the BLAS'
+    GEMM found (:func:`threads.blas_gemm`)."""
+    return pooled(dtype) and threads.blas_gemm(dtype) is not None
 
 
 def _transform(name: str, mat, dtype) -> Any:

@@ -37,6 +37,11 @@ go the same way (:func:`parallel_gemms`): the Winograd route runs ranges of exam
 all its steps, each range on one thread, one hand-off per layer instead of one per step. Those
 GEMMs reach OpenBLAS in other sizes than on one thread, and OpenBLAS picks its kernels by size:
 their results may differ in the last bits, within the bounds ``tests/test_threads.py`` states.
+
+Where the C kernels are built, both run on their pool's C threads instead of Python's
+(:func:`abp_np.fast.cpu.stacked_matmul`, :func:`abp_np.fast.cpu.winograd_examples`): the same
+ranges, each GEMM the same call to NumPy's OpenBLAS (its address from :func:`blas_gemm`), the
+same bits, with no hand-off to a Python thread and no wait for the GIL between the steps.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import numpy as np
 from ..backend import switches
 
 __all__ = [
+    "blas_gemm",
     "blas_threads",
     "count",
     "parallel_for",
@@ -118,6 +124,56 @@ def _blas_function(verb: str) -> Any:
             fn = getattr(lib, name.format("_" + verb), None)
             if fn is not None:
                 return fn
+    return None
+
+
+_GEMM_NAMES = (  # (name, 64-bit integers?); {} is s or d
+    ("scipy_cblas_{}gemm64_", True),
+    ("cblas_{}gemm64_", True),
+    ("scipy_cblas_{}gemm", None),
+    ("cblas_{}gemm", None),
+)
+_CONFIG_NAMES = (
+    "scipy_openblas_get_config64_",
+    "openblas_get_config64_",
+    "scipy_openblas_get_config",
+    "openblas_get_config",
+)
+_gemms: dict[str, tuple[int, bool] | None] = {}
+
+
+def blas_gemm(dtype: Any) -> tuple[int, bool] | None:
+    """The address of ``cblas_sgemm`` (float32) or ``cblas_dgemm`` (float64) in the OpenBLAS
+    whose thread count :func:`single_threaded_blas` sets (NumPy's), and whether its integers
+    are 64 bits wide; None where there is no such library or the width cannot be told.
+
+    The C kernels call it on their pool's threads (``kernels/winograd_cpu.c``), as NumPy's
+    matmul would, without the GIL between the steps of a Winograd layer.
+    """
+    kind = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}.get(np.dtype(dtype))
+    if kind is None:
+        return None
+    if kind not in _gemms:
+        _gemms[kind] = _find_gemm(kind)
+    return _gemms[kind]
+
+
+def _find_gemm(kind: str) -> tuple[int, bool] | None:
+    for lib in _openblas_libs():
+        if not any(getattr(lib, n.format("_set"), None) for n in _BLAS_NAMES):
+            continue  # not the library whose threads are set
+        for name, wide in _GEMM_NAMES:
+            fn = getattr(lib, name.format(kind), None)
+            if fn is None:
+                continue
+            if wide is None:  # no suffix: OpenBLAS' build configuration says
+                config = next((getattr(lib, c) for c in _CONFIG_NAMES if hasattr(lib, c)), None)
+                if config is None:
+                    return None
+                config.restype = ctypes.c_char_p
+                wide = b"USE64BITINT" in (config() or b"")
+            return ctypes.cast(fn, ctypes.c_void_p).value, wide
+        return None
     return None
 
 
@@ -338,7 +394,9 @@ def single_threaded_blas() -> Iterator[bool]:
                 _blas_set(ctypes.c_int(_single_saved))
 
 
-def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
+def stacked_matmul(
+    a: Any, b: Any, out: Any = None, whole: Callable[[int], Any] | None = None
+) -> Any:
     """``numpy.matmul(a, b)`` for a stack of GEMMs, the stack split over threads.
 
     ``a`` (K, M, L) or (M, L), ``b`` (K, L, P): K independent GEMMs ``a[k] @ b[k]``. BLAS runs
@@ -357,7 +415,9 @@ def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
     GEMMs, and within that bound in them.
 
     With one thread, or where OpenBLAS' thread count cannot be set, this is
-    ``numpy.matmul(a, b, out=out)`` itself.
+    ``numpy.matmul(a, b, out=out)`` itself. ``whole``: as in :func:`parallel_gemms`, the same
+    GEMMs (into ``out``) in one call on the C kernels' pool
+    (:func:`abp_np.fast.cpu.stacked_matmul` passes it).
     """
     K = b.shape[0]
     if out is None:
@@ -368,11 +428,13 @@ def stacked_matmul(a: Any, b: Any, out: Any = None) -> Any:
     def gemms(k0: int, k1: int) -> None:
         np.matmul(a[k0:k1] if stacked else a, b[k0:k1], out=out[k0:k1])
 
-    parallel_gemms(gemms, K)
+    parallel_gemms(gemms, K, whole=whole)
     return out
 
 
-def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
+def parallel_gemms(
+    fn: Callable[[int, int], Any], n: int, whole: Callable[[int], Any] | None = None
+) -> None:
     """``fn(lo, hi)`` on ranges of n independent pieces of GEMM work, a range per thread, each
     thread's GEMMs on OpenBLAS' one thread (:func:`single_threaded_blas`). Inside a range
     nothing is split further (:func:`count` is 1 there, on the calling thread too): a range is
@@ -381,6 +443,10 @@ def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
     With one thread, a single piece, or where OpenBLAS' thread count cannot be set, this is
     ``fn(0, n)`` with the BLAS as it is (its own threads). :func:`stacked_matmul` is this for a
     stack of GEMMs.
+
+    ``whole(t)``, where given, does the same work in one call instead: all n pieces, in the
+    ranges ``ranges(n, t)``, on the C kernels' pool (``kernels/pool_cpu.c``), with no hand-off
+    to a Python thread; it is called with the BLAS on one thread, as ``fn`` would be.
     """
     t = count() if n > 1 else 1
     if t <= 1:
@@ -397,6 +463,9 @@ def parallel_gemms(fn: Callable[[int, int], Any], n: int) -> None:
 
     with single_threaded_blas() as single:
         if single:
-            parallel_for(alone, n, threads=t)
+            if whole is not None:
+                whole(t)
+            else:
+                parallel_for(alone, n, threads=t)
             return
     fn(0, n)

@@ -93,7 +93,7 @@ from ..backend import Array, switches
 from ..backend import using as backend_using
 from . import cpu as _cpu
 from .phases import phases
-from .threads import parallel_gemms, stacked_matmul
+from .threads import parallel_gemms
 
 __all__ = [
     "Plan",
@@ -484,15 +484,15 @@ def _unshuffle(dy, t: _Tiling):
 
 def _gemms(a, b, out=None):
     """The a^2 GEMMs of a step, one per position xi nu: ``a[k] @ b[k]`` by NumPy (BLAS), the
-    positions split over threads, each GEMM on one (:func:`abp_np.fast.threads.stacked_matmul`).
+    positions split over threads, each GEMM on one (:func:`abp_np.fast.cpu.stacked_matmul`).
 
     A function of its own, like each transform step, so that
     ``python -m abp_np.bench --winograd-steps`` can time each call inside real iterations.
     """
-    return stacked_matmul(a, b, out=out)
+    return _cpu.stacked_matmul(a, b, out=out)
 
 
-def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None:
+def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step, in_c=None) -> None:
     """``step(e0, e1, first, second)`` for every example range [e0, e1) of the batch, block by
     block (``t.block`` examples), each block's ranges on several threads at once
     (:func:`abp_np.fast.threads.parallel_gemms`); ``first`` and ``second`` are the range's
@@ -500,18 +500,28 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step) -> None
     With ``t.by_positions`` the range is the whole block, on the calling thread, and each step
     splits itself over the threads.
 
+    ``in_c(e0, e1, first, second, threads)``, where given and the C kernels' pool can take it
+    (:func:`abp_np.fast.cpu.examples_ready`), does a block's ranges in one call instead, the
+    same three steps of each range in C (``kernels/winograd_cpu.c``), the same bits.
+
     Those arrays are made here, on the calling thread, not by the threads that use the pieces:
     an array allocated on a worker comes from that thread's own malloc arena, whose freed memory
     the other threads do not reuse (it raised faces64's peak by 18 MiB). Only one block's are
     alive at a time.
     """
     a2, tiles = (t.m + 2) ** 2, t.nt[0] * t.nt[1]
+    if in_c is not None and not _cpu.examples_ready(dtype):
+        in_c = None
     for n0 in range(0, N, t.block):
         nb = min(N, n0 + t.block) - n0
         bufs = [np.empty(a2 * r * tiles * nb, dtype=dtype) for r in rows]
         ranges = functools.partial(_example_range, step, n0, bufs, rows, a2, tiles)
         if t.by_positions:  # the whole block through each step, each step split by itself
             ranges(0, nb)
+        elif in_c is not None:
+            whole = [buf.reshape(a2, r, tiles * nb) for buf, r in zip(bufs, rows)]
+            parallel_gemms(ranges, nb, whole=functools.partial(in_c, n0, n0 + nb, *whole))
+            del whole
         else:
             parallel_gemms(ranges, nb)
         del bufs, ranges  # before the next block's are made
@@ -570,10 +580,14 @@ def forward(
         _gemms(U, V, out=M)  # (a^2, 4 Cout, P): U[xi, nu] @ V[xi, nu]
         _output_transform(M, y[e0:e1], t, bias)  # A^T M A, shuffled
 
+    def in_c(e0: int, e1: int, V, M, threads: int) -> None:  # step's ranges, in one C call
+        xb, b = np.ascontiguousarray(x[e0:e1]), None if bias is None else np.ascontiguousarray(bias)
+        _cpu.winograd_examples(xb, U, y[e0:e1], V, M, t.row0, t.col0, t.m, t.nt, threads, b)
+
     # ranges of examples on several threads at once, each its own transforms and GEMMs (one
     # BLAS thread each): one hand-off per block instead of one per step; one block's
     # temporaries alive at a time
-    _by_examples(N, t, (x.shape[1], U.shape[1]), x.dtype, step)
+    _by_examples(N, t, (x.shape[1], U.shape[1]), x.dtype, step, in_c)
     return y, WinogradCache(x, U, p, tuple(weight.shape), bias is not None)
 
 
@@ -600,7 +614,13 @@ def backward(
             _gemms(UT, dM, out=dV)  # (a^2, Cin, P): the input gradient's GEMMs
             _input_transform_adjoint(dV, dx[e0:e1], t)  # B dV B^T, added back where read
 
-        _by_examples(x.shape[0], t, (UT.shape[2], UT.shape[1]), dy.dtype, step)
+        def in_c(e0: int, e1: int, dM, dV, threads: int) -> None:  # step's ranges, in C
+            dyb = np.ascontiguousarray(dy[e0:e1])
+            _cpu.winograd_examples(
+                dyb, U, dx[e0:e1], dM, dV, t.row0, t.col0, t.m, t.nt, threads, backward=True
+            )
+
+        _by_examples(x.shape[0], t, (UT.shape[2], UT.shape[1]), dy.dtype, step, in_c)
         return dx, None, None
     # learning: the blocks in order, dU summed over them in one order
     dU = np.zeros_like(U)

@@ -402,6 +402,19 @@ class _NumpyWithTimedMatmul:
 
 
 @contextlib.contextmanager
+def _winograd_steps_visible() -> Iterator[None]:
+    """Inside the block the Winograd route's ranges of examples run step by step on Python
+    threads, where each step's function can be timed, not as one C call
+    (:func:`abp_np.fast.cpu.winograd_examples`)."""
+    ready = _cpu.examples_ready
+    _cpu.examples_ready = lambda dtype: False
+    try:
+        yield
+    finally:
+        _cpu.examples_ready = ready
+
+
+@contextlib.contextmanager
 def gemm_clock() -> Iterator[_GemmClock]:
     """Inside the block, time every GEMM of a CPU iteration; ``clock.seconds`` adds them up.
 
@@ -411,7 +424,8 @@ def gemm_clock() -> Iterator[_GemmClock]:
     time outside the GEMMs: transforms, batch norm, activations, ``col2im``, the updates.
     Only the calling thread's calls are timed: where the examples are split over threads
     (the Winograd route), each thread runs its share of every step, and the calling thread's
-    time in GEMMs over the iteration's is the share that the GEMMs take.
+    time in GEMMs over the iteration's is the share that the GEMMs take. Inside the block
+    those ranges run step by step (:func:`_winograd_steps_visible`).
     """
     clock = _GemmClock()
     saved = (
@@ -428,7 +442,8 @@ def gemm_clock() -> Iterator[_GemmClock]:
     columns.stacked_matmul = clock.wrap(saved[3])
     F.linear_forward, F.linear_backward = clock.wrap(saved[4]), clock.wrap(saved[5])
     try:
-        yield clock
+        with _winograd_steps_visible():
+            yield clock
     finally:
         (
             winograd._gemms,
@@ -614,7 +629,8 @@ def winograd_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     ``--breakdown`` repeats each layer's call on the same data; inside an iteration the steps
     meet colder caches and the blocks of examples the batch is cut into. Here one warm-up and
     ``args.iterations`` iterations run with the functions of :data:`WINOGRAD_STEPS` timed per
-    call. Each row is one step and one set of operand shapes (for the GEMMs by U,
+    call (the ranges of examples step by step, :func:`_winograd_steps_visible`). Each row is
+    one step and one set of operand shapes (for the GEMMs by U,
     (a^2, rows, inner) @ (a^2, inner, columns)): its number of calls, median and fastest
     milliseconds, and, for the GEMMs, GFLOP/s at the median.
     """
@@ -641,8 +657,9 @@ def winograd_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for name in WINOGRAD_STEPS:
             setattr(winograd, name, timer(name))
-        for _ in range(args.iterations):
-            abp.timed()
+        with _winograd_steps_visible():
+            for _ in range(args.iterations):
+                abp.timed()
     finally:
         for name, fn in inner.items():
             setattr(winograd, name, fn)
