@@ -15,8 +15,9 @@ module              what it holds
 ``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
 ``winograd1d``      the CPU's 1-D transposed convolutions (sound) as Winograd F(4, 3) GEMMs
 ``cpu``             the C kernels of ``kernels/*_cpu.c`` (Winograd transforms, 2-D and 1-D,
-                    batch norm, the column form's col2im and im2col), compiled once with the
-                    system's C compiler and called through ctypes
+                    batch norm, the column form's col2im and im2col, ReLU, stacks of GEMMs by
+                    NumPy's OpenBLAS), their loops in ranges on a C thread pool, compiled once
+                    with the system's C compiler and called through ctypes
 ``threads``         the CPU loops outside the GEMMs split over threads (``parallel_for``),
                     stacks of small GEMMs one per thread (``stacked_matmul``), the thread
                     count (``ABP_NUM_THREADS``), OpenBLAS' own thread count
