@@ -620,11 +620,11 @@ def test_the_winograd_ranges_in_one_c_call_are_the_python_ranges_bit_for_bit(
     calls = []
     in_c = _cpu.winograd_examples
     monkeypatch.setattr(_cpu, "winograd_examples", lambda *a, **k: calls.append(1) or in_c(*a, **k))
-    ready = _cpu.examples_ready
+    ready = _cpu.gemms_pooled
     for t in (2, 3):
         out = {}
         for arm in ("c", "python"):
-            monkeypatch.setattr(_cpu, "examples_ready", ready if arm == "c" else lambda d: False)
+            monkeypatch.setattr(_cpu, "gemms_pooled", ready if arm == "c" else lambda d: False)
             with using(threads=t, winograd="on"):
                 y = layer.forward(x)
                 assert type(layer._cache).__name__ == "WinogradCache"

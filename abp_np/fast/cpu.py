@@ -215,14 +215,7 @@ def _build() -> Any:
             # (A, B, C, their stack strides, K, m, n, k, ta, tb, lda, ldb, ldc, gemm, 64-bit
             # BLAS integers, threads)
             getattr(lib, f"gemm_stack_par_{suffix}").argtypes = (
-                [p] * 3
-                + [z] * 3
-                + [i] * 9
-                + [
-                    p,
-                    i,
-                    i,
-                ]
+                [p] * 3 + [z] * 3 + [i] * 9 + [p, i, i]
             )
             getattr(lib, f"relu_forward_par_{suffix}").argtypes = [p, p, z, i]
             getattr(lib, f"relu_backward_par_{suffix}").argtypes = [p, p, p, z, i]
@@ -407,7 +400,7 @@ def winograd_examples(
     :func:`winograd_input`, ``numpy.matmul`` and :func:`winograd_output` (or their adjoints)
     do on its examples, in the same calls: the same bits as those three on the same ranges.
     Call it with the BLAS on one thread (:func:`threads.single_threaded_blas`); needs
-    :func:`examples_ready`.
+    :func:`gemms_pooled`.
     """
     image, out = (y, x) if backward else (x, y)
     sfx = _check("winograd_examples", x, U, y, first, second, *([] if bias is None else [bias]))
@@ -427,15 +420,10 @@ def winograd_examples(
             f"U {U.shape}, V {V.shape}, M {M.shape}, output {out.shape}, m {m}, tiles {nt}"
         )
     gemm, ilp64 = threads.blas_gemm(x.dtype)
-    lib = _get()
-    if backward:
-        fn = getattr(lib, f"winograd_backward_examples_par_{sfx}")
-        data = (x, U, y, first, second)
-    else:
-        b = None if bias is None else bias.ctypes.data
-        fn = getattr(lib, f"winograd_forward_examples_par_{sfx}")
-        data = (x, U, b, y, first, second)
-    ptrs = [d if d is None or isinstance(d, int) else d.ctypes.data for d in data]
+    ptrs = [a.ctypes.data for a in (x, U, y, first, second)]
+    if not backward:  # the forward kernel takes the bias after U
+        ptrs.insert(2, None if bias is None else bias.ctypes.data)
+    fn = getattr(_get(), f"winograd_{'backward' if backward else 'forward'}_examples_par_{sfx}")
     _ok(fn(*ptrs, n, C, H, W, Cout, row0, col0, m, *nt, gemm, int(ilp64), count))
 
 
@@ -464,8 +452,7 @@ def gemm_stack_call(a, b, out) -> Any:
         isinstance(a, np.ndarray)
         and isinstance(b, np.ndarray)
         and a.dtype == b.dtype == dtype
-        and pooled(dtype)
-        and threads.blas_gemm(dtype) is not None
+        and gemms_pooled(dtype)
     ):
         return None
     K, L, P = b.shape
@@ -506,9 +493,10 @@ def stacked_matmul(a, b, out=None) -> np.ndarray:
     return threads.stacked_matmul(a, b, out, whole=gemm_stack_call(a, b, out))
 
 
-def examples_ready(dtype: Any) -> bool:
-    """True when :func:`winograd_examples` can run: the pool on (:func:`pooled`) and the BLAS'
-    GEMM found (:func:`threads.blas_gemm`)."""
+def gemms_pooled(dtype: Any) -> bool:
+    """True when GEMMs on arrays of ``dtype`` can run on the pool's threads
+    (:func:`gemm_stack_call`, :func:`winograd_examples`): the pool on (:func:`pooled`) and the
+    BLAS' GEMM found (:func:`threads.blas_gemm`)."""
     return pooled(dtype) and threads.blas_gemm(dtype) is not None
 
 

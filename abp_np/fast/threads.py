@@ -118,13 +118,19 @@ def _openblas_libs() -> list[Any]:
     return _blas_libs
 
 
-def _blas_function(verb: str) -> Any:
+def _blas_lib(verb: str) -> tuple[Any, Any]:
+    """The first loaded OpenBLAS with the thread-count function ``verb`` ("get" or "set"), and
+    that function; (None, None) where there is none."""
     for lib in _openblas_libs():
         for name in _BLAS_NAMES:
             fn = getattr(lib, name.format("_" + verb), None)
             if fn is not None:
-                return fn
-    return None
+                return lib, fn
+    return None, None
+
+
+def _blas_function(verb: str) -> Any:
+    return _blas_lib(verb)[1]
 
 
 _GEMM_NAMES = (  # (name, 64-bit integers?); {} is s or d
@@ -159,21 +165,20 @@ def blas_gemm(dtype: Any) -> tuple[int, bool] | None:
 
 
 def _find_gemm(kind: str) -> tuple[int, bool] | None:
-    for lib in _openblas_libs():
-        if not any(getattr(lib, n.format("_set"), None) for n in _BLAS_NAMES):
-            continue  # not the library whose threads are set
-        for name, wide in _GEMM_NAMES:
-            fn = getattr(lib, name.format(kind), None)
-            if fn is None:
-                continue
-            if wide is None:  # no suffix: OpenBLAS' build configuration says
-                config = next((getattr(lib, c) for c in _CONFIG_NAMES if hasattr(lib, c)), None)
-                if config is None:
-                    return None
-                config.restype = ctypes.c_char_p
-                wide = b"USE64BITINT" in (config() or b"")
-            return ctypes.cast(fn, ctypes.c_void_p).value, wide
+    lib = _blas_lib("set")[0]  # the library whose threads single_threaded_blas sets
+    if lib is None:
         return None
+    for name, wide in _GEMM_NAMES:
+        fn = getattr(lib, name.format(kind), None)
+        if fn is None:
+            continue
+        if wide is None:  # no suffix: OpenBLAS' build configuration says
+            config = next((getattr(lib, c) for c in _CONFIG_NAMES if hasattr(lib, c)), None)
+            if config is None:
+                return None
+            config.restype = ctypes.c_char_p
+            wide = b"USE64BITINT" in (config() or b"")
+        return ctypes.cast(fn, ctypes.c_void_p).value, wide
     return None
 
 

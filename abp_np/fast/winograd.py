@@ -501,7 +501,7 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step, in_c=No
     splits itself over the threads.
 
     ``in_c(e0, e1, first, second, threads)``, where given and the C kernels' pool can take it
-    (:func:`abp_np.fast.cpu.examples_ready`), does a block's ranges in one call instead, the
+    (:func:`abp_np.fast.cpu.gemms_pooled`), does a block's ranges in one call instead, the
     same three steps of each range in C (``kernels/winograd_cpu.c``), the same bits.
 
     Those arrays are made here, on the calling thread, not by the threads that use the pieces:
@@ -510,7 +510,7 @@ def _by_examples(N: int, t: _Tiling, rows: tuple[int, int], dtype, step, in_c=No
     alive at a time.
     """
     a2, tiles = (t.m + 2) ** 2, t.nt[0] * t.nt[1]
-    if in_c is not None and not _cpu.examples_ready(dtype):
+    if in_c is not None and not _cpu.gemms_pooled(dtype):
         in_c = None
     for n0 in range(0, N, t.block):
         nb = min(N, n0 + t.block) - n0

@@ -403,15 +403,15 @@ class _NumpyWithTimedMatmul:
 
 @contextlib.contextmanager
 def _winograd_steps_visible() -> Iterator[None]:
-    """Inside the block the Winograd route's ranges of examples run step by step on Python
-    threads, where each step's function can be timed, not as one C call
-    (:func:`abp_np.fast.cpu.winograd_examples`)."""
-    ready = _cpu.examples_ready
-    _cpu.examples_ready = lambda dtype: False
+    """Inside the block the Winograd route's ranges of examples and stacks of GEMMs run step by
+    step on Python threads, where each step's function can be timed, not as one C call on the
+    pool (:func:`abp_np.fast.cpu.gemms_pooled` is False)."""
+    ready = _cpu.gemms_pooled
+    _cpu.gemms_pooled = lambda dtype: False
     try:
         yield
     finally:
-        _cpu.examples_ready = ready
+        _cpu.gemms_pooled = ready
 
 
 @contextlib.contextmanager
