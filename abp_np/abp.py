@@ -510,7 +510,10 @@ class ABP:
         ``f = G.forward(z)``; the gradient of J = -L/n,
         ``dY = -A^T (y - A f) / (sigma^2 n)``, is injected at the output;
         ``G.backward(dY, need_param_grads=True)`` fills every layer's ``grads`` with dJ/dW;
-        the optimiser descends J (ascends L).
+        the optimiser descends J (ascends L). W is unchanged from the forward pass to the end of
+        the backward pass, which run inside :meth:`Generator.fixed_weights
+        <abp_np.generator.Generator.fixed_weights>` as the Langevin loop does: the layers derive
+        from W once for both (and may take the routes that pay off only then).
 
         Returns
         -------
@@ -530,10 +533,13 @@ class ABP:
         """One learning step (6) on validated arguments; the batch's sums, before the update."""
         g = self.generator
         n = z.shape[0]
-        f = g.forward(z)
-        r = obs.residual(y, f)  # y - A f
-        dY = obs.adjoint(r).reshape(f.shape) * (-1.0 / (self.sigma**2 * n))  # dJ/df, J = -L/n
-        g.backward(dY, need_param_grads=True)  # the same pass; grads <- dJ/dW (its dZ unused)
+        # W changes only at the optimiser's step, after both passes: a fixed-weights block
+        fixed = getattr(g, "fixed_weights", None)
+        with fixed(learning=True) if fixed is not None else contextlib.nullcontext():
+            f = g.forward(z)
+            r = obs.residual(y, f)  # y - A f
+            dY = obs.adjoint(r).reshape(f.shape) * (-1.0 / (self.sigma**2 * n))  # dJ/df, J = -L/n
+            g.backward(dY, need_param_grads=True)  # the same pass; grads <- dJ/dW (dZ unused)
         self.optimizer.step(g)  # W <- W - lr * (...)
         abs_sum, count = obs.abs_error(y, f)
         data = (r * r).sum() / (2 * self.sigma**2)

@@ -28,6 +28,7 @@ from .layers import (
     BatchNorm2d,
     ConvTranspose1d,
     ConvTranspose2d,
+    Derived,
     Layer,
     LeakyReLU,
     Linear,
@@ -124,7 +125,7 @@ class Generator:
             layer.release()
 
     @contextlib.contextmanager
-    def fixed_weights(self) -> Iterator[Generator]:
+    def fixed_weights(self, learning: bool = False) -> Iterator[Generator]:
         """A block of passes with W unchanged: layers may keep what they derive from W.
 
         The inferential back-propagation (Langevin dynamics on Z, equation (5)) runs many
@@ -135,16 +136,23 @@ class Generator:
         to recompute every pass take that path only here. :meth:`ABP.langevin
         <abp_np.abp.ABP.langevin>` runs its loop inside this block.
 
+        ``learning=True``: the block is one learning step, :meth:`ABP.learn
+        <abp_np.abp.ABP.learn>`'s forward pass and its backward pass with weight gradients,
+        which share one U. There the backward pass also forms U's gradient, and the routes
+        choose with that in mind (:func:`abp_np.fast.winograd.worth_it`; ``BENCHMARKS.md``,
+        "The learning step inside fixed_weights").
+
         Leaving the block drops what was kept. Inside it, change the weights only through
         :meth:`load_state_dict` (which drops it as well): a weight changed in place some
-        other way would leave a layer computing with the old one. Blocks may be nested.
+        other way would leave a layer computing with the old one. Blocks may be nested (the
+        outer one's ``learning`` holds).
         """
         if self._fixed:  # nested: the outer block keeps and drops
             yield self
             return
         self._fixed = True
         for layer in self.layers:
-            layer._derived = {}
+            layer._derived = Derived(learning)
         try:
             yield self
         finally:

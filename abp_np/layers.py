@@ -40,6 +40,21 @@ __all__ = [
 ]
 
 
+class Derived(dict):
+    """What a layer derives from its weights and keeps while they are fixed, by name: the
+    layer's store inside :meth:`Generator.fixed_weights
+    <abp_np.generator.Generator.fixed_weights>`.
+
+    ``learning``: the block is one learning step (a forward pass and the backward pass with
+    weight gradients, :meth:`ABP.learn <abp_np.abp.ABP.learn>`) rather than the Langevin
+    loop's many passes; a route may choose by it (:func:`abp_np.fast.winograd.worth_it`).
+    """
+
+    def __init__(self, learning: bool = False) -> None:
+        super().__init__()
+        self.learning = learning
+
+
 class Layer:
     """Base class. Subclasses set ``params``/``grads`` and implement ``_forward``/``_backward``."""
 
@@ -52,8 +67,8 @@ class Layer:
         self._cache: Any = None
         self._out_shape: tuple[int, ...] | None = None  # shape of the last forward's output
         # Quantities derived from the weights and kept between calls while they are fixed
-        # (a dict inside Generator.fixed_weights(), else None): see ConvTranspose2d.
-        self._derived: dict[str, Any] | None = None
+        # (a Derived inside Generator.fixed_weights(), else None): see ConvTranspose2d.
+        self._derived: Derived | None = None
 
     # -- the contract -----------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:

@@ -625,6 +625,68 @@ def test_langevin_reuses_the_transformed_weights(monkeypatch):
     np.testing.assert_array_equal(got, want)
 
 
+def test_learning_rule_bounds_the_transformed_weights():
+    """In the learning step's block the wider rule takes a layer only while its U of F(4x4),
+    144 Cout Cin values, fits in BLOCK_BYTES (8 MiB); the ordinary rule is never narrowed."""
+    assert winograd.BLOCK_BYTES == 8 * 2**20
+    small32 = ((64, 128, 4, 4), (128, 64, 5, 5))  # U: 144 * 64 * 128 * 4 B = 4.7 MB
+    assert winograd.worth_it(*small32, reuse=True, learning=True, itemsize=4)
+    assert not winograd.worth_it(*small32, reuse=True, learning=True, itemsize=8)  # 9.4 MB
+    faces64 = ((64, 512, 4, 4), (512, 256, 5, 5))  # U: 75.5 MB
+    assert winograd.worth_it(*faces64, reuse=True)
+    assert not winograd.worth_it(*faces64, reuse=True, learning=True, itemsize=4)
+    ordinary = ((64, 256, 8, 8), (256, 128, 5, 5))  # N H W = 4096 >= 18 Cout; U 75.5 MB
+    assert winograd.worth_it(*ordinary, reuse=True, learning=True, itemsize=8)
+    assert not winograd.worth_it(*small32, learning=True)  # no block: no wider rule
+
+
+@pytest.mark.parametrize(
+    "x_shape, cout, takes_it",
+    [
+        ((2, 4, 4, 4), 8, True),  # N H W = 4 Cout: the wider rule only; U 36 kB
+        ((16, 128, 4, 4), 64, False),  # the wider rule, but U 9.4 MB > BLOCK_BYTES
+    ],
+)
+def test_learning_step_runs_with_fixed_weights(monkeypatch, x_shape, cout, takes_it):
+    """ABP.learn's forward and backward pass run in one fixed_weights(learning=True) block: a
+    4 x 4 layer that the wider rule takes (and whose U is small) takes the Winograd path, U is
+    computed once for both passes, the block is left before the update, and the weight
+    gradients are those of the direct path (winograd off) to rounding."""
+    need_compiled()
+    from abp_np.abp import ABP
+
+    N, cin = x_shape[:2]
+    assert not winograd.worth_it(x_shape, (cin, cout, 5, 5))
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal(x_shape)
+    y = rng.standard_normal((N, cout, 8, 8))
+    grads = {}
+    for mode in ("off", "auto"):
+        layer = make_layer(cin, cout)
+        g = Generator([layer], x_shape[1:])
+        abp = ABP(g, sigma=0.3, langevin_steps=1, step_size=0.1, noise=False)
+        seen = []
+        real = g.backward
+
+        def spy(dy, need_param_grads=True, layer=layer, real=real, seen=seen):
+            seen.append((took_winograd(layer), layer._derived is not None, layer._derived.learning))
+            return real(dy, need_param_grads)
+
+        monkeypatch.setattr(g, "backward", spy)
+        calls = count_transforms(monkeypatch)
+        w0 = layer.params["weight"].copy()
+        with using(winograd=mode):
+            abp.learn(z, y)
+        took = mode == "auto" and takes_it
+        assert seen == [(took, True, True)]
+        assert len(calls) == int(took)
+        assert layer._derived is None  # left before the optimiser's step
+        assert not np.array_equal(layer.params["weight"], w0)  # and the step was taken
+        grads[mode] = {k: v.copy() for k, v in layer.grads.items()}
+    for k, want in grads["off"].items():
+        np.testing.assert_allclose(grads["auto"][k], want, rtol=1e-9, atol=1e-12)
+
+
 def test_langevin_with_a_generator_that_has_no_fixed_weights():
     """A generator-like object without fixed_weights() still runs (nothing is kept)."""
     from abp_np.abp import ABP

@@ -116,7 +116,10 @@ def _cpu_forms(a: Any) -> bool:
 def _winograd_plan(x, weight, stride, padding, out_hw, derived) -> winograd.Plan | None:
     if not _on_cpu(x):
         return None
-    return winograd.choose(x, weight, stride, padding, out_hw, reuse=derived is not None)
+    learning = getattr(derived, "learning", False)  # a Derived of the learning step's block
+    return winograd.choose(
+        x, weight, stride, padding, out_hw, reuse=derived is not None, learning=learning
+    )
 
 
 def _winograd_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:

@@ -68,7 +68,8 @@ it. The inferential back-propagation runs many passes with W fixed (the Langevin
 equation (5)); there, inside :meth:`Generator.fixed_weights
 <abp_np.generator.Generator.fixed_weights>`, U is computed once for all of them, and layers
 whose U costs too much to compute every pass (a 4 x 4 input with many channels) take this path
-as well.
+as well. The learning step's pair of passes runs in such a block too, where such a layer takes
+this path only if its U is small (:func:`worth_it`).
 
 Memory: the batch is processed in blocks of examples so that the largest temporary (M) stays
 near :data:`BLOCK_BYTES` or the size of U, whichever is larger, and a block's tiles are still in
@@ -278,7 +279,9 @@ def using(new_mode: str) -> contextlib.AbstractContextManager[Any]:
     return backend_using(winograd=new_mode)
 
 
-def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
+def worth_it(
+    x_shape, weight_shape, reuse: bool = False, learning: bool = False, itemsize: int = 4
+) -> bool:
     """The "auto" rule: inputs of at least 8 x 8 pixels, and transformed weights U at most 8 x
     the size of the input (``36 * 4 Cout * Cin <= 8 N Cin H W``, i.e. ``N H W >= 18 Cout``).
 
@@ -296,25 +299,40 @@ def worth_it(x_shape, weight_shape, reuse: bool = False) -> bool:
     texture224's 256 -> 128 at 28 x 28; taking every layer that fits as well (texture224's
     512 -> 256 at 14 x 14, U 84 x its input) raised texture224's peak memory and gained no
     time.
+
+    With ``learning`` as well (the learning step's block: one forward pass and the backward
+    pass with weight gradients, :meth:`abp_np.abp.ABP.learn`) one U serves the forward pass,
+    the input gradient and the weight gradient, whose pass also forms dU, as large as U. There
+    the wider rule takes only the layers whose U (144 Cout Cin values of ``itemsize`` bytes)
+    is at most :data:`BLOCK_BYTES`, the size this module gives its temporaries. Measured
+    (``BENCHMARKS.md``, "The learning step inside fixed_weights"): small32's 128 -> 64 layer at
+    4 x 4 (U 4.7 MB) cut the learning step from 23 to 18 ms; faces64's 512 -> 256 (U 75 MB)
+    gained nothing and raised faces64's peak memory from 239 to 396 MiB.
     """
     N, Cin, H, W = x_shape
     Cout = weight_shape[1]
     if Cout < 8:
         return False
     if reuse and H * W >= 16 and N * H * W >= 4 * Cout:
-        return True
+        if not learning or 144 * Cout * Cin * itemsize <= BLOCK_BYTES:
+            return True
     return H * W >= 64 and N * H * W >= 18 * Cout
 
 
-def choose(x, weight, stride, padding, out_hw, reuse: bool = False) -> Plan | None:
+def choose(
+    x, weight, stride, padding, out_hw, reuse: bool = False, learning: bool = False
+) -> Plan | None:
     """The plan to use for this call, or None for the ordinary path.
 
-    ``reuse``: the weights stay fixed over many calls, which reuse the transformed weights.
+    ``reuse``: the weights stay fixed over many calls, which reuse the transformed weights;
+    ``learning``: those calls are one learning step's pair of passes (:func:`worth_it`).
     """
     mode = switches().winograd
     if mode == "off" or x.dtype not in (np.float32, np.float64) or x.size == 0:
         return None
-    if mode == "auto" and not (_cpu.enabled() and worth_it(x.shape, weight.shape, reuse)):
+    if mode == "auto" and not (
+        _cpu.enabled() and worth_it(x.shape, weight.shape, reuse, learning, x.dtype.itemsize)
+    ):
         return None
     return plan(x.shape, weight.shape, stride, padding, out_hw)
 

@@ -947,9 +947,10 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     Each layer is timed on its own, on the activations of one forward pass of the whole
     network, with a random upstream gradient, best of ``args.repeats`` calls. ``fwd`` and
     ``dx`` are timed twice: as in the Langevin loop (inside ``Generator.fixed_weights()``,
-    where a layer may reuse what it derives from the weights) and as in the learning step
-    (``learn_fwd``, ``learn_dx``). The weight-gradient time is the learning step's full
-    backward time minus its input-only one.
+    where a layer reuses what it derived from the weights in the block's first pass) and as in
+    the learning step (``learn_fwd``, ``learn_dx``: a block of one forward and one backward
+    pass, so the forward pass derives anew). The weight-gradient time is the learning step's
+    full backward time minus its input-only one.
     """
     g, batch, lat = setup(args)
     abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
@@ -970,14 +971,19 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
         def bwd(full: bool, layer: L.Layer = layer, dy: Any = dy) -> Callable[[], Any]:
             return lambda: layer.backward(dy, full)
 
-        with g.fixed_weights():  # as in the Langevin loop
+        def learn_fwd(layer: L.Layer = layer, x: Any = x) -> Any:
+            with g.fixed_weights():  # a block of its own: what is derived from W, made anew
+                return layer.forward(x)
+
+        with g.fixed_weights():  # as in the Langevin loop: kept from the block's first pass
             row["fwd"] = _best_time(fwd, sync, args.repeats)
             fwd()
             row["dx"] = _best_time(bwd(False), sync, args.repeats)
-        row["learn_fwd"] = _best_time(fwd, sync, args.repeats)
-        fwd()
-        row["learn_dx"] = _best_time(bwd(False), sync, args.repeats)
-        full = _best_time(bwd(True), sync, args.repeats)
+        row["learn_fwd"] = _best_time(learn_fwd, sync, args.repeats)
+        with g.fixed_weights():  # as in the learning step
+            fwd()
+            row["learn_dx"] = _best_time(bwd(False), sync, args.repeats)
+            full = _best_time(bwd(True), sync, args.repeats)
         row["dW"] = max(full - row["learn_dx"], 0.0) if layer.params else 0.0
         if tmods is not None:
             row.update(_torch_layer_times(torch, tmods[i], x, dy, args))
