@@ -80,7 +80,13 @@ __all__ = [
 #: (23 and 55 us) and over 2^18 0.74 x as long.
 MIN_WORK = 1 << 17
 
-_local = threading.local()  # .worker: True on the pool's threads (no nested splitting)
+
+
+class _Local(threading.local):
+    worker = False  # True on the pool's threads (no nested splitting)
+
+
+_local = _Local()
 _lock = threading.Lock()
 _pool: list[_Worker] = []  # the worker threads, made as needed
 _pool_pid = 0  # the process they belong to (threads do not survive a fork)
@@ -230,18 +236,30 @@ def _whole_number(name: str, least: int, meaning: str, unset: str) -> int | None
     return n
 
 
+#: ABP_NUM_THREADS as last read and its value: :func:`count` runs hundreds of times an iteration
+_env_seen: tuple[str | None, int | None] = (None, None)
+
+
 def _from_environment() -> int | None:
-    return _whole_number(
+    global _env_seen
+    raw = os.environ.get("ABP_NUM_THREADS")
+    if raw is None:
+        return None
+    if raw == _env_seen[0]:  # parsed before (a bad value is never kept: it raises every time)
+        return _env_seen[1]
+    n = _whole_number(
         "ABP_NUM_THREADS",
         1,
         "the number of threads for the steps outside the GEMMs (1 = one core)",
         "to follow the BLAS",
     )
+    _env_seen = (raw, n)
+    return n
 
 
 def count() -> int:
     """The number of threads a loop is split into (see the module's docstring); 1 on a worker."""
-    if getattr(_local, "worker", False):
+    if _local.worker:
         return 1
     n = switches().threads
     if n is None:
@@ -300,7 +318,7 @@ def split_count(n: int, work: int | None = None, threads: int | None = None) -> 
     """Into how many ranges :func:`parallel_for` cuts a loop of ``n`` iterations here and now:
     :func:`count` (or ``threads``; 1 on a worker), 1 when ``work`` is below :data:`MIN_WORK`,
     at most ``n``."""
-    if threads is not None and getattr(_local, "worker", False):
+    if threads is not None and _local.worker:
         threads = 1
     t = (count() if threads is None else threads) if n > 1 else 1
     if work is not None and work < MIN_WORK:
@@ -459,7 +477,7 @@ def parallel_gemms(
         return
 
     def alone(lo: int, hi: int) -> None:  # no further split inside a range, on any thread
-        was = getattr(_local, "worker", False)
+        was = _local.worker
         _local.worker = True
         try:
             fn(lo, hi)
