@@ -81,7 +81,6 @@ __all__ = [
 MIN_WORK = 1 << 17
 
 
-
 class _Local(threading.local):
     worker = False  # True on the pool's threads (no nested splitting)
 
