@@ -172,6 +172,25 @@ def test_bad_plot_target_is_refused_before_timing(tmp_path, extra, message, monk
         bench.main(argv)
 
 
+def test_breakdown_times_the_learning_columns_as_the_learning_step(monkeypatch):
+    """learn_fwd, learn_dx and dW run in fixed_weights(learning=True) blocks, as ABP.learn's
+    passes do, so that each layer takes the route the learning step takes."""
+    from abp_np.generator import Generator
+
+    blocks = []
+    real = Generator.fixed_weights
+
+    def spy(self, learning=False):
+        blocks.append(learning)
+        return real(self, learning)
+
+    monkeypatch.setattr(Generator, "fixed_weights", spy)
+    bench.main(["--workload", "small32", "--batch", "2", "--breakdown", "--repeats", "1"])
+    # per layer: the Langevin block, one learning block per learn_fwd call, the learning block
+    assert blocks.count(False) == 12
+    assert blocks.count(True) >= 2 * 12
+
+
 def test_breakdown_chart_sums_each_layers_passes(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     path = tmp_path / "layers.png"

@@ -948,8 +948,9 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     network, with a random upstream gradient, best of ``args.repeats`` calls. ``fwd`` and
     ``dx`` are timed twice: as in the Langevin loop (inside ``Generator.fixed_weights()``,
     where a layer reuses what it derived from the weights in the block's first pass) and as in
-    the learning step (``learn_fwd``, ``learn_dx``: a block of one forward and one backward
-    pass, so the forward pass derives anew). The weight-gradient time is the learning step's
+    the learning step (``learn_fwd``, ``learn_dx``: in ``fixed_weights(learning=True)``, a
+    block of one forward and one backward pass, so the forward pass derives anew and the
+    routes choose as in :meth:`ABP.learn <abp_np.abp.ABP.learn>`). The weight-gradient time is the learning step's
     full backward time minus its input-only one.
     """
     g, batch, lat = setup(args)
@@ -972,7 +973,7 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
             return lambda: layer.backward(dy, full)
 
         def learn_fwd(layer: L.Layer = layer, x: Any = x) -> Any:
-            with g.fixed_weights():  # a block of its own: what is derived from W, made anew
+            with g.fixed_weights(learning=True):  # a block of its own: derived from W anew
                 return layer.forward(x)
 
         with g.fixed_weights():  # as in the Langevin loop: kept from the block's first pass
@@ -980,7 +981,7 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
             fwd()
             row["dx"] = _best_time(bwd(False), sync, args.repeats)
         row["learn_fwd"] = _best_time(learn_fwd, sync, args.repeats)
-        with g.fixed_weights():  # as in the learning step
+        with g.fixed_weights(learning=True):  # as in the learning step (ABP.learn)
             fwd()
             row["learn_dx"] = _best_time(bwd(False), sync, args.repeats)
             full = _best_time(bwd(True), sync, args.repeats)
