@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module, to_numpy
+from .fast import routes
 
 __all__ = ["Optimizer", "SGD", "Adam", "param_group", "PAPER_LR_MULT", "GROUPS"]
 
@@ -125,30 +126,60 @@ class Optimizer:
 
         ``grads`` must hold dJ/dW with J = -L/n (see the module docstring): the step
         descends J, i.e. ascends the log-likelihood.
+
+        Past the clipping scale (one number per tensor), the update is elementwise: on the CPU
+        with several threads, :func:`abp_np.fast.elementwise.optimizer_update` runs the same
+        :meth:`_apply` on ranges of elements at once (the same bits, ``tests/test_optim.py``).
         """
         self.steps += 1
         for name, p, g, layer in generator.named_parameters():
             group = param_group(name, layer)
-            g = self._clipped(g)
-            if self.weight_decay and group == "filter":
-                g = g + self.weight_decay * p
-            self._update(name, p, g, self.lr * self.lr_mult[group])
+            lr = self.lr * self.lr_mult[group]
+            decay = self.weight_decay if group == "filter" else 0.0
+            scale = self._clip_scale(g)
+            state = tuple(self._buffer(kind, name, p) for kind in self._buffer_names)
+            route = routes.choose("optimizer_update", p, g, *state)
+            if route.run is None:
+                self._apply(p, g, state, lr, scale, decay)
+            else:  # the same _apply on ranges of elements (abp_np/fast/routes.py)
+                route.run(self._apply, p, g, state, lr, scale, decay)
 
-    def _clipped(self, g: Any) -> Any:
-        """g * min(1, clip / max|g|): the largest entry is at most ``clip`` (one tensor).
+    def _apply(
+        self, p: Any, g: Any, state: tuple[Any, ...], lr: float, scale: Any, decay: float
+    ) -> None:
+        """One tensor's update from its raw gradient: clip, decay, then :meth:`_update`::
 
-        Computed on the device (the scale is a 0-d array), so it never synchronises. A
-        gradient already within bounds is returned unchanged.
+        g <- g * scale          (scale = min(1, clip / max|g|), see _clip_scale)
+        g <- g + decay * p      (decay = weight_decay for filters, else 0)
+        """
+        if scale is not None:
+            g = g * scale
+        if decay:
+            g = g + decay * p
+        self._update(p, g, state, lr)
+
+    def _clip_scale(self, g: Any) -> Any:
+        """min(1, clip / max|g|) as a 0-d array of g's dtype (None without clipping).
+
+        ``g * scale`` then has its largest entry at most ``clip``; a gradient already within
+        bounds is multiplied by exactly 1. Computed on the device, so it never synchronises.
         """
         if self.clip is None:
-            return g
+            return None
         xp = get_array_module(g)
-        peak = xp.max(xp.abs(g))
+        route = routes.choose("max_abs", g)
+        peak = xp.max(xp.abs(g)) if route.run is None else route.run(g)
         # clip / max(peak, clip) is exactly 1 when peak <= clip, else clip / peak
         scale = self.clip / xp.maximum(peak, self.clip)
-        return g * scale.astype(g.dtype)
+        return scale.astype(g.dtype)
 
-    def _update(self, name: str, p: Any, g: Any, lr: float) -> None:  # pragma: no cover
+    def _update(
+        self, p: Any, g: Any, state: tuple[Any, ...], lr: float
+    ) -> None:  # pragma: no cover
+        """The optimiser's rule for one tensor (or a range of its elements), in place.
+
+        ``state`` holds the tensor's arrays named by ``_buffer_names``, in that order.
+        """
         raise NotImplementedError
 
     def _buffer(self, kind: str, name: str, p: Any) -> Any:
@@ -298,8 +329,8 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         super().__init__(lr, weight_decay, lr_mult, clip, PAPER_LR_MULT)
 
-    def _update(self, name: str, p: Any, g: Any, lr: float) -> None:
-        v = self._buffer("momentum", name, p)
+    def _update(self, p: Any, g: Any, state: tuple[Any, ...], lr: float) -> None:
+        (v,) = state
         v *= self.momentum
         v += g
         p -= lr * v
@@ -358,10 +389,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         super().__init__(lr, weight_decay, lr_mult, clip, {g: 1.0 for g in GROUPS})
 
-    def _update(self, name: str, p: Any, g: Any, lr: float) -> None:
+    def _update(self, p: Any, g: Any, state: tuple[Any, ...], lr: float) -> None:
         xp = get_array_module(p)
-        m = self._buffer("m", name, p)
-        v = self._buffer("v", name, p)
+        m, v = state
         m *= self.beta1
         m += (1 - self.beta1) * g
         v *= self.beta2

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from abp_np import functional as F
 from abp_np.backend import Switches, switches, using, using_kernels
+from abp_np.fast import columns, routes, winograd
 from abp_np.fast import cpu as _cpu
-from abp_np.fast import routes, winograd
 from abp_np.gradcheck import assert_gradients_close
 from abp_np.layers import BatchNorm2d, ConvTranspose2d
 
@@ -101,6 +101,7 @@ def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_las
         "winograd",
         "winograd1d",
         "cuda",
+        "taps",
         "blocks",
         "xp",
     ]
@@ -109,6 +110,8 @@ def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_las
     assert routes.names("langevin_step") == ["cuda", "xp"]
     assert routes.names("matmul") == ["cuda", "xp"]
     assert routes.names("batchnorm_update_running") == ["cuda", "xp"]
+    assert routes.names("optimizer_update") == ["threads", "xp"]
+    assert routes.names("max_abs") == ["threads", "xp"]
     for op, entries in routes.TABLE.items():
         assert entries[-1] is routes.REFERENCE and entries[-1].run is None, op
         assert all(r.run is not None for r in entries[:-1]), op
@@ -261,6 +264,52 @@ def test_the_winograd_backward_is_chosen_by_the_cache_s_type():
         layer.forward(x)
     assert isinstance(layer._cache, F.DeconvCache)
     assert routes.choose("conv_transpose2d_backward", dy, layer._cache, True).name == "blocks"
+
+
+@st.composite
+def few_input_channels(draw):
+    """(N, Cin, Cout, (H, W), kernel, stride, padding, output_padding) with 1-2 input channels
+    and 4-24 output channels: the layers the taps form is for, and any geometry."""
+    geom = list(draw(geometries()))
+    geom[1], geom[2] = draw(st.integers(1, 2)), draw(st.integers(4, 24))
+    return tuple(geom)
+
+
+@HYPO
+@given(geom=few_input_channels(), seed=st.integers(0, 2**16))
+def test_the_taps_form_of_dx_is_the_oracle_s_convolution(geom, seed):
+    """dx by taps (one GEMM, then a strided sum per tap) is the adjoint: the naive convolution
+    of dy with the filters, for every stride, padding and output padding."""
+    n, cin, cout, hw, k, s, p, op = geom
+    rng = np.random.default_rng(seed)
+    hout, wout = (oracles.out_size(a, b, d, e, f) for a, b, d, e, f in zip(hw, k, s, p, op))
+    w = rng.standard_normal((cin, cout, *k))
+    dy = rng.standard_normal((n, cout, hout, wout))
+    dx = columns.conv_transpose2d_dx_taps(dy, w, hw, s, p)
+    assert dx.shape == (n, cin, *hw) and dx.dtype == F64
+    np.testing.assert_allclose(dx, oracles.conv2d(dy, w, s, p, hw), **TOL64)
+
+
+def test_the_taps_route_takes_dx_alone_of_layers_with_few_input_channels():
+    """A 1 -> 16 layer (the texture network's first layer in small): dx alone (the Langevin
+    dynamics) goes by taps, dx with dW (the learning step) by blocks, a 16 -> 16 layer by
+    blocks; the taps' dx is the reference's."""
+    rng = np.random.default_rng(8)
+    layer = ConvTranspose2d(1, 16, 5, 2, 2, 1, dtype=F64, rng=rng)
+    x = rng.standard_normal((2, 1, 4, 4))
+    dy = rng.standard_normal((2, 16, 8, 8))
+    with using(winograd="off"):
+        layer.forward(x)
+        assert routes.choose("conv_transpose2d_backward", dy, layer._cache, False).name == "taps"
+        assert routes.choose("conv_transpose2d_backward", dy, layer._cache, True).name == "blocks"
+        dx = layer.backward(dy, need_param_grads=False)
+        wide = ConvTranspose2d(16, 16, 5, 2, 2, 1, dtype=F64, rng=rng)
+        wide.forward(rng.standard_normal((2, 16, 4, 4)))
+        assert routes.choose("conv_transpose2d_backward", dy, wide._cache, False).name == "blocks"
+    with reference_only():
+        layer.forward(x)
+        want = layer.backward(dy, need_param_grads=False)
+    np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
 
 
 def test_the_gpu_route_and_the_reference_on_the_fake_device(fake_gpu):

@@ -23,9 +23,11 @@ import pytest
 from abp_np import ABP
 from abp_np import functional as F
 from abp_np.backend import using
-from abp_np.fast import columns, threads, winograd1d
+from abp_np.fast import columns, elementwise, threads, winograd1d
 from abp_np.fast import cpu as _cpu
-from abp_np.generator import object_generator, sound_generator, texture_generator
+from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
+from abp_np.layers import BatchNorm1d, Linear
+from abp_np.optim import SGD, Adam
 
 needs_c = pytest.mark.skipif(not _cpu.available(), reason=f"CPU kernels not built: {_cpu.reason()}")
 
@@ -265,6 +267,52 @@ def test_activations_give_the_same_bits_on_any_number_of_threads(name, overwrite
     with using(threads=1):
         assert F.routes.choose(f"{name}_forward", x).name == "xp"
     _assert_all_equal(_by_threads(run))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("piece", [elementwise.PIECE, 4099])
+def test_optimizer_steps_give_the_same_bits_on_any_number_of_threads(
+    optimizer, dtype, piece, monkeypatch
+):
+    # a 431 x 397 filter (171,107 elements: split, in ranges that do not fall on SIMD
+    # boundaries), its bias and a batch norm's gain and bias; three steps, so that the momentum
+    # and Adam's moments carry over; the gradients are scaled so that some tensors are clipped
+    monkeypatch.setattr(elementwise, "PIECE", piece)
+
+    def run():
+        rng = np.random.default_rng(5)
+        layers = [Linear(431, 397, dtype=dtype, rng=rng), BatchNorm1d(397, dtype=dtype)]
+        g = Generator(layers, (431,))
+        opt = SGD(clip=30.0) if optimizer == "sgd" else Adam(clip=30.0, weight_decay=1e-3)
+        for step in range(3):
+            for _, p, grad, _ in g.named_parameters():
+                grad[...] = rng.standard_normal(p.shape) * (10.0 if step != 1 else 50.0)
+            opt.step(g)
+        return tuple(p.copy() for _, p, _, _ in g.named_parameters()) + tuple(
+            b for kind in opt.state.values() for b in kind.values()
+        )
+
+    weight = np.zeros((431, 397), dtype)
+    with using(threads=2):  # the split route is the one taken for the filter
+        assert F.routes.choose("optimizer_update", weight, weight, weight).name == "threads"
+        assert F.routes.choose("max_abs", weight).name == "threads"
+    with using(threads=1):
+        assert F.routes.choose("optimizer_update", weight, weight, weight).name == "xp"
+    results = _by_threads(run)
+    start = Linear(431, 397, dtype=dtype, rng=np.random.default_rng(5)).params["weight"]
+    assert not np.array_equal(results[0][0], start)  # the steps moved the filter
+    _assert_all_equal(results)
+
+
+def test_max_abs_on_threads_is_the_largest_magnitude_and_keeps_nan():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(300_001).astype(np.float32)
+    x[123_457] = -7.5  # the largest magnitude, negative, in the second range
+    with using(threads=2):
+        assert elementwise.max_abs(x) == np.float32(7.5)
+        x[250_000] = np.nan
+        assert np.isnan(elementwise.max_abs(x))
 
 
 @needs_c

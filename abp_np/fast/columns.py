@@ -14,6 +14,9 @@ compute the same sums, in the same order per output pixel, arranged differently:
 * :func:`conv_transpose2d_backward` (backward): ``im2col`` and the GEMMs a block of rows (or
   examples) at a time, so that a block's columns are still in the cache when the GEMMs read
   them.
+* :func:`conv_transpose2d_dx_taps` (backward, dx alone, as the Langevin dynamics asks): one
+  GEMM of the filters with dy, then a strided sum per kernel tap; no columns. For layers with
+  few input channels, whose columns would be many times the size of dy.
 * :func:`col2im` and :func:`im2col_into`: the scatter and the gather phase by phase
   (:mod:`abp_np.fast.phases`): whole contiguous blocks instead of one strided copy per tap;
   with the C kernels on (:mod:`abp_np.fast.cpu`, ``kernels/columns_cpu.c``) the same loops run
@@ -44,9 +47,11 @@ __all__ = [
     "col2im",
     "conv_transpose2d_backward",
     "conv_transpose2d_columns",
+    "conv_transpose2d_dx_taps",
     "conv_transpose2d_phases",
     "im2col_into",
     "phase_weights",
+    "taps_worth_it",
     "workspace",
 ]
 
@@ -474,3 +479,63 @@ def conv_transpose2d_backward(
     if not need_param_grads:
         return dx, None, None
     return dx, dW2d.reshape(Cin, Cout, kh, kw), db
+
+
+def taps_worth_it(dy: np.ndarray, x: np.ndarray, weight: np.ndarray) -> bool:
+    """Does :func:`conv_transpose2d_dx_taps` move less memory than the columns here?
+
+    Its products ``T`` hold Cin kh kw Hout Wout values per example, the columns Cout kh kw H W:
+    the taps win where T is at most a quarter of the columns (few input channels, e.g. the
+    paper's texture network's 1 -> 512 first layer, whose columns are 25 times the size of dy
+    and its T 1/20 of the columns), and keep their GEMM small (Cin kh kw at most 256 rows).
+    """
+    _, Cin, H, W = x.shape
+    _, Cout, Ho, Wo = dy.shape
+    kh, kw = weight.shape[2:]
+    return Cin * kh * kw <= 256 and 4 * Cin * Ho * Wo <= Cout * H * W
+
+
+def conv_transpose2d_dx_taps(
+    dy: np.ndarray, weight: np.ndarray, in_hw: Pair, stride: Pair, padding: Pair
+) -> np.ndarray:
+    """dx of the transposed convolution, tap by tap: for layers with few input channels.
+
+    The forward pass adds ``x[n, ci, i, j] W[ci, co, a, b]`` to output pixel
+    ``(sh i + a - ph, sw j + b - pw)``, so its adjoint is
+
+        dx[n, ci, i, j] = sum_{a, b} sum_co W[ci, co, a, b] dy[n, co, sh i + a - ph, sw j + b - pw]
+
+    (terms outside dy left out). The sum over ``co`` of every tap at every output pixel is one
+    GEMM, ``T[n] = Wt dy[n]`` with ``Wt`` (Cin kh kw, Cout) and ``dy[n]`` (Cout, Hout Wout); dx
+    then adds, for each tap (a, b), the strided slice of ``T[n, :, a, b]`` that lands on the
+    input grid. That reads dy once and never builds the columns ``im2col(dy)`` of
+    :func:`conv_transpose2d_backward` (Cout kh kw H W values per example), which on the texture
+    network's first layer are 25 times the size of dy. The same terms, summed in another order:
+    the result is the reference's within float rounding (``tests/test_layers.py``).
+
+    Parameters
+    ----------
+    dy : array (N, Cout, Hout, Wout)
+    weight : array (Cin, Cout, kh, kw)
+    in_hw : (int, int), the input's (H, W)
+    stride, padding : (int, int)
+
+    Returns
+    -------
+    dx : array (N, Cin, H, W)
+    """
+    N, Cout, Ho, Wo = dy.shape
+    Cin, _, kh, kw = weight.shape
+    (H, W), (sh, sw), (ph, pw) = in_hw, stride, padding
+    wt = weight.transpose(0, 2, 3, 1).reshape(Cin * kh * kw, Cout)
+    t = np.matmul(wt, dy.reshape(N, Cout, Ho * Wo)).reshape(N, Cin, kh, kw, Ho, Wo)
+    dx = np.zeros((N, Cin, H, W), dtype=dy.dtype)
+    for a in range(kh):
+        i0, i1 = valid_range(H, sh, a - ph, Ho)  # the rows i with 0 <= sh i + a - ph < Hout
+        for b in range(kw):
+            j0, j1 = valid_range(W, sw, b - pw, Wo)
+            if i0 < i1 and j0 < j1:
+                rows = slice(sh * i0 + a - ph, sh * (i1 - 1) + a - ph + 1, sh)
+                cols = slice(sw * j0 + b - pw, sw * (j1 - 1) + b - pw + 1, sw)
+                dx[:, :, i0:i1, j0:j1] += t[:, :, a, b, rows, cols]
+    return dx

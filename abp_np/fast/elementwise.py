@@ -13,13 +13,18 @@ reference builds the cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 
 from .threads import parallel_for
 
 __all__ = [
+    "PIECE",
     "leaky_relu_backward",
     "leaky_relu_forward",
+    "max_abs",
+    "optimizer_update",
     "relu_backward",
     "relu_forward",
     "tanh_backward",
@@ -119,3 +124,54 @@ def tanh_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
 
     parallel_for(part, dy.size)
     return dx
+
+
+# --- the optimiser's step -------------------------------------------------------------------------
+
+#: Elements per piece of :func:`optimizer_update` and :func:`max_abs`: each thread walks its range
+#: in pieces this long, so that the temporaries a worker thread makes stay small (1 MiB in
+#: float32, see above) while the Python between NumPy's calls, which holds the GIL, stays rare.
+#: On a 2-core machine (2026-12-05) texture224's SGD step (4.3 M parameters) took 7-8 ms on one
+#: thread, 4.0-4.7 ms in pieces of 2^18 and 9-17 ms in pieces of 2^13-2^15 (the GIL).
+PIECE = 1 << 18
+
+
+def _pieces(lo: int, hi: int) -> Iterator[slice]:
+    for a in range(lo, hi, PIECE):
+        yield slice(a, min(a + PIECE, hi))
+
+
+def max_abs(x: np.ndarray) -> np.floating:
+    """max |x| over all elements (NaN if any is NaN): the largest of the ranges' maxima.
+
+    The maximum does not depend on the order it is taken in, so this is the reference's
+    ``np.max(np.abs(x))`` exactly.
+    """
+    (xf,) = _flat(x)
+    peaks: list[np.floating] = []  # list.append is atomic: one entry per piece
+
+    def part(lo: int, hi: int) -> None:
+        for s in _pieces(lo, hi):
+            peaks.append(np.max(np.abs(xf[s])))
+
+    parallel_for(part, x.size)
+    return np.max(np.array(peaks, dtype=x.dtype))
+
+
+def optimizer_update(
+    apply: Callable[..., None], p: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, ...], *args
+) -> None:
+    """``apply(p, g, state, *args)`` on pieces of the flattened tensors, on every core.
+
+    ``apply`` is an optimiser's elementwise update (:meth:`abp_np.optim.Optimizer._apply`):
+    each element of p and of the state arrays depends on the same element of p, g and state
+    alone, so every piece is computed as in the whole-tensor call, bit for bit.
+    """
+    flat = _flat(p, g, *state)
+
+    def part(lo: int, hi: int) -> None:
+        for s in _pieces(lo, hi):
+            pf, gf, *sf = (a[s] for a in flat)
+            apply(pf, gf, tuple(sf), *args)
+
+    parallel_for(part, p.size)

@@ -14,7 +14,8 @@ operation                      routes, in order (then ``"xp"``, the reference)
                                (:mod:`~abp_np.fast.cuda`), ``phases``, ``columns``
                                (:mod:`~abp_np.fast.columns`)
 ``conv_transpose2d_backward``  ``winograd``, ``winograd1d`` (for a cache of that route),
-                               ``cuda``, ``blocks`` (:mod:`~abp_np.fast.columns`)
+                               ``cuda``, ``taps`` (dx alone, few input channels), ``blocks``
+                               (:mod:`~abp_np.fast.columns`)
 ``batchnorm_forward``          ``c`` (:mod:`~abp_np.fast.cpu`, batch statistics), ``cuda``
                                (:mod:`~abp_np.fast.cuda`, batch statistics)
 ``batchnorm_backward``         ``c``, ``cuda``
@@ -24,8 +25,9 @@ operation                      routes, in order (then ``"xp"``, the reference)
 connected layer)               which a CUDA graph can record)
 ``relu_forward``,              ``c`` (:mod:`~abp_np.fast.cpu`: the C kernel on the pool's
 ``relu_backward``              threads), ``threads`` (:mod:`~abp_np.fast.elementwise`)
-the other activations          ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
-                               elements on several threads)
+the other activations,         ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
+``max_abs`` and                elements on several threads)
+``optimizer_update``
 =============================  ============================================================
 
 Each route's condition reads the arrays (NumPy or CuPy, dtype, size) and the settings of
@@ -55,6 +57,9 @@ What ``when`` and ``run`` receive, per operation:
   ``run(x, slope)``; each ``run`` returns y. ``relu_backward``, ``tanh_backward``:
   ``(dy, y, out)``; ``leaky_relu_backward``: ``when(dy, y, out)``, ``run(dy, y, slope, out)``;
   each ``run`` returns dx.
+* ``max_abs``: ``(g)``; ``run`` returns max |g| (the optimisers' clipping, :mod:`abp_np.optim`).
+* ``optimizer_update``: ``(p, g, *state)``; ``run(apply, p, g, state, *args)`` calls the
+  optimiser's elementwise ``apply(p, g, state, *args)`` on ranges of elements.
 """
 
 from __future__ import annotations
@@ -199,6 +204,17 @@ def _cuda_backward(dy, cache, need_param_grads):
     return _cuda.conv_transpose2d_backward(dy, *args)
 
 
+def _taps_take(dy, cache, need_param_grads) -> bool:
+    c = cache
+    return not need_param_grads and _cpu_forms(dy) and columns.taps_worth_it(dy, c.x, c.weight)
+
+
+def _taps_backward(dy, cache, need_param_grads):
+    c = cache  # a DeconvCache
+    dx = columns.conv_transpose2d_dx_taps(dy, c.weight, c.x.shape[2:], c.stride, c.padding)
+    return dx, None, None
+
+
 def _blocks_take(dy, cache, need_param_grads) -> bool:
     return _cpu_forms(dy)
 
@@ -307,6 +323,7 @@ TABLE: dict[str, tuple[Route, ...]] = {
         Route("winograd", _winograd_cache, _winograd_backward),
         Route("winograd1d", _winograd1d_cache, _winograd1d_backward),
         Route("cuda", _cuda_backward_takes, _cuda_backward),
+        Route("taps", _taps_take, _taps_backward),
         Route("blocks", _blocks_take, _blocks_backward),
         REFERENCE,
     ),
@@ -343,6 +360,8 @@ TABLE: dict[str, tuple[Route, ...]] = {
     **{
         op: (Route("threads", _threads_take, getattr(elementwise, op)), REFERENCE)
         for op in (
+            "max_abs",
+            "optimizer_update",
             "leaky_relu_forward",
             "leaky_relu_backward",
             "tanh_forward",
