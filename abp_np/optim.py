@@ -97,6 +97,7 @@ class Optimizer:
     """
 
     _buffer_names: tuple[str, ...] = ()
+    _kernel: str | None = None  # the name of a compiled form of _apply, if one exists
 
     def __init__(
         self,
@@ -129,7 +130,8 @@ class Optimizer:
 
         Past the clipping scale (one number per tensor), the update is elementwise: on the CPU
         with several threads, :func:`abp_np.fast.elementwise.optimizer_update` runs the same
-        :meth:`_apply` on ranges of elements at once (the same bits, ``tests/test_optim.py``).
+        :meth:`_apply` on ranges of elements at once, and SGD's update has a compiled form
+        (:func:`abp_np.fast.cpu.sgd_update`): the same bits (``tests/test_threads.py``).
         """
         self.steps += 1
         for name, p, g, layer in generator.named_parameters():
@@ -138,11 +140,11 @@ class Optimizer:
             decay = self.weight_decay if group == "filter" else 0.0
             scale = self._clip_scale(g)
             state = tuple(self._buffer(kind, name, p) for kind in self._buffer_names)
-            route = routes.choose("optimizer_update", p, g, *state)
+            route = routes.choose("optimizer_update", self, p, g, *state)
             if route.run is None:
                 self._apply(p, g, state, lr, scale, decay)
-            else:  # the same _apply on ranges of elements (abp_np/fast/routes.py)
-                route.run(self._apply, p, g, state, lr, scale, decay)
+            else:  # the same arithmetic on several threads (abp_np/fast/routes.py)
+                route.run(self, p, g, state, lr, scale, decay)
 
     def _apply(
         self, p: Any, g: Any, state: tuple[Any, ...], lr: float, scale: Any, decay: float
@@ -315,6 +317,7 @@ class SGD(Optimizer):
     """
 
     _buffer_names = ("momentum",)
+    _kernel = "sgd_update"  # the compiled form of _apply (abp_np/fast/routes.py)
 
     def __init__(
         self,

@@ -110,7 +110,7 @@ def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_las
     assert routes.names("langevin_step") == ["cuda", "xp"]
     assert routes.names("matmul") == ["cuda", "xp"]
     assert routes.names("batchnorm_update_running") == ["cuda", "xp"]
-    assert routes.names("optimizer_update") == ["threads", "xp"]
+    assert routes.names("optimizer_update") == ["c", "threads", "xp"]
     assert routes.names("max_abs") == ["threads", "xp"]
     for op, entries in routes.TABLE.items():
         assert entries[-1] is routes.REFERENCE and entries[-1].run is None, op

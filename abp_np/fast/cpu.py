@@ -72,6 +72,7 @@ __all__ = [
     "im2col",
     "relu_forward",
     "relu_backward",
+    "sgd_update",
 ]
 
 _SOURCE_FILES = (
@@ -90,6 +91,7 @@ _FLAGS = [
     "-shared",
     "-fPIC",
     "-pthread",
+    "-ffp-contract=off",  # a * b + c rounded twice, as NumPy does (sgd_update)
 ]  # no -march=native: the cache may be shared
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -219,6 +221,9 @@ def _build() -> Any:
             )
             getattr(lib, f"relu_forward_par_{suffix}").argtypes = [p, p, z, i]
             getattr(lib, f"relu_backward_par_{suffix}").argtypes = [p, p, p, z, i]
+            # (p, g, v, size, scale, clip, decay, momentum, lr, threads)
+            t = ctypes.c_float if suffix == "f32" else ctypes.c_double
+            getattr(lib, f"sgd_update_par_{suffix}").argtypes = [p, p, p, z, t, i, t, t, t, i]
         lib.abp_pool_set_spin.argtypes = [ctypes.c_long]
         lib.abp_pool_set_spin.restype = None
         lib.abp_pool_set_spin(threads.spin_us() * 1000)
@@ -764,3 +769,20 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
     t = threads.split_count(dy.size, dy.size)
     _ok(fn(dy.ctypes.data, y.ctypes.data, dx.ctypes.data, dy.size, t))
     return dx
+
+
+# --- the optimiser's step -------------------------------------------------------------------------
+
+
+def sgd_update(optimizer: Any, p, g, state, lr: float, scale, decay: float) -> None:
+    """:meth:`abp_np.optim.SGD._apply` on one tensor, in place, on the pool's threads, in one
+    pass over p, g and the momentum v, with no temporaries (``kernels/activations_cpu.c``): each
+    operation rounded as NumPy rounds it, so the same bits as the NumPy expressions
+    (``tests/test_threads.py``)."""
+    (v,) = state
+    sfx = _elementwise("sgd_update", p, g, v)
+    fn = getattr(_get(), f"sgd_update_par_{sfx}")
+    clip = scale is not None
+    args = (float(scale) if clip else 1.0, int(clip), decay, optimizer.momentum, lr)
+    t = threads.split_count(p.size, p.size)
+    _ok(fn(p.ctypes.data, g.ctypes.data, v.ctypes.data, p.size, *args, t))

@@ -13,7 +13,8 @@ reference builds the cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -146,26 +147,28 @@ def _pieces(lo: int, hi: int) -> Iterator[slice]:
 def max_abs(x: np.ndarray) -> np.floating:
     """max |x| over all elements (NaN if any is NaN): the largest of the ranges' maxima.
 
-    The maximum does not depend on the order it is taken in, so this is the reference's
-    ``np.max(np.abs(x))`` exactly.
+    Each piece gives ``maximum(max(x), -min(x))``, which is its max |x| (NaN propagates through
+    NumPy's max, min and maximum) with no temporary array; the maximum does not depend on the
+    order it is taken in. So this is the reference's ``np.max(np.abs(x))`` but for the sign of
+    a zero result.
     """
     (xf,) = _flat(x)
     peaks: list[np.floating] = []  # list.append is atomic: one entry per piece
 
     def part(lo: int, hi: int) -> None:
         for s in _pieces(lo, hi):
-            peaks.append(np.max(np.abs(xf[s])))
+            peaks.append(np.maximum(xf[s].max(), -xf[s].min()))
 
     parallel_for(part, x.size)
     return np.max(np.array(peaks, dtype=x.dtype))
 
 
 def optimizer_update(
-    apply: Callable[..., None], p: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, ...], *args
+    optimizer: Any, p: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, ...], *args: Any
 ) -> None:
-    """``apply(p, g, state, *args)`` on pieces of the flattened tensors, on every core.
+    """``optimizer._apply(p, g, state, *args)`` on pieces of the flattened tensors, on every core.
 
-    ``apply`` is an optimiser's elementwise update (:meth:`abp_np.optim.Optimizer._apply`):
+    ``_apply`` is an optimiser's elementwise update (:meth:`abp_np.optim.Optimizer._apply`):
     each element of p and of the state arrays depends on the same element of p, g and state
     alone, so every piece is computed as in the whole-tensor call, bit for bit.
     """
@@ -174,6 +177,6 @@ def optimizer_update(
     def part(lo: int, hi: int) -> None:
         for s in _pieces(lo, hi):
             pf, gf, *sf = (a[s] for a in flat)
-            apply(pf, gf, tuple(sf), *args)
+            optimizer._apply(pf, gf, tuple(sf), *args)
 
     parallel_for(part, p.size)

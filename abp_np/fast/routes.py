@@ -26,8 +26,9 @@ connected layer)               which a CUDA graph can record)
 ``relu_forward``,              ``c`` (:mod:`~abp_np.fast.cpu`: the C kernel on the pool's
 ``relu_backward``              threads), ``threads`` (:mod:`~abp_np.fast.elementwise`)
 the other activations,         ``threads`` (:mod:`~abp_np.fast.elementwise`: ranges of
-``max_abs`` and                elements on several threads)
-``optimizer_update``
+``max_abs``                    elements on several threads)
+``optimizer_update``           ``c`` (SGD: :func:`abp_np.fast.cpu.sgd_update`, one pass on the
+                               pool's threads), ``threads``
 =============================  ============================================================
 
 Each route's condition reads the arrays (NumPy or CuPy, dtype, size) and the settings of
@@ -58,8 +59,8 @@ What ``when`` and ``run`` receive, per operation:
   ``(dy, y, out)``; ``leaky_relu_backward``: ``when(dy, y, out)``, ``run(dy, y, slope, out)``;
   each ``run`` returns dx.
 * ``max_abs``: ``(g)``; ``run`` returns max |g| (the optimisers' clipping, :mod:`abp_np.optim`).
-* ``optimizer_update``: ``(p, g, *state)``; ``run(apply, p, g, state, *args)`` calls the
-  optimiser's elementwise ``apply(p, g, state, *args)`` on ranges of elements.
+* ``optimizer_update``: ``(optimizer, p, g, *state)``; ``run(optimizer, p, g, state, lr, scale,
+  decay)`` computes ``optimizer._apply(p, g, state, lr, scale, decay)`` (:mod:`abp_np.optim`).
 """
 
 from __future__ import annotations
@@ -296,6 +297,16 @@ def _threads_take(*arrays) -> bool:
     )
 
 
+def _c_sgd_takes(optimizer, *arrays) -> bool:
+    """SGD's update (``optimizer._kernel``), on arrays :func:`_c_relu_takes` would take: the
+    compiled update on the pool's threads (:func:`abp_np.fast.cpu.sgd_update`)."""
+    return getattr(optimizer, "_kernel", None) == "sgd_update" and _c_relu_takes(*arrays)
+
+
+def _threads_update_takes(optimizer, *arrays) -> bool:
+    return _threads_take(*arrays)
+
+
 def _c_relu_takes(*arrays) -> bool:
     """What :func:`_threads_take` takes, of one float dtype, with the C kernels and their
     pool on (not ``ABP_C_POOL=0``): the ReLU kernel on the pool's threads
@@ -349,6 +360,11 @@ TABLE: dict[str, tuple[Route, ...]] = {
         Route("cuda", _cuda_matmul_takes, _cublas.matmul),
         REFERENCE,
     ),
+    "optimizer_update": (
+        Route("c", _c_sgd_takes, _cpu.sgd_update),
+        Route("threads", _threads_update_takes, elementwise.optimizer_update),
+        REFERENCE,
+    ),
     **{
         op: (
             Route("c", _c_relu_takes, getattr(_cpu, op)),
@@ -361,7 +377,6 @@ TABLE: dict[str, tuple[Route, ...]] = {
         op: (Route("threads", _threads_take, getattr(elementwise, op)), REFERENCE)
         for op in (
             "max_abs",
-            "optimizer_update",
             "leaky_relu_forward",
             "leaky_relu_backward",
             "tanh_forward",
