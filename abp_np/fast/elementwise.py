@@ -133,9 +133,10 @@ def tanh_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) 
 #: in pieces this long, so that the temporaries a worker thread makes stay small (512 KiB in
 #: float32: they stay in the worker's malloc arena, see above) while the Python between NumPy's
 #: calls, which holds the GIL, stays rare. On a 2-core machine (2026-12-05, ``BENCHMARKS.md``,
-#: "The optimiser's step on both cores") texture224's SGD step (4.3 M parameters) took 7-9 ms on
-#: one thread; in pieces of 2^16, 2^17 and 2^18 elements 7.3-8.4, 6.4-7.2 and 5.5-6.4 ms, for
-#: 1.3, 1.9 and 3.4 MiB more peak memory than on one thread; pieces of 2^13-2^15 took 9-17 ms.
+#: "The optimiser's step on both cores") pieces of 2^16, 2^17 and 2^18 elements left texture224's
+#: peak memory 1.3, 1.9 and 3.4 MiB above one thread's; pieces of 2^13-2^15 took 1-2 x one
+#: thread's time. (SGD's update has a compiled form without temporaries:
+#: :func:`abp_np.fast.cpu.sgd_update`.)
 PIECE = 1 << 17
 
 
