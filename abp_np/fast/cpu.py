@@ -8,7 +8,7 @@ rearrangements around them, and ``winograd1d_cpu.c`` those of the 1-D one
 five or more, and ``columns_cpu.c`` the column form's scatter (``col2im``) and gather
 (``im2col``) of :mod:`abp_np.fast.columns` in one pass each, where NumPy makes one small
 strided copy per kernel tap (the same sums in the same order: the same bits).
-``activations_cpu.c`` holds ReLU, ``pool_cpu.c`` the thread pool that runs the kernels' loops
+``activations_cpu.c`` holds ReLU and SGD's update (:func:`sgd_update`), ``pool_cpu.c`` the thread pool that runs the kernels' loops
 in ranges, and ``gemm_cpu.c`` stacks of GEMMs on that pool, each GEMM the call NumPy's matmul
 makes to its OpenBLAS (:func:`stacked_matmul`; :func:`winograd_examples` runs ranges of
 examples through all three Winograd steps in one call the same way). They are compiled once,
