@@ -317,7 +317,14 @@ class SGD(Optimizer):
     """
 
     _buffer_names = ("momentum",)
-    _kernel = "sgd_update"  # the compiled form of _apply (abp_np/fast/routes.py)
+
+    @property
+    def _kernel(self) -> str | None:
+        """ "sgd_update", the compiled form of :meth:`_apply` (``abp_np/fast/routes.py``), unless
+        a subclass changes the arithmetic that form computes."""
+        cls = type(self)
+        same = cls._update is SGD._update and cls._apply is Optimizer._apply
+        return "sgd_update" if same else None
 
     def __init__(
         self,

@@ -294,14 +294,14 @@ def test_optimizer_steps_give_the_same_bits_on_any_number_of_threads(
             return SGD(lr=0.37, momentum=0.9, weight_decay=0.71, clip=30.0)
         return Adam(lr=0.37, clip=30.0, weight_decay=0.71)
 
-    def run():
+    def run(steps=3):
         rng = np.random.default_rng(5)
         layers = [Linear(431, 397, dtype=dtype, rng=rng), BatchNorm1d(397, dtype=dtype)]
         g = Generator(layers, (431,))
         for _, p, _, _ in g.named_parameters():
             p[...] = 20 * rng.standard_normal(p.shape)
         opt = make()
-        for step in range(3):
+        for step in range(steps):
             for _, p, grad, _ in g.named_parameters():
                 grad[...] = rng.standard_normal(p.shape) * (10.0 if step != 1 else 50.0)
             with using(c=route == "c"):
@@ -317,9 +317,26 @@ def test_optimizer_steps_give_the_same_bits_on_any_number_of_threads(
     with using(threads=1):
         assert F.routes.choose("optimizer_update", make(), weight, weight, weight).name == "xp"
     results = _by_threads(run)
-    start = Linear(431, 397, dtype=dtype, rng=np.random.default_rng(5)).params["weight"]
-    assert not np.array_equal(results[0][0], start)  # the steps moved the filter
+    assert not np.array_equal(results[0][0], run(steps=0)[0])  # the steps moved the filter
     _assert_all_equal(results)
+
+
+def test_a_subclass_that_changes_sgd_s_arithmetic_does_not_take_the_compiled_update():
+    class Nesterov(SGD):  # another rule: the compiled pass would ignore it
+        def _update(self, p, g, state, lr):
+            (v,) = state
+            v *= self.momentum
+            v += g
+            p -= lr * (g + self.momentum * v)
+
+    class Renamed(SGD):  # the same rule
+        pass
+
+    w = np.zeros((431, 397), np.float32)
+    with using(threads=2):
+        assert F.routes.choose("optimizer_update", Nesterov(), w, w, w).name == "threads"
+        expected = "c" if _cpu.pooled(w.dtype) else "threads"
+        assert F.routes.choose("optimizer_update", Renamed(), w, w, w).name == expected
 
 
 def test_max_abs_on_threads_is_the_largest_magnitude_and_keeps_nan():

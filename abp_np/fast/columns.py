@@ -511,7 +511,7 @@ def conv_transpose2d_dx_taps(
     input grid. That reads dy once and never builds the columns ``im2col(dy)`` of
     :func:`conv_transpose2d_backward` (Cout kh kw H W values per example), which on the texture
     network's first layer are 25 times the size of dy. The same terms, summed in another order:
-    the result is the reference's within float rounding (``tests/test_layers.py``).
+    the result is the reference's within float rounding (``tests/test_routes.py``).
 
     Parameters
     ----------

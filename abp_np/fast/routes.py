@@ -300,7 +300,7 @@ def _threads_take(*arrays) -> bool:
 def _c_sgd_takes(optimizer, *arrays) -> bool:
     """SGD's update (``optimizer._kernel``), on arrays :func:`_c_relu_takes` would take: the
     compiled update on the pool's threads (:func:`abp_np.fast.cpu.sgd_update`)."""
-    return getattr(optimizer, "_kernel", None) == "sgd_update" and _c_relu_takes(*arrays)
+    return optimizer._kernel == "sgd_update" and _c_relu_takes(*arrays)
 
 
 def _threads_update_takes(optimizer, *arrays) -> bool:
