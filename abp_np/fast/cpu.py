@@ -17,7 +17,11 @@ C compiler (``$CC``, else ``cc``) into one library in a cache folder (``$ABP_CAC
 ``$XDG_CACHE_HOME/abp_np``, else ``~/.cache/abp_np``), under a name that includes a hash of the
 sources and of the compiler command, so an edited source or another compiler builds anew; a
 folder that others may write to is not used (it could hand over someone else's library). The
-library is then loaded with :mod:`ctypes`.
+library is then loaded with :mod:`ctypes`. On an x86-64 CPU with AVX2 or AVX-512 it is built
+for that level (``-march=x86-64-v3`` or ``-v4``, :func:`level`; ``ABP_CPU_LEVEL`` in the
+environment picks a lower one), so that the compiler's vector loops use the wide registers;
+the level is part of the hash, so a cache shared by several machines hands each its own build.
+Every level computes the same bits.
 
 No compiler or a failed build: :func:`available` is False and abp_np computes everything with
 NumPy (:func:`reason` says why). Nothing here is needed for correctness; it only makes the CPU
@@ -34,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -50,7 +55,10 @@ from .threads import parallel_for
 
 __all__ = [
     "available",
+    "best_level",
     "enabled",
+    "level",
+    "level_note",
     "reason",
     "winograd_input",
     "winograd_input_adjoint",
@@ -92,7 +100,26 @@ _FLAGS = [
     "-fPIC",
     "-pthread",
     "-ffp-contract=off",  # a * b + c rounded twice, as NumPy does (sgd_update)
-]  # no -march=native: the cache may be shared
+]  # no -march=native: the cache may be shared; see _LEVELS instead
+
+#: x86-64 instruction-set levels the kernels may be built for, best first: the ``-march``
+#: name and the CPU flags (as Linux lists them in /proc/cpuinfo) that it needs. The kernels'
+#: loops over tiles, channels and elements are written for the compiler to vectorise; with
+#: AVX2 or AVX-512 vectors a batch norm or a ReLU pass takes about half the time of the SSE2
+#: build (BENCHMARKS.md, "The kernels built for the CPU's vectors"). The sums are the same
+#: in every build, bit for bit: -ffp-contract=off keeps a * b + c two roundings, and without
+#: -ffast-math the compiler may not reorder a sum (tests/test_cpu_levels.py).
+_LEVELS = (
+    (
+        "x86-64-v4",
+        ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
+    ),
+    (
+        "x86-64-v3",
+        ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"),
+    ),
+)
+BASELINE = "baseline"  # the compiler's default target (x86-64: SSE2)
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 #: The kernels with an entry point on the pool's threads (``<name>_par_f32``): their pointer
@@ -117,6 +144,8 @@ _C_POOL = os.environ.get("ABP_C_POOL", "").strip() != "0"
 _lock = threading.Lock()
 _lib: Any = None
 _reason: str | None = None  # why the library is not available, once tried
+_level: str | None = None  # the instruction-set level the loaded library was built for
+_level_note: str | None = None  # why it is not the best level the CPU has, when it is not
 
 
 def _source_paths() -> list[Path]:
@@ -133,8 +162,59 @@ def _cache_dir() -> Path:
     return Path(base) / "abp_np"
 
 
-def _build() -> Any:
-    """Compile (if not cached) and load the library; raise RuntimeError saying what failed."""
+def _cpu_flags() -> frozenset[str]:
+    """The x86-64 CPU's feature flags as Linux lists them (empty elsewhere, or unreadable)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return frozenset()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def best_level(flags: frozenset[str] | None = None) -> str:
+    """The best level of :data:`_LEVELS` that the CPU (its ``flags``) has, else ``"baseline"``.
+
+    Each level needs its own flags and those of every level below it.
+    """
+    flags = _cpu_flags() if flags is None else flags
+    need: set[str] = set()
+    best = BASELINE
+    for name, wants in reversed(_LEVELS):  # the lowest first
+        need |= set(wants)
+        if not need <= flags:
+            break
+        best = name
+    return best
+
+
+def _wanted_level() -> str:
+    """The level to build for: ``ABP_CPU_LEVEL`` (``auto``, the default, is :func:`best_level`)."""
+    names = [BASELINE] + [name for name, _ in reversed(_LEVELS)]  # the lowest first
+    asked = os.environ.get("ABP_CPU_LEVEL", "").strip() or "auto"
+    best = best_level()
+    if asked == "auto":
+        return best
+    if asked not in names:
+        raise RuntimeError(
+            f"ABP_CPU_LEVEL={asked!r} is not a level; use one of auto, {', '.join(names)}"
+        )
+    if names.index(asked) > names.index(best):
+        raise RuntimeError(
+            f"ABP_CPU_LEVEL={asked!r}: this CPU lacks its instructions (it has {best}); "
+            "use auto or a lower level"
+        )
+    return asked
+
+
+def _build(level: str) -> Any:
+    """Compile (if not cached) and load the library for instruction-set ``level``; raise
+    RuntimeError saying what failed."""
+    flags = _FLAGS if level == BASELINE else [*_FLAGS, f"-march={level}"]
     srcs = _source_paths()
     for src in srcs:
         if not src.is_file():
@@ -142,7 +222,7 @@ def _build() -> Any:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc!r} not on PATH); set CC to use another")
-    digest = hashlib.sha256(" ".join([cc, *_FLAGS, sys.platform]).encode())
+    digest = hashlib.sha256(" ".join([cc, *flags, sys.platform]).encode())
     for src in srcs:
         digest.update(src.read_bytes())
     srcs = [src for src in srcs if src.suffix == ".c"]  # the headers are included, not compiled
@@ -166,7 +246,7 @@ def _build() -> Any:
             except OSError:
                 continue  # folder not writable: try the next one
             try:
-                cmd = [cc, *_FLAGS, "-o", tmp, *map(str, srcs)]
+                cmd = [cc, *flags, "-o", tmp, *map(str, srcs)]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     err = done.stderr.strip()
@@ -244,6 +324,23 @@ def _private(folder: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
+def _build_best() -> Any:
+    """The library for :func:`_wanted_level`; the baseline build where that one fails."""
+    global _level, _level_note
+    level = _wanted_level()
+    if level != BASELINE:
+        try:
+            lib = _build(level)
+            _level = level
+            return lib
+        except RuntimeError as exc:  # e.g. a compiler too old to know the level's name
+            first = str(exc).splitlines()[0]
+            _level_note = f"the {level} build failed ({first}); built for the baseline"
+    lib = _build(BASELINE)
+    _level = BASELINE
+    return lib
+
+
 def _get() -> Any:
     global _lib, _reason
     if _lib is not None or _reason is not None:
@@ -251,7 +348,7 @@ def _get() -> Any:
     with _lock:
         if _lib is None and _reason is None:
             try:
-                _lib = _build()
+                _lib = _build_best()
             except Exception as exc:  # optional speed-up: any failure means "use NumPy"
                 _reason = (
                     f"{type(exc).__name__}: {exc}"
@@ -264,6 +361,22 @@ def _get() -> Any:
 def available() -> bool:
     """True when the compiled library is (or could now be) loaded."""
     return _get() is not None
+
+
+def level() -> str | None:
+    """The instruction-set level the loaded library was built for (``"x86-64-v4"``,
+    ``"x86-64-v3"`` or ``"baseline"``), None when it is not available.
+
+    The best that the CPU has (:func:`best_level`), unless ``ABP_CPU_LEVEL`` in the
+    environment names a lower one or the compiler could not build it (:func:`level_note`).
+    """
+    return _level if _get() is not None else None
+
+
+def level_note() -> str | None:
+    """Why :func:`level` is below what ``ABP_CPU_LEVEL`` asked for, when it is."""
+    _get()
+    return _level_note
 
 
 def enabled() -> bool:

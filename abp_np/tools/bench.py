@@ -1358,6 +1358,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         "blas_threads_set": blas_set,
         "winograd": args.winograd,
         "cpu_kernels": _cpu.available(),
+        "cpu_kernels_level": _cpu.level(),
         **_machine(),
     }
     if torch is not None:
@@ -1381,7 +1382,12 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         + (f", torch {torch.__version__}" if torch is not None else "")
     )
     if args.device == "cpu":
-        kernels = "compiled" if _cpu.available() else f"not available ({_cpu.reason()})"
+        kernels = (
+            f"compiled for {_cpu.level()}"
+            + (f" ({_cpu.level_note()})" if _cpu.level_note() else "")
+            if _cpu.available()
+            else f"not available ({_cpu.reason()})"
+        )
         print(f"CPU kernels: {kernels}; Winograd path: {args.winograd}")
         from abp_np import _blas_spin
 

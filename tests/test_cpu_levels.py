@@ -1,0 +1,157 @@
+"""The C kernels built for the CPU's vector instructions (abp_np/fast/cpu.py, ``_LEVELS``).
+
+On an x86-64 CPU with AVX2 or AVX-512 the kernels are compiled with ``-march=x86-64-v3`` or
+``-v4``. Such a build must compute the same bits as the baseline (SSE2) build: the same
+operations in the same order, only more of them at once. The check runs the same work in two
+fresh processes, one with ``ABP_CPU_LEVEL=baseline`` and one with the level this CPU gets,
+and compares every array byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from abp_np.fast import cpu as _cpu
+
+# The x86-64 psABI's micro-architecture levels (the flag names of Linux's /proc/cpuinfo).
+V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+V4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+SSE = {"sse", "sse2", "ssse3", "sse4_1", "sse4_2", "popcnt"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "level"),
+    [
+        (set(), "baseline"),
+        (SSE, "baseline"),
+        (SSE | V3, "x86-64-v3"),
+        (SSE | V3 | V4, "x86-64-v4"),
+        (SSE | V3 - {"fma"}, "baseline"),  # one flag missing: not the level
+        (SSE | V4, "baseline"),  # AVX-512 without AVX2 (no such CPU): v4 needs v3
+        (SSE | V3 | V4 - {"avx512vl"}, "x86-64-v3"),
+    ],
+)
+def test_the_best_level_is_the_highest_whose_flags_and_those_below_are_all_there(flags, level):
+    assert _cpu.best_level(frozenset(flags)) == level
+
+
+def _in_a_process(code: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "ABP_CPU_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("avx9", "is not a level; use one of auto, baseline"), ("x86-64-v5", "is not a level")],
+)
+def test_a_bad_abp_cpu_level_turns_the_kernels_off_and_says_why(value, message):
+    code = "from abp_np.fast import cpu; print(cpu.available()); print(cpu.reason())"
+    out = _in_a_process(code, ABP_CPU_LEVEL=value)
+    assert out.returncode == 0, out.stderr
+    available, reason = out.stdout.splitlines()
+    assert available == "False"
+    assert f"ABP_CPU_LEVEL={value!r}" in reason and message in reason
+
+
+def test_asking_for_a_level_the_cpu_lacks_is_refused():
+    best = _cpu.best_level()
+    if best == "x86-64-v4":
+        pytest.skip("this CPU has every level")
+    above = "x86-64-v3" if best == "baseline" else "x86-64-v4"
+    code = "from abp_np.fast import cpu; print(cpu.available()); print(cpu.reason())"
+    out = _in_a_process(code, ABP_CPU_LEVEL=above)
+    assert out.returncode == 0, out.stderr
+    available, reason = out.stdout.splitlines()
+    assert available == "False" and "this CPU lacks its instructions" in reason
+
+
+# Every kernel at work: batch norm (2-D and 1-D, both dtypes, sizes that are no multiple of a
+# vector), ReLU, the 2-D Winograd route (m = 2 and 4), the 1-D one, the column forms, the SGD
+# update, and whole ABP iterations on two threads.
+_WORK = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from abp_np import ABP
+    from abp_np.backend import using
+    from abp_np.fast import cpu
+    from abp_np.generator import object_generator, sound_generator, texture_generator
+    from abp_np.layers import BatchNorm1d, BatchNorm2d, ReLU
+
+    assert cpu.enabled(), cpu.reason()
+    out = {"level": np.array(cpu.level())}
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for k, shape in enumerate([(5, 7, 9, 11), (64, 16, 32, 32), (3, 33, 5, 7)]):
+            x = rng.standard_normal(shape).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            bn = BatchNorm2d(shape[1], dtype=dtype)
+            out[f"bn{k}{dtype.__name__}"] = bn.forward(x)
+            out[f"dbn{k}{dtype.__name__}"] = bn.backward(dy, True)
+            out[f"gbn{k}{dtype.__name__}"] = np.concatenate([g.ravel() for g in bn.grads.values()])
+            relu = ReLU(dtype)
+            out[f"relu{k}{dtype.__name__}"] = relu.forward(x)
+            out[f"drelu{k}{dtype.__name__}"] = relu.backward(dy, False)
+        x = rng.standard_normal((6, 13, 301)).astype(dtype)
+        bn = BatchNorm1d(13, dtype=dtype)
+        out[f"bn1d{dtype.__name__}"] = bn.forward(x)
+        out[f"dbn1d{dtype.__name__}"] = bn.backward(x[::-1].copy(), True)
+
+    def iteration(net, winograd):
+        r = np.random.default_rng(3)
+        if net == "object":
+            g = object_generator(latent_dim=8, channels=(32, 16, 8, 8), activation="relu",
+                                 batch_norm=True, rng=r)
+        elif net == "texture":
+            g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=r)
+        else:
+            g = sound_generator(channels=(32, 16), latent_length=8, rng=r)
+        z_shape = (6 if net == "object" else 2, *g.latent_shape)
+        y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
+        y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
+        abp = ABP(g, langevin_steps=3, seed=5)
+        z = abp.langevin(np.zeros(z_shape, np.float32), y)
+        abp.learn(z, y)
+        ps = [p.ravel() for layer in g.layers for p in getattr(layer, "params", {}).values()]
+        return z, g.forward(z), np.concatenate(ps)
+
+    for net in ("object", "texture", "sound"):
+        for winograd in ("on", "off"):
+            with using(threads=2, winograd=winograd):
+                for i, a in enumerate(iteration(net, winograd)):
+                    out[f"{net}-{winograd}-{i}"] = a
+    np.savez(sys.argv[1], **out)
+    """
+)
+
+
+def test_every_level_computes_the_baseline_s_bits(tmp_path):
+    best = _cpu.best_level()
+    if best == "baseline":
+        pytest.skip("this CPU has no level above the baseline (no AVX2)")
+    runs = {}
+    for level in ("baseline", best):
+        path = tmp_path / f"{level}.npz"
+        out = subprocess.run(
+            [sys.executable, "-c", _WORK, str(path)],
+            env={**os.environ, "ABP_CPU_LEVEL": level},
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        with np.load(path) as f:
+            runs[level] = {k: f[k] for k in f.files}
+    base, wide = runs["baseline"], runs[best]
+    assert str(base.pop("level")) == "baseline" and str(wide.pop("level")) == best
+    assert base.keys() == wide.keys() and len(base) > 40
+    for key in base:
+        assert base[key].dtype == wide[key].dtype and base[key].shape == wide[key].shape, key
+        assert base[key].tobytes() == wide[key].tobytes(), key
