@@ -155,3 +155,27 @@ def test_every_level_computes_the_baseline_s_bits(tmp_path):
     for key in base:
         assert base[key].dtype == wide[key].dtype and base[key].shape == wide[key].shape, key
         assert base[key].tobytes() == wide[key].tobytes(), key
+
+
+def test_a_compiler_that_cannot_build_the_level_falls_back_to_the_baseline(tmp_path):
+    if _cpu.best_level() == "baseline":
+        pytest.skip("this CPU has no level above the baseline (no AVX2)")
+    cc = tmp_path / "old-cc"
+    cc.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -march=*) '
+        "echo \"cc: error: bad value ('$a') for '-march=' switch\" >&2; exit 1;; esac; done\n"
+        'exec cc "$@"\n'
+    )
+    cc.chmod(0o755)
+    cache = tmp_path / "cache"
+    code = (
+        "from abp_np.fast import cpu; print(cpu.enabled()); print(cpu.level()); "
+        "print(cpu.level_note())"
+    )
+    out = _in_a_process(code, CC=str(cc), ABP_CACHE_DIR=str(cache))
+    assert out.returncode == 0, out.stderr
+    enabled, level, note = out.stdout.splitlines()
+    assert enabled == "True" and level == "baseline"
+    assert f"the {_cpu.best_level()} build failed" in note and "-march=" in note
+    assert len(list(cache.glob("abp_np_cpu-*.so"))) == 1  # the baseline's library only
