@@ -355,6 +355,41 @@ def test_ab_in_processes_runs_each_arm_in_fresh_processes_under_its_settings(cap
     assert "processes' medians" in out
 
 
+@pytest.mark.parametrize("torch_side", [False, True])
+def test_runs_repeats_the_plain_run_in_fresh_processes_and_summarises_them(torch_side, capsys):
+    """--runs N: N child processes of the plain run, their figures kept whole, and the median
+    and range of their seconds per iteration (and, with --compare-torch, of their ratios)."""
+    if torch_side:
+        pytest.importorskip("torch")
+    argv = "--workload small32 --batch 2 --iterations 1 --no-memory --runs 3".split()
+    res = bench.main(argv + (["--compare-torch"] if torch_side else []))
+    children = res["runs"]
+    assert len(children) == 3
+    assert all(c["workload"] == "small32" and c["batch"] == 2 for c in children)
+    assert all("peak_mib" not in c for c in children)  # --no-memory reached the children
+    secs = sorted(c["sec_per_iter"] for c in children)
+    assert res["sec_per_iter_median"] == secs[1]
+    assert res["sec_per_iter_range"] == [secs[0], secs[2]]
+    out = capsys.readouterr().out
+    assert "run 1/3" in out and "run 3/3" in out and "small32, 3 runs" in out
+    if torch_side:
+        ratios = sorted(c["ratio_abp_over_torch"] for c in children)
+        for c in children:  # each run's own ratio of its medians
+            assert c["ratio_abp_over_torch"] == pytest.approx(
+                c["sec_per_iter"] / c["torch_sec_per_iter"]
+            )
+        assert res["ratio_abp_over_torch_median"] == ratios[1]
+        assert "ratio abp_np / torch" in out
+    else:
+        assert "ratio_abp_over_torch_median" not in res and "ratio" not in out
+
+
+@pytest.mark.parametrize("extra", [["--breakdown"], ["--ab", "threads=1"], ["--runs", "-1"]])
+def test_runs_is_for_the_plain_run(extra):
+    with pytest.raises(SystemExit, match="--runs N"):
+        bench.main("--workload small32 --iterations 1 --runs 2".split() + extra)
+
+
 def test_processes_needs_ab():
     with pytest.raises(SystemExit, match="goes with --ab"):
         bench.main("--workload small32 --iterations 1 --processes 2".split())

@@ -38,7 +38,8 @@ What is reported
   the CuPy memory pool's bytes after the run (an upper bound of the peak) and
   ``torch.cuda.max_memory_allocated``.
 
-Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, best of
+``--runs N`` repeats the whole run in N fresh processes and prints the median of their
+ratios (:func:`runs`). Also ``--breakdown`` (per-layer forward / input-gradient / weight-gradient times, best of
 ``--repeats`` calls, both libraries side by side) and ``--sweep batch|steps|pixels`` (cost against batch size,
 number of Langevin steps and image size, to show that it grows linearly; ``--plot FILE.png``
 draws the curve).
@@ -941,6 +942,83 @@ def format_ab(r: dict[str, Any]) -> str:
     )
 
 
+def runs(args: argparse.Namespace) -> dict[str, Any]:
+    """``args.runs`` plain runs, each a fresh process, and their summary.
+
+    Each child is ``python -m abp_np.bench`` with this run's workload, iterations, threads,
+    seed, batch, Winograd mode and ``--compare-torch`` / ``--no-memory``, and ``--json``; its
+    figures come back whole (``res["runs"]``). The summary: the median, least and largest of
+    abp_np's seconds per iteration and, with PyTorch, of the ratios abp_np / PyTorch (each
+    run's ratio of its own medians), and the range of both peaks. A fresh process per run
+    samples what one run cannot: the host's load over minutes, and where the allocator and
+    the threads start.
+    """
+    cmd = [sys.executable, "-m", "abp_np.bench", "--workload", args.workload]
+    cmd += ["--iterations", str(args.iterations), "--device", args.device]
+    cmd += ["--threads", str(args.threads), "--seed", str(args.seed)]
+    cmd += ["--winograd", args.winograd, "--json"]
+    if args.batch is not None:
+        cmd += ["--batch", str(args.batch)]
+    if args.compare_torch:
+        cmd.append("--compare-torch")
+    if args.no_memory:
+        cmd.append("--no-memory")
+    if args.cuda_graph:
+        cmd.append("--cuda-graph")
+    children: list[dict[str, Any]] = []
+    for k in range(args.runs):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"--runs: run {k + 1} failed ({' '.join(cmd)}):\n{done.stderr}")
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        children.append(child)
+        line = f"  run {k + 1}/{args.runs}: abp_np {child['sec_per_iter']:.4f} s/iter"
+        if "ratio_abp_over_torch" in child:
+            line += (
+                f", torch {child['torch_sec_per_iter']:.4f}, "
+                f"ratio {child['ratio_abp_over_torch']:.3f}"
+            )
+        if "peak_mib" in child:
+            line += f", peak MiB {child['peak_mib']:.1f}"
+            if "torch_peak_mib" in child:
+                line += f" / {child['torch_peak_mib']:.1f}"
+        print(line + f", GEMM ceiling {child['gemm_ceiling_gflops']:.0f} GFLOP/s", flush=True)
+    res: dict[str, Any] = {"workload": args.workload, "runs": children}
+    for key in ("sec_per_iter", "ratio_abp_over_torch"):
+        values = [c[key] for c in children if key in c]
+        if values:
+            res[f"{key}_median"] = statistics.median(values)
+            res[f"{key}_range"] = [min(values), max(values)]
+    for key in ("peak_mib", "torch_peak_mib", "gemm_ceiling_gflops"):
+        values = [c[key] for c in children if key in c]
+        if values:
+            res[f"{key}_range"] = [min(values), max(values)]
+    print(format_runs(res))
+    return res
+
+
+def format_runs(r: dict[str, Any]) -> str:
+    n = len(r["runs"])
+    lo, hi = r["sec_per_iter_range"]
+    lines = [
+        f"{r['workload']}, {n} runs: abp_np {r['sec_per_iter_median']:.4f} s/iter "
+        f"(median; {lo:.4f}-{hi:.4f})"
+    ]
+    if "ratio_abp_over_torch_median" in r:
+        lo, hi = r["ratio_abp_over_torch_range"]
+        lines.append(
+            f"ratio abp_np / torch: {r['ratio_abp_over_torch_median']:.3f} "
+            f"(median of the runs' ratios; {lo:.3f}-{hi:.3f})"
+        )
+    if "peak_mib_range" in r:
+        text = "peak MiB abp_np {:.1f}-{:.1f}".format(*r["peak_mib_range"])
+        if "torch_peak_mib_range" in r:
+            text += ", torch {:.1f}-{:.1f}".format(*r["torch_peak_mib_range"])
+        lines.append(text)
+    lines.append("GEMM ceiling {:.0f}-{:.0f} GFLOP/s".format(*r["gemm_ceiling_gflops_range"]))
+    return "\n".join(lines)
+
+
 def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     """Forward, input-gradient and weight-gradient time of every layer, both libraries.
 
@@ -1230,6 +1308,15 @@ def _parser() -> argparse.ArgumentParser:
         "OpenBLAS' threads differently: in one process each arm leaves them in a state that the "
         "other inherits",
     )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N whole runs, each a fresh process (the plain run: --iterations iterations, "
+        "with --compare-torch side by side), then the median of their time ratios and the "
+        "range of their peak memory: the figures BENCHMARKS.md reports",
+    )
     p.add_argument("--using", default=None, help=argparse.SUPPRESS)  # a --processes child's B
     p.add_argument(
         "--sweep",
@@ -1322,6 +1409,17 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--threads must be >= 1")
     if args.processes < 0 or (args.processes and not args.ab):
         raise SystemExit("--processes N (N >= 1) goes with --ab KEY=VALUE: the pairs it runs")
+    others = ("ab", "breakdown", "sweep", "layer_clock", "winograd_steps", "memory_probe")
+    if args.runs < 0 or (args.runs and any(getattr(args, k) for k in others)):
+        raise SystemExit(
+            "--runs N (N >= 1) repeats the plain run (with --compare-torch or without); "
+            "leave out --ab, --breakdown, --sweep, --layer-clock, --winograd-steps"
+        )
+    if args.runs:
+        res = runs(args)
+        if args.json:
+            print(json.dumps(res))
+        return res
     if args.cuda_graph and args.device != "gpu":
         raise SystemExit("--cuda-graph replays CUDA graphs: use it with --device gpu")
     if args.plot is not None:
