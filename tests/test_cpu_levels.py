@@ -52,25 +52,32 @@ def _in_a_process(code: str, **env: str) -> subprocess.CompletedProcess:
     ("value", "message"),
     [("avx9", "is not a level; use one of auto, baseline"), ("x86-64-v5", "is not a level")],
 )
-def test_a_bad_abp_cpu_level_turns_the_kernels_off_and_says_why(value, message):
-    code = "from abp_np.fast import cpu; print(cpu.available()); print(cpu.reason())"
+def test_a_bad_abp_cpu_level_is_an_error_that_says_what_to_set(value, message):
+    code = "from abp_np.fast import cpu; cpu.available()"
     out = _in_a_process(code, ABP_CPU_LEVEL=value)
-    assert out.returncode == 0, out.stderr
-    available, reason = out.stdout.splitlines()
-    assert available == "False"
-    assert f"ABP_CPU_LEVEL={value!r}" in reason and message in reason
+    assert out.returncode != 0
+    assert f"ValueError: ABP_CPU_LEVEL={value!r}" in out.stderr and message in out.stderr
 
 
-def test_asking_for_a_level_the_cpu_lacks_is_refused():
-    best = _cpu.best_level()
-    if best == "x86-64-v4":
-        pytest.skip("this CPU has every level")
-    above = "x86-64-v3" if best == "baseline" else "x86-64-v4"
-    code = "from abp_np.fast import cpu; print(cpu.available()); print(cpu.reason())"
-    out = _in_a_process(code, ABP_CPU_LEVEL=above)
-    assert out.returncode == 0, out.stderr
-    available, reason = out.stdout.splitlines()
-    assert available == "False" and "this CPU lacks its instructions" in reason
+@pytest.mark.parametrize(
+    ("flags", "asked", "level"),
+    [
+        (SSE, "", "baseline"),
+        (SSE | V3, "auto", "x86-64-v3"),
+        (SSE | V3 | V4, "x86-64-v3", "x86-64-v3"),
+        (SSE | V3 | V4, "baseline", "baseline"),
+        (SSE, "x86-64-v3", None),
+        (SSE | V3, "x86-64-v4", None),
+    ],
+)
+def test_the_level_asked_for_is_built_unless_the_cpu_lacks_it(monkeypatch, flags, asked, level):
+    monkeypatch.setattr(_cpu, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setenv("ABP_CPU_LEVEL", asked)
+    if level is None:
+        with pytest.raises(ValueError, match="this CPU lacks its instructions"):
+            _cpu._wanted_level()
+    else:
+        assert _cpu._wanted_level() == level
 
 
 # Every kernel at work: batch norm (2-D and 1-D, both dtypes, sizes that are no multiple of a

@@ -106,7 +106,7 @@ _FLAGS = [
 #: name and the CPU flags (as Linux lists them in /proc/cpuinfo) that it needs. The kernels'
 #: loops over tiles, channels and elements are written for the compiler to vectorise; with
 #: AVX2 or AVX-512 vectors a batch norm or a ReLU pass takes about half the time of the SSE2
-#: build (BENCHMARKS.md, "The kernels built for the CPU's vectors"). The sums are the same
+#: build (BENCHMARKS.md, "The kernels built for the CPU's vector level"). The sums are the same
 #: in every build, bit for bit: -ffp-contract=off keeps a * b + c two roundings, and without
 #: -ffast-math the compiler may not reorder a sum (tests/test_cpu_levels.py).
 _LEVELS = (
@@ -193,18 +193,23 @@ def best_level(flags: frozenset[str] | None = None) -> str:
 
 
 def _wanted_level() -> str:
-    """The level to build for: ``ABP_CPU_LEVEL`` (``auto``, the default, is :func:`best_level`)."""
+    """The level to build for: ``ABP_CPU_LEVEL`` (``auto``, the default, is :func:`best_level`).
+
+    A value that is no level, or a level this CPU lacks, raises ValueError saying so, every
+    time the kernels are asked for (as a bad ``ABP_NUM_THREADS`` does): it is not taken as
+    "no kernels", which would only make every pass slower without a word.
+    """
     names = [BASELINE] + [name for name, _ in reversed(_LEVELS)]  # the lowest first
     asked = os.environ.get("ABP_CPU_LEVEL", "").strip() or "auto"
     best = best_level()
     if asked == "auto":
         return best
     if asked not in names:
-        raise RuntimeError(
+        raise ValueError(
             f"ABP_CPU_LEVEL={asked!r} is not a level; use one of auto, {', '.join(names)}"
         )
     if names.index(asked) > names.index(best):
-        raise RuntimeError(
+        raise ValueError(
             f"ABP_CPU_LEVEL={asked!r}: this CPU lacks its instructions (it has {best}); "
             "use auto or a lower level"
         )
@@ -324,16 +329,15 @@ def _private(folder: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-def _build_best() -> Any:
-    """The library for :func:`_wanted_level`; the baseline build where that one fails."""
+def _build_best(level: str) -> Any:
+    """The library for ``level``; the baseline build where that one fails."""
     global _level, _level_note
-    level = _wanted_level()
     if level != BASELINE:
         try:
             lib = _build(level)
             _level = level
             return lib
-        except RuntimeError as exc:  # e.g. a compiler too old to know the level's name
+        except (RuntimeError, OSError) as exc:  # e.g. a compiler that does not know the level
             first = str(exc).splitlines()[0]
             _level_note = f"the {level} build failed ({first}); built for the baseline"
     lib = _build(BASELINE)
@@ -345,10 +349,11 @@ def _get() -> Any:
     global _lib, _reason
     if _lib is not None or _reason is not None:
         return _lib
+    level = _wanted_level()  # a bad ABP_CPU_LEVEL raises here, every time
     with _lock:
         if _lib is None and _reason is None:
             try:
-                _lib = _build_best()
+                _lib = _build_best(level)
             except Exception as exc:  # optional speed-up: any failure means "use NumPy"
                 _reason = (
                     f"{type(exc).__name__}: {exc}"
