@@ -305,7 +305,10 @@ def using(
     With every route off, ``using(cuda=False, c=False, winograd="off", cpu_forms=False)``, each
     operation runs the plain ``xp`` reference of :mod:`abp_np.functional`, on either backend:
     what the tests hold every route to. The block yields the settings in force inside it and
-    restores the previous ones on leaving, also on an exception.
+    restores the previous ones on leaving, also on an exception. The settings are the
+    process's, read by all its threads (the worker threads of a split loop included): enter
+    the block once, around the work, not on several threads at a time, whose blocks would
+    restore each other's settings out of order.
     """
     global _switches
     changes = {}

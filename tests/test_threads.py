@@ -393,13 +393,14 @@ def test_the_c_pool_takes_one_caller_at_a_time_and_the_others_run_their_loop_who
 
     def caller(k):
         try:
-            with using(threads=2):
-                for _ in range(200):  # callers overlap: the pool is often busy
-                    results[k] = stats(xs[k])
+            for _ in range(200):  # callers overlap: the pool is often busy
+                results[k] = stats(xs[k])
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    with pytest.MonkeyPatch.context() as mp:
+    # using() sets the process's switches, which every thread reads: entered once, here (four
+    # callers each entering and leaving it would restore each other's settings out of order)
+    with pytest.MonkeyPatch.context() as mp, using(threads=2):
         mp.setattr(threads, "MIN_WORK", 1)
         ts = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
         for t in ts:
