@@ -375,7 +375,69 @@ ABP_TRANSFORMS(double, f64)
 ABP_TILES(float, f32)
 ABP_TILES(double, f64)
 
-/* The same four functions on `threads` threads (kernels/pool_cpu.c): the whole loop over
+/* The weights in the Winograd domain, U = G K G^T (abp_np/fast/winograd.py, transformed_weights,
+ * whose NumPy expression GG @ _combined_kernel(w) is the reference): for each output channel o,
+ * phase (r, r2) and input channel c the combined 3 x 3 filter
+ *     k[p][q] = w[c, o, r + 2 (2 - p), r2 + 2 (2 - q)]   (0 where the tap is past kh or kw)
+ * goes to the a x a block G k G^T, stored at U[(i a + j), (2 r + r2) Cout + o, c]; g is G (a x 3)
+ * row major. Per output channel, its taps are first gathered into rows over c (wt[tap][c]), so
+ * that every later step runs along c: t = G k (a x 3 rows), then each row of U, Cin values
+ * written in one run. Output channels o0 .. o1 - 1, so that ranges of them run on several
+ * threads (each value is computed the same way whatever the range). Returns 1 when it could
+ * not allocate its scratch rows. */
+#define ABP_WEIGHTS(T, S)                                                                          \
+    int winograd_weights_##S(const T *w, T *U, const T *g, int Cin, int Cout, int kh, int kw,     \
+                             int a, int o0, int o1) {                                              \
+        const ptrdiff_t R = (ptrdiff_t)4 * Cout, taps = (ptrdiff_t)kh * kw;                        \
+        T *wt = malloc(sizeof(T) * (taps + 1) * Cin), *t = malloc(sizeof(T) * 18 * Cin);           \
+        if (!wt || !t) {                                                                           \
+            free(wt);                                                                              \
+            free(t);                                                                               \
+            return 1;                                                                              \
+        }                                                                                          \
+        T *zero = wt + taps * Cin; /* the row of a tap past the kernel */                          \
+        memset(zero, 0, sizeof(T) * Cin);                                                          \
+        for (int o = o0; o < o1; ++o) {                                                            \
+            for (int c = 0; c < Cin; ++c) { /* wt[tap][c] = w[c, o, tap] */                        \
+                const T *src = w + ((ptrdiff_t)c * Cout + o) * taps;                               \
+                for (ptrdiff_t k = 0; k < taps; ++k) wt[k * Cin + c] = src[k];                     \
+            }                                                                                      \
+            for (int rr = 0; rr < 4; ++rr) { /* the four phases (r, r2) */                         \
+                const int r = rr >> 1, r2 = rr & 1;                                                \
+                const T *k[9];                                                                     \
+                for (int p = 0; p < 3; ++p)                                                        \
+                    for (int q = 0; q < 3; ++q) {                                                  \
+                        const int i = r + 2 * (2 - p), j = r2 + 2 * (2 - q);                       \
+                        k[p * 3 + q] = i < kh && j < kw ? wt + (i * kw + j) * Cin : zero;          \
+                    }                                                                              \
+                for (int x = 0; x < a; ++x) /* t = G k: (a, 3) rows */                             \
+                    for (int q = 0; q < 3; ++q) {                                                  \
+                        const T g0 = g[x * 3], g1 = g[x * 3 + 1], g2 = g[x * 3 + 2];               \
+                        const T *k0 = k[q], *k1 = k[3 + q], *k2 = k[6 + q];                        \
+                        T *tr = t + (x * 3 + q) * Cin;                                             \
+                        for (int c = 0; c < Cin; ++c)                                              \
+                            tr[c] = g0 * k0[c] + g1 * k1[c] + g2 * k2[c];                          \
+                    }                                                                              \
+                const ptrdiff_t row = (ptrdiff_t)rr * Cout + o;                                    \
+                for (int x = 0; x < a; ++x) /* u = t G^T: (a, a) rows, into U */                   \
+                    for (int y = 0; y < a; ++y) {                                                  \
+                        const T g0 = g[y * 3], g1 = g[y * 3 + 1], g2 = g[y * 3 + 2];               \
+                        const T *t0 = t + x * 3 * Cin, *t1 = t0 + Cin, *t2 = t1 + Cin;             \
+                        T *dst = U + ((ptrdiff_t)(x * a + y) * R + row) * Cin;                     \
+                        for (int c = 0; c < Cin; ++c)                                              \
+                            dst[c] = t0[c] * g0 + t1[c] * g1 + t2[c] * g2;                         \
+                    }                                                                              \
+            }                                                                                      \
+        }                                                                                          \
+        free(wt);                                                                                  \
+        free(t);                                                                                   \
+        return 0;                                                                                  \
+    }
+
+ABP_WEIGHTS(float, f32)
+ABP_WEIGHTS(double, f64)
+
+/* The same four functions, and the weights' transform, on `threads` threads (kernels/pool_cpu.c): the whole loop over
  * channels, split in ranges; the same bits whatever the count. */
 #define ABP_PARALLEL(T, S)                                                                         \
     struct tiles_args_##S {                                                                        \
@@ -428,6 +490,22 @@ ABP_TILES(double, f64)
                                         int tw, int threads) {                                     \
         const struct output_args_##S a = {dy, dM, NULL, n, Cout, m, th, tw};                       \
         return abp_pool_run(threads, Cout, output_adjoint_range_##S, &a);                          \
+    }                                                                                              \
+    struct weights_args_##S {                                                                      \
+        const T *w;                                                                                \
+        T *U;                                                                                      \
+        const T *g;                                                                                \
+        int Cin, Cout, kh, kw, a;                                                                  \
+    };                                                                                             \
+    static int weights_range_##S(const void *p, int lo, int hi) {                                  \
+        const struct weights_args_##S *a = p;                                                      \
+        return winograd_weights_##S(a->w, a->U, a->g, a->Cin, a->Cout, a->kh, a->kw, a->a, lo,    \
+                                    hi);                                                           \
+    }                                                                                              \
+    int winograd_weights_par_##S(const T *w, T *U, const T *g, int Cin, int Cout, int kh, int kw,  \
+                                 int a, int threads) {                                             \
+        const struct weights_args_##S args = {w, U, g, Cin, Cout, kh, kw, a};                      \
+        return abp_pool_run(threads, Cout, weights_range_##S, &args);                              \
     }
 
 ABP_PARALLEL(float, f32)

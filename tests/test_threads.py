@@ -23,7 +23,7 @@ import pytest
 from abp_np import ABP
 from abp_np import functional as F
 from abp_np.backend import using
-from abp_np.fast import columns, elementwise, threads, winograd1d
+from abp_np.fast import columns, elementwise, threads, winograd, winograd1d
 from abp_np.fast import cpu as _cpu
 from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
 from abp_np.layers import BatchNorm1d, Linear
@@ -239,9 +239,16 @@ def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype, pool, monk
         _cpu.winograd1d_output_adjoint(y, dM, AT1, s, nt1, 8)
         return V, dx, y, dM
 
+    w = rng.standard_normal((C, Cout, 5, 5)).astype(dtype)
+
+    def weights():  # U = G K G^T, output channels split
+        U = np.empty((a2, 4 * Cout, C), dtype)
+        _cpu.winograd_weights(w, U, winograd._g_matrix(m, np.dtype(dtype)))
+        return (U,)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(threads, "MIN_WORK", 1)  # split even these small arrays
-        for fn in (input_side, output_side, batchnorm, one_d):
+        for fn in (input_side, output_side, batchnorm, one_d, weights):
             _assert_all_equal(_by_threads(fn))
 
 

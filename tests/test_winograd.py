@@ -533,11 +533,57 @@ def test_auto_rule_with_fixed_weights(x_shape, cout, takes_it):
     assert winograd.worth_it(x_shape, (x_shape[1], cout, 5, 5), reuse=True) == takes_it
 
 
+def transformed_weights_by_loops(w, m):
+    """U (a^2, 4 Cout, Cin) by its definition: for every phase (r, r2) of the stride-2 layer,
+    output channel o and input channel c, the 3 x 3 filter of the taps (r + 2 (2 - p),
+    r2 + 2 (2 - q)) (zero past the kernel), multiplied out as G k G^T in float64."""
+    G = np.array(winograd._G[m], dtype=F64)
+    Cin, Cout, kh, kw = w.shape
+    a = m + 2
+    U = np.zeros((a * a, 4 * Cout, Cin))
+    for r in range(2):
+        for r2 in range(2):
+            for o in range(Cout):
+                for c in range(Cin):
+                    k = np.zeros((3, 3))
+                    for p in range(3):
+                        for q in range(3):
+                            i, j = r + 2 * (2 - p), r2 + 2 * (2 - q)
+                            if i < kh and j < kw:
+                                k[p, q] = w[c, o, i, j]
+                    U[:, (2 * r + r2) * Cout + o, c] = (G @ k @ G.T).ravel()
+    return U
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(
+    ("cin", "cout", "k"), [(1, 1, 5), (3, 5, 5), (17, 6, 5), (9, 4, 4), (5, 3, 6), (4, 2, 3)]
+)
+def test_the_compiled_weights_transform_is_g_k_g_transposed(m, dtype, cin, cout, k):
+    """The C kernel (and the NumPy reference GG @ K) against the definition, float64 loops:
+    to rounding (a sum of 9 terms of at most 1 in G's entries, twice)."""
+    need_compiled()
+    w = np.random.default_rng(cin * cout + k).standard_normal((cin, cout, k, k)).astype(dtype)
+    want = transformed_weights_by_loops(w.astype(F64), m)
+    p = winograd.Plan(m=m, s=2, q0=(1, 1), Q=(4, 4))
+    with using(c=True):
+        got = winograd._weights_transform(w, p)
+    with using(c=False):
+        ref = winograd._weights_transform(w, p)
+    tol = (1e-6 if dtype == F32 else 1e-14) * np.abs(want).max()
+    for u in (got, ref):
+        assert u.dtype == dtype and u.shape == want.shape
+        assert np.abs(u - want).max() <= tol
+    with pytest.raises(ValueError, match="do not fit"):
+        _cpu.winograd_weights(w, np.empty((1, 1, 1), dtype), winograd._g_matrix(m, np.dtype(dtype)))
+
+
 def count_transforms(monkeypatch):
     """A list that grows by one each time the weights are transformed (U = G K G^T)."""
     calls = []
-    real = winograd._combined_kernel
-    monkeypatch.setattr(winograd, "_combined_kernel", lambda *a: calls.append(1) or real(*a))
+    real = winograd._weights_transform
+    monkeypatch.setattr(winograd, "_weights_transform", lambda *a: calls.append(1) or real(*a))
     return calls
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "winograd_input_adjoint",
     "winograd_output",
     "winograd_output_adjoint",
+    "winograd_weights",
     "winograd_examples",
     "gemm_stack_call",
     "stacked_matmul",
@@ -129,6 +130,7 @@ _PARALLEL = {
     "winograd_input_adjoint": (2, 11),
     "winograd_output": (3, 7),
     "winograd_output_adjoint": (2, 7),
+    "winograd_weights": (3, 7),
     "winograd1d_input": (3, 7),
     "winograd1d_input_adjoint": (3, 7),
     "winograd1d_output": (4, 9),
@@ -271,6 +273,7 @@ def _build(level: str) -> Any:
                 getattr(lib, f"{name}_{suffix}").argtypes = [p] * 2 + [i] * 11
             getattr(lib, f"winograd_output_{suffix}").argtypes = [p] * 3 + [i] * 7
             getattr(lib, f"winograd_output_adjoint_{suffix}").argtypes = [p] * 2 + [i] * 7
+            getattr(lib, f"winograd_weights_{suffix}").argtypes = [p] * 3 + [i] * 7
             for name in ("winograd1d_input", "winograd1d_input_adjoint"):
                 getattr(lib, f"{name}_{suffix}").argtypes = [p] * 3 + [i] * 7
             getattr(lib, f"winograd1d_output_{suffix}").argtypes = [p] * 4 + [i] * 9
@@ -497,6 +500,26 @@ def winograd_output_adjoint(dy, dM, m: int, nt: tuple[int, int]) -> None:
     n, Cout = dy.shape[:2]
     args = (dy.ctypes.data, dM.ctypes.data, n, Cout, m, *nt)
     _whole_loop("winograd_output_adjoint", sfx, args, Cout, dM.size)
+
+
+def winograd_weights(weight, U, g) -> None:
+    """U (a a, 4 Cout, Cin) <- G K G^T, the Winograd route's transformed weights, from weight
+    (Cin, Cout, kh, kw) of a stride-2 layer; g = G (a, 3), a = m + 2.
+
+    K is :func:`abp_np.fast.winograd._combined_kernel`'s combined 3 x 3 filter of every phase;
+    the reference is ``GG @ K`` (:func:`abp_np.fast.winograd.transformed_weights`), which this
+    computes as G k then (G k) G^T per filter, in one pass that reads each weight where it is
+    and writes U once (``kernels/winograd_cpu.c``), output channels split over the threads.
+    """
+    sfx = _check("winograd_weights", weight, U, g)
+    Cin, Cout, kh, kw = weight.shape
+    a = g.shape[0]
+    if g.shape != (a, 3) or U.shape != (a * a, 4 * Cout, Cin) or kh > 6 or kw > 6:
+        raise ValueError(
+            f"_cpu.winograd_weights: U {U.shape} and G {g.shape} do not fit weight {weight.shape}"
+        )
+    args = (weight.ctypes.data, U.ctypes.data, g.ctypes.data, Cin, Cout, kh, kw, a)
+    _whole_loop("winograd_weights", sfx, args, Cout, U.size)
 
 
 def winograd_examples(

@@ -564,11 +564,37 @@ def transformed_weights(weight, p: Plan, derived=None):
     key = f"winograd U, m={p.m}"
     if derived is not None and key in derived and derived[key][0] is weight:
         return derived[key][1]
-    GG = transforms(p.m, weight.dtype)[1]
-    U = (GG @ _combined_kernel(weight, p.s)).reshape(GG.shape[0], -1, weight.shape[0])
+    U = _weights_transform(weight, p)
     if derived is not None:
         derived[key] = (weight, U)
     return U
+
+
+def _weights_transform(weight, p: Plan):
+    """U = G K G^T (a^2, 4 Cout, Cin), computed anew: ``GG @ K`` (the reference), or in C.
+
+    The C kernel (:func:`abp_np.fast.cpu.winograd_weights`) reads the weights in place and
+    writes U once, where NumPy first builds K (:func:`_combined_kernel`) and then multiplies it
+    by GG in a GEMM of inner size 9: for faces64's 512 -> 256 layer (U 75 MB) 67 ms against
+    about 10 (``BENCHMARKS.md``, "The weights' transform in C"). The two round differently:
+    G k G^T is summed in two steps of three terms rather than in one of nine.
+    """
+    if _cpu.enabled() and p.s == 2:
+        Cin, Cout = weight.shape[:2]
+        a = p.m + 2
+        U = np.empty((a * a, 4 * Cout, Cin), dtype=weight.dtype)
+        _cpu.winograd_weights(np.ascontiguousarray(weight), U, _g_matrix(p.m, weight.dtype))
+        return U
+    GG = transforms(p.m, weight.dtype)[1]
+    return (GG @ _combined_kernel(weight, p.s)).reshape(GG.shape[0], -1, weight.shape[0])
+
+
+@functools.lru_cache(maxsize=8)
+def _g_matrix(m: int, dtype: np.dtype) -> np.ndarray:
+    """G of F(m, 3), (m + 2, 3), read-only."""
+    g = np.array(_G[m], dtype=np.float64).astype(dtype)
+    g.flags.writeable = False
+    return g
 
 
 def forward(
