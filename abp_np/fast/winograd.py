@@ -575,9 +575,9 @@ def _weights_transform(weight, p: Plan):
 
     The C kernel (:func:`abp_np.fast.cpu.winograd_weights`) reads the weights in place and
     writes U once, where NumPy first builds K (:func:`_combined_kernel`) and then multiplies it
-    by GG in a GEMM of inner size 9: for faces64's 512 -> 256 layer (U 75 MB) 67 ms against
-    about 10 (``BENCHMARKS.md``, "The weights' transform in C"). The two round differently:
-    G k G^T is summed in two steps of three terms rather than in one of nine.
+    by GG in a GEMM of inner size 9: for faces64's 512 -> 256 layer (U 75 MB) 24 ms against
+    59 (``BENCHMARKS.md``, "The weights' transform in C"). The two round differently: G k G^T
+    is summed in two steps of three terms rather than in one of nine.
     """
     if _cpu.enabled() and p.s == 2:
         Cin, Cout = weight.shape[:2]
