@@ -206,13 +206,15 @@ def _cuda_backward(dy, cache, need_param_grads):
 
 
 def _taps_take(dy, cache, need_param_grads) -> bool:
-    c = cache
-    return not need_param_grads and _cpu_forms(dy) and columns.taps_worth_it(dy, c.x, c.weight)
+    return (
+        not need_param_grads and _cpu_forms(dy) and columns.taps_worth_it(dy, cache.x, cache.weight)
+    )
 
 
-def _taps_backward(dy, cache, need_param_grads):
-    c = cache  # a DeconvCache
-    dx = columns.conv_transpose2d_dx_taps(dy, c.weight, c.x.shape[2:], c.stride, c.padding)
+def _taps_backward(dy, cache, need_param_grads):  # cache: a DeconvCache
+    dx = columns.conv_transpose2d_dx_taps(
+        dy, cache.weight, cache.x.shape[2:], cache.stride, cache.padding
+    )
     return dx, None, None
 
 

@@ -885,6 +885,29 @@ def _ab_result(settings: dict[str, Any], a: list[float], b: list[float]) -> dict
     }
 
 
+def _child_command(args: argparse.Namespace, *extra: str) -> list[str]:
+    """``python -m abp_np.bench`` with this run's workload, iterations, device, threads, seed,
+    batch, Winograd mode and CUDA-graph switch, then ``extra`` and ``--json``: a child process
+    of :func:`ab_processes` or :func:`runs`."""
+    cmd = [sys.executable, "-m", "abp_np.bench", "--workload", args.workload]
+    cmd += ["--iterations", str(args.iterations), "--device", args.device]
+    cmd += ["--threads", str(args.threads), "--seed", str(args.seed)]
+    cmd += ["--winograd", args.winograd, *extra, "--json"]
+    if args.batch is not None:
+        cmd += ["--batch", str(args.batch)]
+    if args.cuda_graph:
+        cmd.append("--cuda-graph")
+    return cmd
+
+
+def _run_child(cmd: list[str], option: str) -> dict[str, Any]:
+    """Run a child benchmark; its JSON line, or SystemExit with its error output."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{option}: a child failed ({' '.join(cmd)}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def ab_processes(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`ab` with a fresh process for every measurement: ``args.processes`` pairs, A (the
     settings in force) and B (``--ab``'s) alternating, the order swapped every pair; each process
@@ -897,23 +920,11 @@ def ab_processes(args: argparse.Namespace) -> dict[str, Any]:
     Returns what :func:`ab` returns; ``seconds_a`` and ``seconds_b`` hold per-process medians.
     """
     settings = ab_settings(args.ab)
-    base = [sys.executable, "-m", "abp_np.bench", "--workload", args.workload]
-    base += ["--iterations", str(args.iterations), "--device", args.device]
-    base += ["--threads", str(args.threads), "--seed", str(args.seed)]
-    base += ["--winograd", args.winograd, "--no-memory", "--json"]
-    if args.batch is not None:
-        base += ["--batch", str(args.batch)]
-    if args.cuda_graph:
-        base.append("--cuda-graph")
-
+    base = _child_command(args, "--no-memory")
     threads_of: dict[bool, list[int]] = {False: [], True: []}  # each child's own report
 
     def run(b: bool) -> float:
-        cmd = base + (["--using", args.ab] if b else [])
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"--processes: a child failed ({' '.join(cmd)}):\n{done.stderr}")
-        child = json.loads(done.stdout.strip().splitlines()[-1])
+        child = _run_child(base + (["--using", args.ab] if b else []), "--processes")
         threads_of[b].append(child.get("abp_threads"))
         return float(child["sec_per_iter"])
 
@@ -945,32 +956,18 @@ def format_ab(r: dict[str, Any]) -> str:
 def runs(args: argparse.Namespace) -> dict[str, Any]:
     """``args.runs`` plain runs, each a fresh process, and their summary.
 
-    Each child is ``python -m abp_np.bench`` with this run's workload, iterations, threads,
-    seed, batch, Winograd mode and ``--compare-torch`` / ``--no-memory``, and ``--json``; its
+    Each child is :func:`_child_command` with ``--compare-torch`` / ``--no-memory`` as given; its
     figures come back whole (``res["runs"]``). The summary: the median, least and largest of
     abp_np's seconds per iteration and, with PyTorch, of the ratios abp_np / PyTorch (each
     run's ratio of its own medians), and the range of both peaks. A fresh process per run
     samples what one run cannot: the host's load over minutes, and where the allocator and
     the threads start.
     """
-    cmd = [sys.executable, "-m", "abp_np.bench", "--workload", args.workload]
-    cmd += ["--iterations", str(args.iterations), "--device", args.device]
-    cmd += ["--threads", str(args.threads), "--seed", str(args.seed)]
-    cmd += ["--winograd", args.winograd, "--json"]
-    if args.batch is not None:
-        cmd += ["--batch", str(args.batch)]
-    if args.compare_torch:
-        cmd.append("--compare-torch")
-    if args.no_memory:
-        cmd.append("--no-memory")
-    if args.cuda_graph:
-        cmd.append("--cuda-graph")
+    extra = ["--compare-torch"] * args.compare_torch + ["--no-memory"] * args.no_memory
+    cmd = _child_command(args, *extra)
     children: list[dict[str, Any]] = []
     for k in range(args.runs):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"--runs: run {k + 1} failed ({' '.join(cmd)}):\n{done.stderr}")
-        child = json.loads(done.stdout.strip().splitlines()[-1])
+        child = _run_child(cmd, "--runs")
         children.append(child)
         line = f"  run {k + 1}/{args.runs}: abp_np {child['sec_per_iter']:.4f} s/iter"
         if "ratio_abp_over_torch" in child:
