@@ -60,6 +60,33 @@ def reference_only():
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tiny_abp_iteration(net: str) -> tuple:
+    """One seeded ABP iteration (3 Langevin steps, one learning step) of a small ``"object"``,
+    ``"texture"`` or ``"sound"`` network, under the routes and threads in force:
+    ``(z, f(z), params, stats)``, ``params`` copies of every layer's parameters after the step.
+    Also imported by the subprocesses of ``tests/test_cpu_levels.py``."""
+    from abp_np import ABP
+    from abp_np.generator import object_generator, sound_generator, texture_generator
+
+    rng = np.random.default_rng(3)
+    if net == "object":
+        g = object_generator(
+            latent_dim=8, channels=(32, 16, 8, 8), activation="relu", batch_norm=True, rng=rng
+        )
+    elif net == "texture":
+        g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=rng)
+    else:
+        g = sound_generator(channels=(32, 16), latent_length=8, rng=rng)
+    z_shape = (6 if net == "object" else 2, *g.latent_shape)
+    y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
+    y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
+    abp = ABP(g, langevin_steps=3, seed=5)
+    z = abp.langevin(np.zeros(z_shape, np.float32), y)
+    stats = abp.learn(z, y)
+    params = [p.copy() for layer in g.layers for p in getattr(layer, "params", {}).values()]
+    return z, g.forward(z), params, stats
+
+
 def subprocess_env(*paths: str | Path, **changes: str) -> dict[str, str]:
     """Environment for a Python subprocess that imports abp_np as this test run does.
 

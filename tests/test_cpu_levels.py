@@ -9,15 +9,20 @@ and compares every array byte for byte.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abp_np.fast import cpu as _cpu
+
+from conftest import subprocess_env
+
+TESTS = Path(__file__).resolve().parent
 
 # The x86-64 psABI's micro-architecture levels (the flag names of Linux's /proc/cpuinfo).
 V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
@@ -41,10 +46,18 @@ def test_the_best_level_is_the_highest_whose_flags_and_those_below_are_all_there
     assert _cpu.best_level(frozenset(flags)) == level
 
 
-def _in_a_process(code: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k != "ABP_CPU_LEVEL"}
+def _in_a_process(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -c code *args`` in a fresh process, importing abp_np as this test run does
+    (and the helpers of tests/), ``ABP_CPU_LEVEL`` as given or unset."""
+    environ = subprocess_env(TESTS, **env)
+    if "ABP_CPU_LEVEL" not in env:
+        environ.pop("ABP_CPU_LEVEL", None)
     return subprocess.run(
-        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True
+        [sys.executable, "-c", code, *args],
+        env=environ,
+        cwd=tempfile.gettempdir(),  # off the checkout, which `python -c` would put on sys.path
+        capture_output=True,
+        text=True,
     )
 
 
@@ -87,11 +100,10 @@ _WORK = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from abp_np import ABP
     from abp_np.backend import using
     from abp_np.fast import cpu
-    from abp_np.generator import object_generator, sound_generator, texture_generator
     from abp_np.layers import BatchNorm1d, BatchNorm2d, ReLU
+    from conftest import tiny_abp_iteration  # tests/ is on PYTHONPATH
 
     assert cpu.enabled(), cpu.reason()
     out = {"level": np.array(cpu.level())}
@@ -112,29 +124,13 @@ _WORK = textwrap.dedent(
         out[f"bn1d{dtype.__name__}"] = bn.forward(x)
         out[f"dbn1d{dtype.__name__}"] = bn.backward(x[::-1].copy(), True)
 
-    def iteration(net, winograd):
-        r = np.random.default_rng(3)
-        if net == "object":
-            g = object_generator(latent_dim=8, channels=(32, 16, 8, 8), activation="relu",
-                                 batch_norm=True, rng=r)
-        elif net == "texture":
-            g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=r)
-        else:
-            g = sound_generator(channels=(32, 16), latent_length=8, rng=r)
-        z_shape = (6 if net == "object" else 2, *g.latent_shape)
-        y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
-        y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
-        abp = ABP(g, langevin_steps=3, seed=5)
-        z = abp.langevin(np.zeros(z_shape, np.float32), y)
-        abp.learn(z, y)
-        ps = [p.ravel() for layer in g.layers for p in getattr(layer, "params", {}).values()]
-        return z, g.forward(z), np.concatenate(ps)
-
     for net in ("object", "texture", "sound"):
         for winograd in ("on", "off"):
             with using(threads=2, winograd=winograd):
-                for i, a in enumerate(iteration(net, winograd)):
-                    out[f"{net}-{winograd}-{i}"] = a
+                z, f, params, _ = tiny_abp_iteration(net)
+            params = np.concatenate([p.ravel() for p in params])
+            for i, a in enumerate((z, f, params)):
+                out[f"{net}-{winograd}-{i}"] = a
     np.savez(sys.argv[1], **out)
     """
 )
@@ -147,12 +143,7 @@ def test_every_level_computes_the_baseline_s_bits(tmp_path):
     runs = {}
     for level in ("baseline", best):
         path = tmp_path / f"{level}.npz"
-        out = subprocess.run(
-            [sys.executable, "-c", _WORK, str(path)],
-            env={**os.environ, "ABP_CPU_LEVEL": level},
-            capture_output=True,
-            text=True,
-        )
+        out = _in_a_process(_WORK, str(path), ABP_CPU_LEVEL=level)
         assert out.returncode == 0, out.stderr
         with np.load(path) as f:
             runs[level] = {k: f[k] for k in f.files}

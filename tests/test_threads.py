@@ -20,14 +20,15 @@ import threading
 import numpy as np
 import pytest
 
-from abp_np import ABP
 from abp_np import functional as F
 from abp_np.backend import using
 from abp_np.fast import columns, elementwise, threads, winograd, winograd1d
 from abp_np.fast import cpu as _cpu
-from abp_np.generator import Generator, object_generator, sound_generator, texture_generator
+from abp_np.generator import Generator
 from abp_np.layers import BatchNorm1d, Linear
 from abp_np.optim import SGD, Adam
+
+from conftest import tiny_abp_iteration
 
 needs_c = pytest.mark.skipif(not _cpu.available(), reason=f"CPU kernels not built: {_cpu.reason()}")
 
@@ -751,23 +752,8 @@ def test_an_abp_iteration_on_any_number_of_threads(net, winograd):
     same bits on 1, 2 and 3 threads. The 2-D route on: within the bound below."""
 
     def run():
-        rng = np.random.default_rng(3)
-        if net == "object":
-            g = object_generator(
-                latent_dim=8, channels=(32, 16, 8, 8), activation="relu", batch_norm=True, rng=rng
-            )
-        elif net == "texture":
-            g = texture_generator(channels=(16, 8, 8, 8), latent_size=3, rng=rng)
-        else:
-            g = sound_generator(channels=(32, 16), latent_length=8, rng=rng)
-        z_shape = (6 if net == "object" else 2, *g.latent_shape)
-        y_shape = g.forward(np.zeros(z_shape, np.float32)).shape
-        y = np.tanh(np.random.default_rng(4).standard_normal(y_shape)).astype(np.float32)
-        abp = ABP(g, langevin_steps=3, seed=5)
-        z = abp.langevin(np.zeros(z_shape, np.float32), y)
-        stats = abp.learn(z, y)
-        params = [p.copy() for layer in g.layers for p in getattr(layer, "params", {}).values()]
-        return (z, g.forward(z), *params), stats
+        z, f, params, stats = tiny_abp_iteration(net)
+        return (z, f, *params), stats
 
     results = []
     for t in (1, 2, 3):
