@@ -579,7 +579,7 @@ def _weights_transform(weight, p: Plan):
     59 (``BENCHMARKS.md``, "The weights' transform in C"). The two round differently: G k G^T
     is summed in two steps of three terms rather than in one of nine.
     """
-    if _cpu.enabled() and p.s == 2:
+    if _cpu.enabled():  # the kernel's four phases: stride 2, as every Plan has
         Cin, Cout = weight.shape[:2]
         a = p.m + 2
         U = np.empty((a * a, 4 * Cout, Cin), dtype=weight.dtype)
