@@ -246,6 +246,52 @@ def test_each_cpu_route_gives_the_reference_s_results(
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)
 
 
+# (route, layer arguments, x shape, settings): layers whose temporaries are megabytes
+LARGE_CPU_ROUTES = [
+    ("phases", (16, 32, 5, 2, 2, 1), (8, 16, 16, 16), {"winograd": "off"}),
+    ("columns", (64, 3, 5, 2, 2, 1), (16, 64, 16, 16), {"winograd": "off"}),
+    ("winograd", (32, 16, 5, 2, 2, 1), (16, 32, 16, 16), {"winograd": "on"}),
+    ("winograd1d", (32, 16, (1, 5), (1, 2), (0, 1), (0, 1)), (16, 32, 1, 1024), {}),
+]
+
+
+@pytest.mark.parametrize("need_param_grads", [True, False])
+@pytest.mark.parametrize("name, args, x_shape, settings", LARGE_CPU_ROUTES)
+def test_the_cpu_routes_keep_no_memory_once_the_pass_is_over(
+    name, args, x_shape, settings, need_param_grads
+):
+    """Column blocks, shifted copies and transformed tiles are temporaries: once the layer's
+    outputs, cache and gradients are dropped, the memory NumPy holds is what it held before the
+    first call (``tracemalloc`` counts NumPy's allocations; 256 KiB allowed for small caches
+    such as the Winograd plans). Buffers kept between calls would stay with the process and add
+    to the peak of every later pass."""
+    import gc
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    layer = ConvTranspose2d(*args, dtype=np.float32, rng=rng)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    dy = rng.standard_normal(layer.output_shape(x_shape)).astype(np.float32)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with using(**settings):
+            for _ in range(2):
+                layer.forward(x)
+                assert layer._cache.route == name
+                layer.backward(dy, need_param_grads=need_param_grads)
+        _, peak = tracemalloc.get_traced_memory()
+        layer._cache = None
+        layer.grads.clear()
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert peak - before > 2 * 2**20  # the pass did make megabytes of arrays
+    assert kept < 256 * 2**10, f"{kept / 2**20:.2f} MiB kept after the {name} route's pass"
+
+
 def test_the_winograd_backward_is_chosen_by_the_cache_s_type():
     """A Winograd forward's cache goes back to the Winograd backward even where the switch has
     since been turned off; any other cache never does."""

@@ -10,7 +10,7 @@ module              what it holds
                     (:func:`abp_np.fast.routes.choose`), under the switch
                     :func:`abp_np.backend.using`
 ``columns``         the CPU's NumPy forms of the transposed convolution: phase form, column
-                    blocks, blocked backward, scratch buffers
+                    blocks, blocked backward
 ``phases``          the sub-pixel phase arithmetic that ``columns`` and ``winograd`` share
 ``winograd``        the CPU transposed convolution as Winograd F(m x m, 3 x 3) GEMMs
 ``winograd1d``      the CPU's 1-D transposed convolutions (sound) as Winograd F(4, 3) GEMMs

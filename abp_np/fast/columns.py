@@ -29,8 +29,6 @@ They run on NumPy arrays while the ``cpu_forms`` setting of :func:`abp_np.backen
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -52,39 +50,27 @@ __all__ = [
     "im2col_into",
     "phase_weights",
     "taps_worth_it",
-    "workspace",
 ]
 
 Pair = tuple[int, int]
 
 #: Size of the column blocks of :func:`conv_transpose2d_columns` and
-#: :func:`conv_transpose2d_backward`: small enough to stay in the cache between the step that
-#: writes a block and the GEMMs that read it.
-BLOCK_BYTES = 16 * 2**20
+#: :func:`conv_transpose2d_backward`: small enough that a block's columns are still in the cache
+#: when the GEMMs read them, and that the buffer adds little to the peak memory. It is alive
+#: while the layer runs, beside the layer's output or dx; faces64's RGB output layer had 16 MiB
+#: blocks until 2026-12-06, 4 MiB since (peak 221 -> 212 MiB, no time lost: ``BENCHMARKS.md``,
+#: "Temporaries instead of kept scratch buffers").
+BLOCK_BYTES = 4 * 2**20
 
 
-# --- scratch memory ------------------------------------------------------------------------------
-
-_scratch = threading.local()
-
-
-def workspace(slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A scratch NumPy array for a temporary that never leaves the function that asks for it.
-
-    A fresh large NumPy array pays a page fault per 4 KiB on first touch, which costs about
-    as much as writing it once more; the column buffers of the transposed convolutions are
-    the largest temporaries of a training step. So each thread keeps one buffer per ``slot``
-    and hands out views of it, growing it when a bigger one is asked for. The contents are
-    undefined: callers overwrite what they read.
-    """
-    size = math.prod(shape)
-    bufs = _scratch.__dict__.setdefault("bufs", {})
-    key = (slot, np.dtype(dtype))
-    buf = bufs.get(key)
-    if buf is None or buf.size < size:
-        bufs[key] = None  # release the old one before allocating the new one
-        buf = bufs[key] = np.empty(size, dtype)
-    return buf[:size].reshape(shape)
+# --- temporaries ---------------------------------------------------------------------------------
+#
+# The temporaries here (column blocks, the phase form's shifted copies of x) are plain arrays,
+# freed when the function returns. Freed memory stays with the process (``abp_np._malloc``), so
+# the next array of the kind reuses its pages and pays no page faults. Buffers kept from call to
+# call would save nothing more and would stay in memory through the rest of the step: the phase
+# form's 11 MiB of the learning step's forward were still held through the Langevin loop's
+# backward passes, where faces64's peak lies.
 
 
 # --- scatter and gather, phase by phase -----------------------------------------------------------
@@ -209,9 +195,9 @@ def im2col_into(cols: np.ndarray, dy: np.ndarray, stride: Pair, padding: Pair) -
         for r2 in range(min(sw, kw)):
             Tw = taps(kw, sw, r2)
             if rows_outside:  # (C, Qh, N, W) in memory, seen as (C, N, Qh, W)
-                E = workspace("im2col.E", (C, Qh, N, W), dy.dtype).transpose(0, 2, 1, 3)
+                E = np.empty((C, Qh, N, W), dy.dtype).transpose(0, 2, 1, 3)
             else:
-                E = workspace("im2col.E", (C, N, Qh, W), dy.dtype)
+                E = np.empty((C, N, Qh, W), dy.dtype)
             for t2 in range(Tw):
                 # E[c, n, q, iw] = dy[n, c, sh q + r - ph, sw (iw + t2) + r2 - pw]
                 w0, w1 = valid_range(W, sw, sw * t2 + r2 - pw, Wout)
@@ -292,8 +278,7 @@ def conv_transpose2d_phases(
     jhi = max(q0 for _, q0, _, _ in wph)
     J = jhi - min(q0 - T + 1 for _, q0, _, T in wph) + 1
     # xs[jhi - j, c, h - lo, n, q'] = x[n, c, h, q' + j], zero outside x
-    xs = workspace("phases.xs", (J, Cin, hi - lo, N, Qw), x.dtype)
-    xs.fill(0)
+    xs = np.zeros((J, Cin, hi - lo, N, Qw), dtype=x.dtype)
     xt = x.transpose(1, 2, 0, 3)  # (Cin, H, N, W), a view
     for jj in range(J):
         j = jhi - jj
@@ -302,8 +287,8 @@ def conv_transpose2d_phases(
             xs[jj, :, -lo : H - lo, :, a:e] = xt[:, :, :, a + j : e + j]
     A = phase_weights(weight, stride, hph, wph, derived)
     P = Qh * N * Qw
-    acc = workspace("phases.acc", (Cout, P), x.dtype)
-    tmp = workspace("phases.tmp", (Cout, P), x.dtype)
+    acc = np.empty((Cout, P), dtype=x.dtype)
+    tmp = np.empty((Cout, P), dtype=x.dtype)
     for r, q0, Q, T in hph:
         for r2, q02, Q2, T2 in wph:
             js = slice(jhi - q02, jhi - q02 + T2)  # shifts j = q02, q02 - 1, ... (T2 of them)
@@ -366,9 +351,10 @@ def conv_transpose2d_columns(
     The same two lines as in :func:`abp_np.functional.conv_transpose2d_forward`, per block of
     ``nb`` examples: ``cols = W^T x_n`` for each example n of the block (a GEMM
     (Cout kh kw, Cin) @ (Cin, H W) that reads x_n in place, where the whole-batch GEMM needs x
-    transposed to (Cin, N H W), a copy), then ``col2im`` of the block into its rows of y. The column buffer of a block
-    (:data:`BLOCK_BYTES`) is reused: built whole, it would be kh kw / (sh sw) times the
-    output and, with the copy of x, the largest temporary of a Langevin step.
+    transposed to (Cin, N H W), a copy), then ``col2im`` of the block into its rows of y. One
+    buffer of :data:`BLOCK_BYTES` serves the blocks in turn: built whole, the columns would be
+    kh kw / (sh sw) times the output and, with the copy of x, the largest temporary of a
+    Langevin step.
     """
     N, Cin, H, W = x.shape
     _, Cout, kh, kw = weight.shape
@@ -376,9 +362,10 @@ def conv_transpose2d_columns(
     wT = weight.reshape(Cin, K).T  # (Cout kh kw, Cin), a view
     nb = max(1, min(N, BLOCK_BYTES // (K * H * W * x.itemsize)))
     y = np.empty((N, Cout, *out_hw), dtype=x.dtype)
+    buf = np.empty(nb * K * H * W, dtype=x.dtype)  # every block's columns, in turn
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
-        cols = workspace("cols", (n1 - n0, K, H * W), x.dtype)
+        cols = buf[: (n1 - n0) * K * H * W].reshape(n1 - n0, K, H * W)
         # a GEMM per example, the examples split over threads (one BLAS thread each)
         stacked_matmul(wT, x[n0:n1].reshape(n1 - n0, Cin, H * W), out=cols)
         # (nb, Cout, kh, kw, H, W) seen as col2im's (Cout, kh, kw, nb, H, W)
@@ -443,13 +430,15 @@ def conv_transpose2d_backward(
     dx = np.empty((N, Cin, H, W), dtype=dy.dtype)
     dW2d = np.zeros((Cin, K), dtype=dy.dtype) if need_param_grads else None
     sh, ph = stride[0], padding[0]
+    buf = np.empty(K * hb * nb * W, dtype=dy.dtype)  # every block's columns, in turn
+    dx_buf = np.empty(Cin * hb * nb * W, dtype=dy.dtype) if rows_first else None
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         for h0 in range(0, H, hb):
             h1 = min(H, h0 + hb)
             P = (h1 - h0) * (n1 - n0) * W
             mem = (h1 - h0, n1 - n0) if rows_first else (n1 - n0, h1 - h0)
-            dcols = workspace("cols", (Cout, kh, kw, *mem, W), dy.dtype)
+            dcols = buf[: K * P].reshape(Cout, kh, kw, *mem, W)
             # columns of examples n0 .. n1 - 1, rows h0 .. h1 - 1: im2col with the first row
             # moved down by h0, which is padding ph - sh h0 (negative padding skips rows of dy)
             cols = dcols.transpose(0, 1, 2, 4, 3, 5) if rows_first else dcols  # (.., nb, hb, W)
@@ -462,7 +451,7 @@ def conv_transpose2d_backward(
             # (Cout kh kw, P), P = hb nb W or nb hb W
             dcols2d = dcols.reshape(K, P)
             if rows_first:  # (Cin, hb, nb, W) -> its block of dx, (nb, Cin, hb, W)
-                dx_block = workspace("backward.dx", (Cin, P), dy.dtype)
+                dx_block = dx_buf[: Cin * P].reshape(Cin, P)
                 np.matmul(w2d, dcols2d, out=dx_block)
                 dx_block = dx_block.reshape(Cin, *mem, W)
                 dx[n0:n1, :, h0:h1] = dx_block.transpose(2, 0, 1, 3)

@@ -43,9 +43,8 @@ Data movement: the tile gather, the overlap-add, the phase shuffle and the crop,
 the transform next to it, run as one pass of compiled C where a compiler is at hand
 (``kernels/winograd1d_cpu.c`` through :mod:`abp_np.fast.cpu`, channels split over the
 threads); otherwise, and as the reference the tests hold the C code to, NumPy strided copies
-and small GEMMs by B^T and A^T in scratch buffers (:func:`abp_np.fast.columns.workspace`). The
-GEMMs by U are BLAS's. The batch runs in blocks of examples so that M stays near
-:data:`BLOCK_BYTES`.
+and small GEMMs by B^T and A^T. The GEMMs by U are BLAS's. The batch runs in blocks of
+examples so that M stays near :data:`BLOCK_BYTES`.
 
 When: under the ``winograd`` setting of :func:`abp_np.backend.using`, as the 2-D route:
 ``"auto"`` where it measured faster (:func:`worth_it`), ``"on"`` wherever the geometry fits,
@@ -61,7 +60,6 @@ import numpy as np
 
 from ..backend import Array, switches
 from . import cpu as _cpu
-from .columns import workspace
 from .winograd import _AT, _BT, _G
 
 __all__ = ["Plan1d", "Winograd1dCache", "backward", "choose", "forward", "plan", "worth_it"]
@@ -189,18 +187,18 @@ def _input_transform(x, p: Plan1d):
     m, nt = p.m, p.nt
     BT = transforms(m, x.dtype)[0]
     if _cpu.enabled():
-        V = workspace("winograd1d.V", (m + 2, Cin, n * nt), x.dtype)
+        V = np.empty((m + 2, Cin, n * nt), x.dtype)
         _cpu.winograd1d_input(np.ascontiguousarray(x), V, BT, m, nt)
         return V
     width = m * nt + 2
-    xp = workspace("winograd1d.xp", (n, Cin, width), x.dtype)
+    xp = np.empty((n, Cin, width), x.dtype)
     w = min(L, width - 2)
     xp[:, :, :2] = 0
     xp[:, :, 2 : 2 + w] = x[:, :, 0, :w]
     xp[:, :, 2 + w :] = 0
     sn, sc, sl = xp.strides
     d = np.lib.stride_tricks.as_strided(xp, (m + 2, Cin, n, nt), (sl, sc, sn, m * sl))
-    tiles = workspace("winograd1d.tiles", (m + 2, Cin, n, nt), x.dtype)
+    tiles = np.empty((m + 2, Cin, n, nt), x.dtype)
     tiles[...] = d
     return np.matmul(BT, tiles.reshape(m + 2, -1)).reshape(m + 2, Cin, n * nt)
 
@@ -214,11 +212,11 @@ def _input_transform_adjoint(dV, dx, p: Plan1d) -> None:
     if _cpu.enabled() and dx.flags.c_contiguous:
         _cpu.winograd1d_input_adjoint(dV, dx, BT, m, nt)
         return
-    dd = workspace("winograd1d.dd", (m + 2, Cin, n, nt), dV.dtype)
+    dd = np.empty((m + 2, Cin, n, nt), dV.dtype)
     np.matmul(BT.T, dV.reshape(m + 2, -1), out=dd.reshape(m + 2, -1))
     # dxp[b, c, m t + a] += dd[a, c, b, t]: positions a < m of every tile, then the last two
     # positions of each tile onto the first two of the next one
-    dxp = workspace("winograd1d.xp", (n, Cin, nt + 1, m), dV.dtype)
+    dxp = np.empty((n, Cin, nt + 1, m), dV.dtype)
     dxp[:, :, :nt] = dd[:m].transpose(2, 1, 3, 0)
     dxp[:, :, nt] = 0
     dxp[:, :, 1:, :2] += dd[m:].transpose(2, 1, 3, 0)
@@ -238,9 +236,9 @@ def _output_transform(M, y, p: Plan1d, bias=None) -> None:
         b = None if bias is None else np.ascontiguousarray(bias)
         _cpu.winograd1d_output(M, y, AT, s, nt, p.p, bias=b)
         return
-    Y = workspace("winograd1d.Y", (m, n, nt, Cout, s), M.dtype)
+    Y = np.empty((m, n, nt, Cout, s), M.dtype)
     np.matmul(AT, M.reshape(m + 2, -1), out=Y.reshape(m, -1))
-    full = workspace("winograd1d.full", (n, Cout, nt, m, s), M.dtype)
+    full = np.empty((n, Cout, nt, m, s), M.dtype)
     full[...] = Y.transpose(1, 3, 2, 0, 4)  # (b, o, t, i, r): the flat (t, i, r) index is u
     y[:, :, 0, :] = full.reshape(n, Cout, -1)[:, :, p.p : p.p + p.Lout]
     if bias is not None:
@@ -253,14 +251,14 @@ def _output_transform_adjoint(dy, p: Plan1d):
     m, s, nt = p.m, p.s, p.nt
     AT = transforms(m, dy.dtype)[2]
     if _cpu.enabled():
-        dM = workspace("winograd1d.dM", (m + 2, n * nt, Cout * s), dy.dtype)
+        dM = np.empty((m + 2, n * nt, Cout * s), dy.dtype)
         _cpu.winograd1d_output_adjoint(np.ascontiguousarray(dy), dM, AT, s, nt, p.p)
         return dM
-    full = workspace("winograd1d.full", (n, Cout, nt * m * s), dy.dtype)
+    full = np.empty((n, Cout, nt * m * s), dy.dtype)
     full[:, :, : p.p] = 0
     full[:, :, p.p : p.p + p.Lout] = dy[:, :, 0, :]
     full[:, :, p.p + p.Lout :] = 0
-    dY = workspace("winograd1d.Y", (m, n, nt, Cout, s), dy.dtype)
+    dY = np.empty((m, n, nt, Cout, s), dy.dtype)
     dY[...] = full.reshape(n, Cout, nt, m, s).transpose(3, 0, 2, 1, 4)
     return np.matmul(AT.T, dY.reshape(m, -1)).reshape(m + 2, n * nt, Cout * s)
 
@@ -291,7 +289,7 @@ def forward(
     y = np.empty((N, Cout, 1, p.Lout), dtype=x.dtype)
     for n0, n1 in _blocks(N, p, U.shape[1], x.dtype.itemsize):
         V = _input_transform(x[n0:n1], p)  # B^T d: (m + 2, Cin, P)
-        M = workspace("winograd1d.M", (p.m + 2, V.shape[2], U.shape[1]), x.dtype)
+        M = np.empty((p.m + 2, V.shape[2], U.shape[1]), x.dtype)
         _mm(V.transpose(0, 2, 1), U.transpose(0, 2, 1), out=M)  # (U[xi] @ V[xi])^T
         _output_transform(M, y[n0:n1], p, bias)  # A^T M, shuffled and cropped
     return y, Winograd1dCache(x, U, p, tuple(weight.shape), bias is not None)
@@ -307,7 +305,7 @@ def backward(
     dU = np.zeros_like(U) if need_param_grads else None
     for n0, n1 in _blocks(x.shape[0], p, U.shape[1], dy.dtype.itemsize):
         dMt = _output_transform_adjoint(dy[n0:n1], p)  # (A dY)^T: (m + 2, P, s Cout)
-        dV = workspace("winograd1d.dV", (*UT.shape[:2], dMt.shape[1]), dy.dtype)
+        dV = np.empty((*UT.shape[:2], dMt.shape[1]), dy.dtype)
         _mm(UT, dMt.transpose(0, 2, 1), out=dV)  # (m + 2, Cin, P): the input gradient's GEMMs
         if dU is not None:  # the weight gradient's GEMMs: dU += dM V^T
             V = _input_transform(x[n0:n1], p)

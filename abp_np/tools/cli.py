@@ -688,7 +688,7 @@ def _time_step(abp: Any, Y: np.ndarray, batch: int, mask: Any, budget: float) ->
     """Seconds of one learning step (Langevin + learning) on ``batch`` examples, on a copy.
 
     The copy runs two steps on the first examples and the second is timed: the first also pays
-    for one-time set-up (workspaces, routes). The model itself is untouched.
+    for one-time set-up (compiled kernels, routes, the heap). The model itself is untouched.
     """
     from ..observation import Masked
 
