@@ -14,11 +14,14 @@ for 23 iterations, and each iteration took 0.17-0.21 s instead of 0.14-0.15 s.
 So ``import abp_np`` sets, on Linux with glibc, through ``mallopt`` (``man 3 mallopt``):
 
 * ``M_MMAP_THRESHOLD`` = 32 MiB (the most glibc accepts): blocks below it come from the heap;
-* ``M_TRIM_THRESHOLD`` = 64 MiB: the heap is cut back once more than 64 MiB at its top is free.
+* ``M_TRIM_THRESHOLD`` = 256 MiB: the heap is cut back once more than 256 MiB at its top is
+  free. The end of a faces64 iteration (batch 64) frees more than 64 MiB at once, the value
+  this was before 2026-12-06: glibc then handed it back, and the next iteration faulted 23,000
+  pages in again (``BENCHMARKS.md``, "Temporaries instead of kept scratch buffers").
 
-The process then keeps up to 64 MiB of freed memory for its next allocations. The peak memory
-of an iteration does not grow with it (``BENCHMARKS.md``, "glibc's malloc"). Nothing changes
-when:
+The process then keeps up to 256 MiB of freed memory for its next allocations, as much as one
+iteration of the paper's networks uses. The peak memory of an iteration does not grow with it
+(``BENCHMARKS.md``, "glibc's malloc"). Nothing changes when:
 
 * ``ABP_MALLOC=default`` is set in the environment (glibc's own behaviour, thresholds and all);
 * ``GLIBC_TUNABLES`` names a malloc setting, or one of glibc's ``MALLOC_MMAP_THRESHOLD_``,
@@ -36,7 +39,7 @@ import ctypes.util
 import os
 
 MMAP_THRESHOLD = 32 << 20  # bytes; glibc refuses more than 32 MiB on 64-bit machines
-TRIM_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 256 << 20
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
 _YOURS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")

@@ -3,7 +3,7 @@
 The expected behaviour comes from glibc's documented rules (``man 3 mallopt``), not from the
 module: with its defaults, free memory at the top of the heap beyond the trim threshold
 (dynamic: twice the largest large block freed) goes back to the system, and the next
-allocation takes fresh pages, each a page fault. With the thresholds at 32 and 64 MiB, a
+allocation takes fresh pages, each a page fault. With the thresholds at 32 and 256 MiB, a
 cycle of blocks of a few MiB is served from the heap that the first cycle grew: no new faults.
 """
 
@@ -29,10 +29,11 @@ needs_glibc = pytest.mark.skipif(not _glibc(), reason="the thresholds are set on
 # dynamic trim threshold of 6 MiB, so its defaults hand them back); 20 cycles after one to
 # warm up. Prints SET and the page faults per cycle.
 _CYCLES = """
-import resource, numpy as np
+import resource, sys, numpy as np
 import abp_np._malloc as m
+blocks, mib = (int(a) for a in sys.argv[1:3])
 def cycle():
-    a = [np.ones(3 << 18, dtype=np.float32) for _ in range(3)]
+    a = [np.ones(mib << 18, dtype=np.float32) for _ in range(blocks)]
     del a
 cycle()
 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -43,11 +44,15 @@ print(m.SET, (f1 - f0) / 20, m.reason_to_leave())
 """
 
 
-def _run(env: dict) -> tuple[str, float, str]:
+def _run(env: dict, blocks: int = 3, mib: int = 3) -> tuple[str, float, str]:
+    """SET, the page faults per cycle of ``blocks`` blocks of ``mib`` MiB, and the reason."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ABP_MALLOC"))}
     base.pop("GLIBC_TUNABLES", None)
     out = subprocess.run(
-        [sys.executable, "-c", _CYCLES], env={**base, **env}, capture_output=True, text=True
+        [sys.executable, "-c", _CYCLES, str(blocks), str(mib)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     flag, faults, reason = out.stdout.split(maxsplit=2)
@@ -60,6 +65,19 @@ def test_import_keeps_freed_memory_for_the_next_iteration():
     assert (flag, reason) == ("True", "None")
     # 9 MiB of blocks = 2,304 pages of 4 KiB per cycle if they came back from the system
     assert faults < 100
+
+
+@needs_glibc
+def test_import_keeps_a_faces64_iteration_s_worth_of_freed_memory():
+    """Four blocks of 20 MiB (each below the mmap threshold of 32 MiB), 80 MiB freed at the
+    top of the heap at once, as the end of a faces64 iteration frees its activations: kept
+    below the trim threshold of 256 MiB, handed back and faulted in again above one of 64."""
+    flag, faults, _ = _run({}, blocks=4, mib=20)
+    assert flag == "True"
+    assert faults < 100  # 20,480 pages of 4 KiB per cycle if they came back from the system
+    old = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+    _, faults_64, _ = _run(old, blocks=4, mib=20)
+    assert faults_64 > 1000  # the premise: at 64 MiB glibc hands the 80 MiB back every cycle
 
 
 @needs_glibc
