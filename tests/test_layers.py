@@ -504,7 +504,9 @@ def test_backward_in_blocks_of_rows_or_examples_matches_the_oracle(monkeypatch, 
     layer = randomize(ConvTranspose2d(cin, cout, 5, 2, 2, 1, dtype=F64), rng)
     x = rng.standard_normal((3, cin, 5, 4))
     per_row = cout * 25 * 4 * 8  # K W values of float64: one row of one example's columns
-    monkeypatch.setattr(columns, "BLOCK_BYTES", 2 * per_row if block == "rows" else 2 * 5 * per_row)
+    block_bytes = 2 * per_row if block == "rows" else 2 * 5 * per_row
+    monkeypatch.setattr(columns, "BLOCK_BYTES", block_bytes)  # dx alone
+    monkeypatch.setattr(columns, "LEARNING_BLOCK_BYTES", block_bytes)  # with dW
     y = layer.forward(x)
     dy = rng.standard_normal(y.shape)
     dx = layer.backward(dy)

@@ -42,6 +42,7 @@ from .threads import parallel_for
 
 __all__ = [
     "BLOCK_BYTES",
+    "LEARNING_BLOCK_BYTES",
     "col2im",
     "conv_transpose2d_backward",
     "conv_transpose2d_columns",
@@ -54,13 +55,20 @@ __all__ = [
 
 Pair = tuple[int, int]
 
-#: Size of the column blocks of :func:`conv_transpose2d_columns` and
-#: :func:`conv_transpose2d_backward`: small enough that a block's columns are still in the cache
-#: when the GEMMs read them, and that the buffer adds little to the peak memory. It is alive
-#: while the layer runs, beside the layer's output or dx; faces64's RGB output layer had 16 MiB
-#: blocks until 2026-12-06, 4 MiB since (peak 221 -> 212 MiB, no time lost: ``BENCHMARKS.md``,
-#: "Temporaries instead of kept scratch buffers").
+#: Size of the column blocks of :func:`conv_transpose2d_columns` and of the input gradient alone
+#: (:func:`conv_transpose2d_backward` without weight gradients, the Langevin loop's passes):
+#: small enough that a block's columns are still in the cache when the GEMMs read them, and that
+#: the buffer adds little to the peak memory, which forms in those passes (every kept U alive).
+#: faces64's RGB output layer had 16 MiB blocks until 2026-12-06, 4 MiB since (peak 221 -> 212
+#: MiB: ``BENCHMARKS.md``, "Temporaries instead of kept scratch buffers").
 BLOCK_BYTES = 4 * 2**20
+
+#: Size of the column blocks of :func:`conv_transpose2d_backward` with weight gradients (the
+#: learning step): dW sums a GEMM per block, each reading and writing all of dW, so fewer and
+#: larger blocks. faces64's 512 -> 256 layer: 90.5 ms with blocks of 4 MiB, 70.8 with 16
+#: (same reference). The learning step's passes hold less than the Langevin loop's (no kept U
+#: of the large layers), so the peak does not move.
+LEARNING_BLOCK_BYTES = 16 * 2**20
 
 
 # --- temporaries ---------------------------------------------------------------------------------
@@ -394,8 +402,9 @@ def conv_transpose2d_backward(
     The reference gathers every column at once, ``dcols = im2col(dy)`` (Cout kh kw, N H W),
     then ``dx = W dcols`` and ``dW = x dcols^T``. Rows [h0, h1) of dx need only the columns of
     those rows, ``dcols[:, :, :, :, h0:h1]``, so here the same three lines run on a block of
-    rows (or of examples) whose columns (:data:`BLOCK_BYTES`) are still in the cache when the
-    GEMMs read them, and dW sums the blocks' GEMMs. Built whole, ``dcols`` (kh kw / (sh sw)
+    rows (or of examples) whose columns (:data:`BLOCK_BYTES`, or :data:`LEARNING_BLOCK_BYTES`
+    with weight gradients) are still in the cache when the GEMMs read them, and dW sums the
+    blocks' GEMMs. Built whole, ``dcols`` (kh kw / (sh sw)
     times the size of ``dy``) would be the largest temporary of a training step.
 
     Parameters
@@ -425,8 +434,9 @@ def conv_transpose2d_backward(
     # GEMM's result into dx the cheaper one.
     rows_first = K > 2 * Cin
     per_row = K * W * dy.itemsize
-    hb = max(1, min(H, BLOCK_BYTES // per_row))
-    nb = max(1, min(N, BLOCK_BYTES // (per_row * H))) if hb == H else 1
+    block = LEARNING_BLOCK_BYTES if need_param_grads else BLOCK_BYTES
+    hb = max(1, min(H, block // per_row))
+    nb = max(1, min(N, block // (per_row * H))) if hb == H else 1
     dx = np.empty((N, Cin, H, W), dtype=dy.dtype)
     dW2d = np.zeros((Cin, K), dtype=dy.dtype) if need_param_grads else None
     sh, ph = stride[0], padding[0]
