@@ -394,8 +394,8 @@ def test_blocks_of_examples_give_the_same_results(kind, per_block, expected_bloc
         # M = 36 x 4 Cout x tiles x 4 bytes.
         # 512 -> 256 at 4 x 4: U 75.5 MB, the batch's M 9.4 MB: whole, by positions
         ((64, 512, 4, 4), 256, 64, True),
-        # 256 -> 128 at 8 x 8: U 18.9 MB = the batch's M (64 x 294,912 B): whole, by examples
-        ((64, 256, 8, 8), 128, 64, False),
+        # 256 -> 128 at 8 x 8: U 18.9 MB = the batch's M (64 x 294,912 B): whole, by positions
+        ((64, 256, 8, 8), 128, 64, True),
         # 128 -> 64 at 16 x 16: U 4.7 MB, below the 8 MiB target; M 589,824 B an example:
         # blocks of 14 (8,388,608 // 589,824), by examples
         ((64, 128, 16, 16), 64, 14, False),

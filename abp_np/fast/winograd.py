@@ -77,7 +77,7 @@ the cache when its GEMMs run. Every block reads all of U, so no block is smaller
 whose M is at most 1.5 x the target is kept whole.
 
 Threads: each block's examples are cut into ranges, one per thread, each range through all
-three steps (one hand-off a pass). Where U is larger than the block's M, that would read U once
+three steps (one hand-off a pass). Where U is at least the block's M, that would read U once
 per thread; there each step is split by itself instead, the GEMMs by position
 (:func:`abp_np.fast.threads.stacked_matmul`) and the transforms by channel.
 """
@@ -372,10 +372,13 @@ def _tiling(p: Plan, x_shape, Cout: int, itemsize: int) -> _Tiling:
     # U is 8 x the whole batch's M; BENCHMARKS.md, "Figures behind the routes' rules").
     if N * per_example <= 1.5 * target:
         block = N
-    # Where U is larger than the block's M, ranges of examples on several threads would each
-    # read all of U; splitting the GEMMs by position reads it once (faces64's 512 -> 256 layer:
-    # 21.3 -> 18.5 ms a pass).
-    by_positions = u_bytes > block * per_example
+    # Where U is at least as large as the block's M, ranges of examples on several threads would
+    # each read all of U; splitting the GEMMs by position reads it once (faces64's 512 -> 256
+    # layer: 21.3 -> 18.5 ms a pass). At equality, faces64's 256 -> 128 layer (U and the whole
+    # batch's M both 18.9 MB): whole iterations 0.95 x the time (median of 8 pairs alternating
+    # in one process), U being out of the cache by the time each pass reaches it again
+    # (BENCHMARKS.md, "Temporaries instead of kept scratch buffers").
+    by_positions = u_bytes >= block * per_example
     return _Tiling(p.m, nt, p.q0[0] - 2, p.q0[1] - 2, block, by_positions)
 
 
@@ -608,7 +611,7 @@ def forward(
 
     On several threads (:mod:`abp_np.fast.threads`) each block's examples are cut into ranges
     that run at once, each range through all three steps on its thread with OpenBLAS on one
-    thread (:func:`abp_np.fast.threads.parallel_gemms`), or, where U is larger than a block's M,
+    thread (:func:`abp_np.fast.threads.parallel_gemms`), or, where U is at least a block's M,
     each step is split by itself (the GEMMs by position). The GEMMs then see other columns or
     threads, and OpenBLAS may round them differently in the last bits (float32 within 1e-5 of
     the largest output, ``tests/test_threads.py``); one thread is the single loop.
