@@ -244,7 +244,7 @@ def test_c_kernels_give_the_same_bits_on_any_number_of_threads(dtype, pool, monk
 
     def weights():  # U = G K G^T, output channels split
         U = np.empty((a2, 4 * Cout, C), dtype)
-        _cpu.winograd_weights(w, U, winograd._g_matrix(m, np.dtype(dtype)))
+        _cpu.winograd_weights(w, U, winograd.transforms_1d(m, dtype)[1])
         return (U,)
 
     with pytest.MonkeyPatch.context() as mp:

@@ -404,8 +404,8 @@ def conv_transpose2d_backward(
     those rows, ``dcols[:, :, :, :, h0:h1]``, so here the same three lines run on a block of
     rows (or of examples) whose columns (:data:`BLOCK_BYTES`, or :data:`LEARNING_BLOCK_BYTES`
     with weight gradients) are still in the cache when the GEMMs read them, and dW sums the
-    blocks' GEMMs. Built whole, ``dcols`` (kh kw / (sh sw)
-    times the size of ``dy``) would be the largest temporary of a training step.
+    blocks' GEMMs. Built whole, ``dcols`` (kh kw / (sh sw) times the size of ``dy``) would be
+    the largest temporary of a training step.
 
     Parameters
     ----------

@@ -106,6 +106,7 @@ __all__ = [
     "plan",
     "transformed_weights",
     "transforms",
+    "transforms_1d",
     "using",
     "worth_it",
 ]
@@ -157,8 +158,25 @@ def transforms(m: int, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray,
 
 @functools.lru_cache(maxsize=8)
 def _transforms(m: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    BT, G, AT = (np.array(t[m], dtype=np.float64) for t in (_BT, _G, _AT))
-    out = tuple(np.kron(t, t).astype(dtype) for t in (BT, G, AT))
+    out = tuple(np.kron(t, t).astype(dtype) for t in _transforms_1d(m, np.dtype(np.float64)))
+    for a in out:
+        a.flags.writeable = False
+    return out  # type: ignore[return-value]
+
+
+def transforms_1d(m: int, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 1-D transforms of F(m, 3): B^T (m + 2, m + 2), G (m + 2, 3) and A^T (m, m + 2).
+
+    The rows of Lavin & Gray's tables above, the factors of :func:`transforms`' Kronecker
+    products; the 1-D route (:mod:`abp_np.fast.winograd1d`) and the weights' C kernel use them
+    as they are. Built once per (m, dtype) and returned read-only.
+    """
+    return _transforms_1d(int(m), np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=8)
+def _transforms_1d(m: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = tuple(np.array(t[m], dtype=np.float64).astype(dtype) for t in (_BT, _G, _AT))
     for a in out:
         a.flags.writeable = False
     return out  # type: ignore[return-value]
@@ -586,18 +604,11 @@ def _weights_transform(weight, p: Plan):
         Cin, Cout = weight.shape[:2]
         a = p.m + 2
         U = np.empty((a * a, 4 * Cout, Cin), dtype=weight.dtype)
-        _cpu.winograd_weights(np.ascontiguousarray(weight), U, _g_matrix(p.m, weight.dtype))
+        G = transforms_1d(p.m, weight.dtype)[1]
+        _cpu.winograd_weights(np.ascontiguousarray(weight), U, G)
         return U
     GG = transforms(p.m, weight.dtype)[1]
     return (GG @ _combined_kernel(weight, p.s)).reshape(GG.shape[0], -1, weight.shape[0])
-
-
-@functools.lru_cache(maxsize=8)
-def _g_matrix(m: int, dtype: np.dtype) -> np.ndarray:
-    """G of F(m, 3), (m + 2, 3), read-only."""
-    g = np.array(_G[m], dtype=np.float64).astype(dtype)
-    g.flags.writeable = False
-    return g
 
 
 def forward(

@@ -60,7 +60,7 @@ import numpy as np
 
 from ..backend import Array, switches
 from . import cpu as _cpu
-from .winograd import _AT, _BT, _G
+from .winograd import transforms_1d
 
 __all__ = ["Plan1d", "Winograd1dCache", "backward", "choose", "forward", "plan", "worth_it"]
 
@@ -70,11 +70,9 @@ BLOCK_BYTES = 8 * 2**20
 
 @functools.lru_cache(maxsize=8)
 def transforms(m: int, dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """B^T (m + 2, m + 2), G (m + 2, 3) and A^T (m, m + 2) of F(m, 3), read-only."""
-    out = tuple(np.array(t[m], dtype=np.float64).astype(dtype) for t in (_BT, _G, _AT))
-    for a in out:
-        a.flags.writeable = False
-    return out  # type: ignore[return-value]
+    """B^T (m + 2, m + 2), G (m + 2, 3) and A^T (m, m + 2) of F(m, 3), read-only
+    (:func:`abp_np.fast.winograd.transforms_1d`)."""
+    return transforms_1d(m, dtype)
 
 
 class Plan1d(NamedTuple):
