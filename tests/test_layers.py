@@ -507,6 +507,7 @@ def test_backward_in_blocks_of_rows_or_examples_matches_the_oracle(monkeypatch, 
     block_bytes = 2 * per_row if block == "rows" else 2 * 5 * per_row
     monkeypatch.setattr(columns, "BLOCK_BYTES", block_bytes)  # dx alone
     monkeypatch.setattr(columns, "LEARNING_BLOCK_BYTES", block_bytes)  # with dW
+    monkeypatch.setattr(columns, "MIN_COLUMNS", 1)  # blocks as small as the bytes say
     y = layer.forward(x)
     dy = rng.standard_normal(y.shape)
     dx = layer.backward(dy)
@@ -514,6 +515,36 @@ def test_backward_in_blocks_of_rows_or_examples_matches_the_oracle(monkeypatch, 
     expected = oracles.conv2d(dy, w, (2, 2), (2, 2), (5, 4))
     np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
     assert_gradients_close(layer, x, rng=rng)
+
+
+@pytest.mark.parametrize(
+    "shape, learning, expected",
+    [
+        # texture224's 512 -> 256 layer, dx alone: 358,400 bytes of columns per row of 14, so
+        # 4 MiB would cut 11 rows (154 positions) and then 3; at least 256 positions keeps the
+        # example's 14 rows whole
+        ((1, 14, 14, 6400), False, (1, 14)),
+        # faces64's RGB output layer: 75 x 32 x 4 = 9,600 bytes a row, 307,200 an example; 4 MiB
+        # holds 13 examples
+        ((64, 32, 32, 75), False, (13, 32)),
+        # the same with weight gradients: 16 MiB hold 54 examples
+        ((64, 32, 32, 75), True, (54, 32)),
+        # rows of 112 positions, 716,800 bytes each: 4 MiB hold 5 rows (560 positions)
+        ((1, 112, 112, 1600), False, (1, 5)),
+        # rows of 4 positions, 4 x 6400 x 4 = 102,400 bytes: 4 MiB would hold 40 rows, so the
+        # example's 4 rows fit, and 10 examples of 409,600 bytes
+        ((64, 4, 4, 6400), False, (10, 4)),
+    ],
+)
+def test_backward_blocks_hold_the_bytes_and_at_least_min_columns_positions(
+    shape, learning, expected
+):
+    from abp_np.fast import columns
+
+    assert columns.BLOCK_BYTES == 4 * 2**20 and columns.LEARNING_BLOCK_BYTES == 16 * 2**20
+    assert columns.MIN_COLUMNS == 256
+    N, H, W, K = shape
+    assert columns.backward_blocks(N, H, W, K, 4, learning) == expected
 
 
 @pytest.mark.parametrize("dtype", [np.float32, F64])

@@ -468,6 +468,7 @@ def test_column_forms_give_the_same_bits_on_any_number_of_threads(cin, cout, poo
     # blocks of one example (rows in blocks): the channel splits of col2im and im2col
     monkeypatch.setattr(columns, "BLOCK_BYTES", 1)
     monkeypatch.setattr(columns, "LEARNING_BLOCK_BYTES", 1)
+    monkeypatch.setattr(columns, "MIN_COLUMNS", 1)
     _assert_all_equal(_by_threads(run))
 
 

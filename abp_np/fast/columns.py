@@ -43,6 +43,8 @@ from .threads import parallel_for
 __all__ = [
     "BLOCK_BYTES",
     "LEARNING_BLOCK_BYTES",
+    "MIN_COLUMNS",
+    "backward_blocks",
     "col2im",
     "conv_transpose2d_backward",
     "conv_transpose2d_columns",
@@ -69,6 +71,13 @@ BLOCK_BYTES = 4 * 2**20
 #: (same reference). The learning step's passes hold less than the Langevin loop's (no kept U
 #: of the large layers), so the peak does not move.
 LEARNING_BLOCK_BYTES = 16 * 2**20
+
+#: Fewest columns (positions) a block of :func:`conv_transpose2d_backward` gives its GEMMs where
+#: the layer has that many: a block of fewer leaves OpenBLAS too narrow a GEMM. texture224's
+#: 512 -> 256 layer (batch 1, 14 x 14 inputs, 358 KB of columns per row) was cut by
+#: :data:`BLOCK_BYTES` into blocks of 11 and 3 rows (154 and 42 columns): 9.2 ms a pass
+#: against 8.0 whole (``BENCHMARKS.md``, "texture224's narrow layer").
+MIN_COLUMNS = 256
 
 
 # --- temporaries ---------------------------------------------------------------------------------
@@ -388,6 +397,23 @@ def conv_transpose2d_columns(
     return y
 
 
+def backward_blocks(
+    N: int, H: int, W: int, K: int, itemsize: int, need_param_grads: bool
+) -> tuple[int, int]:
+    """(examples, rows) per block of :func:`conv_transpose2d_backward`'s columns.
+
+    A block holds K = Cout kh kw columns of ``itemsize`` bytes for each of its positions: whole
+    examples while they fit in :data:`BLOCK_BYTES` (:data:`LEARNING_BLOCK_BYTES` with weight
+    gradients), else rows of one example; at least :data:`MIN_COLUMNS` positions where an
+    example has them.
+    """
+    per_row = K * W * itemsize
+    block = LEARNING_BLOCK_BYTES if need_param_grads else BLOCK_BYTES
+    hb = max(1, min(H, max(block // per_row, -(-MIN_COLUMNS // W))))
+    nb = max(1, min(N, block // (per_row * H))) if hb == H else 1
+    return nb, hb
+
+
 def conv_transpose2d_backward(
     dy: np.ndarray,
     x: np.ndarray,
@@ -433,10 +459,7 @@ def conv_transpose2d_backward(
     # (see im2col_into); the others keep (examples, rows, W), which makes the copy of the
     # GEMM's result into dx the cheaper one.
     rows_first = K > 2 * Cin
-    per_row = K * W * dy.itemsize
-    block = LEARNING_BLOCK_BYTES if need_param_grads else BLOCK_BYTES
-    hb = max(1, min(H, block // per_row))
-    nb = max(1, min(N, block // (per_row * H))) if hb == H else 1
+    nb, hb = backward_blocks(N, H, W, K, dy.itemsize, need_param_grads)
     dx = np.empty((N, Cin, H, W), dtype=dy.dtype)
     dW2d = np.zeros((Cin, K), dtype=dy.dtype) if need_param_grads else None
     sh, ph = stride[0], padding[0]
