@@ -47,6 +47,7 @@ Where each equation is in the code below:
 (3) dL/dZ              :meth:`ABP.log_likelihood_grad_z`; its data term :meth:`ABP._grad_z_data`
 (5) one Langevin step  :meth:`ABP._langevin_step` (the loop: :meth:`ABP._langevin_loop`)
 (4), (6) learning      :meth:`ABP._learn_step` (one backward pass, then the optimiser's step)
+one iteration          :meth:`ABP._alternate` ((5) then (6), W fixed across both)
 using a learned model  :meth:`ABP.infer`, :meth:`ABP.reconstruct`, :meth:`ABP.sample`
 =====================  =====================================================================
 
@@ -531,16 +532,25 @@ class ABP:
 
     def _learn_step(self, z: Any, y: Any, obs: Observation) -> LearnStats:
         """One learning step (6) on validated arguments; the batch's sums, before the update."""
+        stats = self._learn_passes(z, y, obs)
+        self.optimizer.step(self.generator)  # W <- W - lr * (...)
+        return stats
+
+    def _learn_passes(self, z: Any, y: Any, obs: Observation) -> LearnStats:
+        """The learning step's forward and backward passes: every layer's ``grads`` <- dJ/dW.
+
+        W changes only at the optimiser's step, after both passes, so they run in a
+        fixed-weights block; inside the Langevin loop's block (:meth:`_alternate`) they reuse
+        what its passes derived from W. Returns the batch's sums, before the update.
+        """
         g = self.generator
         n = z.shape[0]
-        # W changes only at the optimiser's step, after both passes: a fixed-weights block
         fixed = getattr(g, "fixed_weights", None)
         with fixed(learning=True) if fixed is not None else contextlib.nullcontext():
             f = g.forward(z)
             r = obs.residual(y, f)  # y - A f
             dY = obs.adjoint(r).reshape(f.shape) * (-1.0 / (self.sigma**2 * n))  # dJ/df, J = -L/n
             g.backward(dY, need_param_grads=True)  # the same pass; grads <- dJ/dW (dZ unused)
-        self.optimizer.step(g)  # W <- W - lr * (...)
         abs_sum, count = obs.abs_error(y, f)
         data = (r * r).sum() / (2 * self.sigma**2)
         prior = (z * z).sum() / 2
@@ -551,6 +561,43 @@ class ABP:
             abs_residual=abs_sum.astype(xp.float64),
             observed=xp.asarray(count, dtype=xp.float64),
         )
+
+    # -- one iteration: (5), then (6) ------------------------------------------------------------
+    def alternate(
+        self, z: Any, y: Any, observation: Observation | None = None, rng: Any = None
+    ) -> tuple[Any, dict[str, float]]:
+        """One iteration of alternating back-propagation on a batch: the Langevin loop (5)
+        from ``z`` (:meth:`langevin`, this ABP's settings), then one learning step (6) at the
+        Z it reached (:meth:`learn`).
+
+        The same as ``z = langevin(z, y); learn(z, y)``, except that W, fixed from the loop's
+        first pass to the learning step's backward pass, is derived from once for both: the
+        learning step's passes reuse what the loop's layers derived from W (on the CPU, the
+        Winograd route's transformed weights). :meth:`fit` runs its batches this way.
+
+        Returns
+        -------
+        z : array (N, *latent_shape)
+            Z after the Langevin loop (``z`` itself is not modified).
+        stats : dict of float
+            The learning step's, as :meth:`learn` returns them.
+        """
+        owner = "ABP.alternate"
+        y, obs = self._prepare_data(y, observation, owner)
+        z = self._check_z(z, y.shape[0], owner)
+        z, stats = self._alternate(z, y, obs, rng)
+        return z, LearnStats(*to_numpy(self.xp.stack(stats))).means(z.shape[0])
+
+    def _alternate(self, z: Any, y: Any, obs: Observation, rng: Any) -> tuple[Any, LearnStats]:
+        """:meth:`alternate` on validated arguments: Z after the loop, the learning step's sums."""
+        fixed = getattr(self.generator, "fixed_weights", contextlib.nullcontext)
+        with fixed():  # W fixed from the loop's first pass to the learning step's last
+            z = self._langevin_loop(
+                z, y, obs, self.langevin_steps, self.step_size, self.noise, rng, None
+            )  # (5)
+            stats = self._learn_passes(z, y, obs)  # (6): the gradients
+        self.optimizer.step(self.generator)  # (6): W <- W - lr * (...)
+        return z, stats
 
     # -- the training run ---------------------------------------------------------------------------
     def fit(

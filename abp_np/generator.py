@@ -143,12 +143,24 @@ class Generator:
         "The learning step inside fixed_weights").
 
         Leaving the block drops what was kept. Inside it, change the weights only through
-        :meth:`load_state_dict` (which drops it as well): a weight changed in place some
-        other way would leave a layer computing with the old one. Blocks may be nested (the
-        outer one's ``learning`` holds).
+        :meth:`load_state_dict` or an optimiser's ``step`` (which drop it as well): a weight
+        changed in place some other way would leave a layer computing with the old one.
+
+        Blocks may be nested; the outer one keeps and drops. A ``learning=True`` block inside
+        an ordinary one (:meth:`ABP.alternate <abp_np.abp.ABP.alternate>`: the learning step
+        right after the Langevin loop, with the same W) marks its passes as the learning
+        step's, and they reuse what the loop's passes derived.
         """
         if self._fixed:  # nested: the outer block keeps and drops
-            yield self
+            kept = [layer._derived for layer in self.layers if layer._derived is not None]
+            was = [d.learning for d in kept]
+            for d in kept:
+                d.learning = d.learning or learning
+            try:
+                yield self
+            finally:
+                for d, before in zip(kept, was, strict=True):
+                    d.learning = before
             return
         self._fixed = True
         for layer in self.layers:

@@ -132,8 +132,13 @@ class Optimizer:
         with several threads, :func:`abp_np.fast.elementwise.optimizer_update` runs the same
         :meth:`_apply` on ranges of elements at once, and SGD's update has a compiled form
         (:func:`abp_np.fast.cpu.sgd_update`): the same bits (``tests/test_threads.py``).
+
+        The weights change in place, so every updated layer drops what it derived from the old
+        ones (inside :meth:`Generator.fixed_weights
+        <abp_np.generator.Generator.fixed_weights>`).
         """
         self.steps += 1
+        updated = []
         for name, p, g, layer in generator.named_parameters():
             group = param_group(name, layer)
             lr = self.lr * self.lr_mult[group]
@@ -145,6 +150,11 @@ class Optimizer:
                 self._apply(p, g, state, lr, scale, decay)
             else:  # the same arithmetic on several threads (abp_np/fast/routes.py)
                 route.run(self, p, g, state, lr, scale, decay)
+            updated.append(layer)
+        for layer in updated:  # what a layer derived from its old weights is stale
+            forget = getattr(layer, "_forget_derived", None)
+            if forget is not None:
+                forget()
 
     def _apply(
         self, p: Any, g: Any, state: tuple[Any, ...], lr: float, scale: Any, decay: float

@@ -327,12 +327,11 @@ def _iteration(
             idx = xp.asarray(order[start : start + batch_size])
             y_b, obs_b = Y[idx], obs.take(idx)
             z0 = model._initial_z(len(idx)) if model.chains == "restart" else model.Z[idx]
-            z = model._langevin(  # inferential back-propagation (5)
-                z0, y_b, obs_b, model.langevin_steps, model.step_size, model.noise, None, None
-            )
+            # inferential back-propagation (5), then learning back-propagation (6)
+            z, stats = model._alternate(z0, y_b, obs_b, None)
             model.Z[idx] = z  # the chains are indexed by example, not by batch position
             flags.append(limits.z_sane(z))
-            totals += xp.stack(model._learn_step(z, y_b, obs_b))  # learning back-propagation (6)
+            totals += xp.stack(stats)
             flags.append(limits.weights_sane(model))
         flags.append(limits.z_sane(model.Z))  # every chain, visited or not: inference's
         flags.append(_state_finite(model))  # buffers and optimiser state: learning's products

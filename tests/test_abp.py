@@ -391,26 +391,57 @@ def test_infer_keeps_w_fixed_and_reconstruct_sample_shapes():
     assert abp.sample(6).shape == (6, 8)
 
 
-def test_every_langevin_loop_runs_with_w_fixed_and_learning_outside(monkeypatch):
+def test_every_langevin_loop_runs_with_w_fixed_and_the_update_outside(monkeypatch):
     """fit, infer and langevin share one loop, inside Generator.fixed_weights() (the CPU's
-    Winograd path keeps its transformed weights there); the learning step is outside it."""
+    Winograd path keeps its transformed weights there). fit's learning passes run in the same
+    block as its Langevin loop, marked as the learning step's; learn's in a block of their own.
+    The optimiser's step, which changes W, is outside every block."""
+    from abp_np.optim import Optimizer
+
     g = small_net(seed=3)
     abp = ABP(g, langevin_steps=2, seed=0)
     seen = []
-    step, learn = ABP._langevin_step, ABP._learn_step
+    step, passes, update = ABP._langevin_step, ABP._learn_passes, Optimizer.step
+
+    def learning() -> bool | None:  # the derived stores' mark, as the layers see it
+        marks = {layer._derived.learning for layer in g.layers if layer._derived is not None}
+        assert len(marks) <= 1
+        return marks.pop() if marks else None
+
+    def spy_passes(self, *a, **k):
+        real_forward = g.forward
+
+        def forward(*fa, **fk):  # the mark as the learning step's forward pass sees it
+            seen.append(("grads", g._fixed, learning()))
+            return real_forward(*fa, **fk)
+
+        g.forward = forward
+        try:
+            return passes(self, *a, **k)
+        finally:
+            del g.forward
+
     monkeypatch.setattr(
         ABP,
         "_langevin_step",
-        lambda self, *a, **k: seen.append(("z", g._fixed)) or step(self, *a, **k),
+        lambda self, *a, **k: seen.append(("z", g._fixed, learning())) or step(self, *a, **k),
     )
+    monkeypatch.setattr(ABP, "_learn_passes", spy_passes)
     monkeypatch.setattr(
-        ABP,
-        "_learn_step",
-        lambda self, *a, **k: seen.append(("W", g._fixed)) or learn(self, *a, **k),
+        Optimizer,
+        "step",
+        lambda self, gen: seen.append(("W", g._fixed, learning())) or update(self, gen),
     )
     Y = np.tanh(np.random.default_rng(4).standard_normal((6, 12)))
     abp.fit(Y, iterations=1, batch_size=3)
-    assert seen == [("z", True)] * 2 + [("W", False)] + [("z", True)] * 2 + [("W", False)]
+    batch = [("z", True, False)] * 2 + [("grads", True, True), ("W", False, None)]
+    assert seen == batch * 2
+    seen.clear()
+    z, _ = abp.alternate(np.zeros((6, 3)), Y)
+    assert seen == [("z", True, False)] * 2 + [("grads", True, True), ("W", False, None)]
+    seen.clear()
+    abp.learn(z, Y)
+    assert seen == [("grads", True, True), ("W", False, None)]
     for run in (
         lambda: abp.infer(Y, steps=2),
         lambda: abp.reconstruct(Y, steps=2),
@@ -418,7 +449,7 @@ def test_every_langevin_loop_runs_with_w_fixed_and_learning_outside(monkeypatch)
     ):
         seen.clear()
         run()
-        assert seen == [("z", True)] * 2
+        assert seen == [("z", True, False)] * 2
     assert not g._fixed
 
 
@@ -577,7 +608,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
 
     abp = make()
     calls = {"n": 0}
-    learn = abp._learn_step
+    learn = abp._learn_passes
 
     def interrupted(*args):
         calls["n"] += 1
@@ -585,7 +616,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
             raise KeyboardInterrupt
         return learn(*args)
 
-    abp._learn_step = interrupted
+    abp._learn_passes = interrupted
     with pytest.raises(KeyboardInterrupt):
         abp.fit(Y, iterations=4, batch_size=4, checkpoint_path=path, checkpoint_every=100)
     assert abp.iteration == 2  # rolled back to the last completed iteration

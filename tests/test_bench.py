@@ -36,7 +36,7 @@ def test_cli_json_has_the_documented_fields(tmp_path):
     assert res["sec_per_iter"] > 0
     assert res["images_per_sec"] == pytest.approx(4 / res["sec_per_iter"])
     assert res["batch"] == 4 and res["steps"] == 10
-    assert "ABP.langevin" in res["abp_source"]
+    assert "ABP.alternate" in res["abp_source"]
 
 
 def test_cli_json_reports_gemm_share_cores_busy_and_threads(tmp_path):
@@ -173,22 +173,25 @@ def test_bad_plot_target_is_refused_before_timing(tmp_path, extra, message, monk
 
 
 def test_breakdown_times_the_learning_columns_as_the_learning_step(monkeypatch):
-    """learn_fwd, learn_dx and dW run in fixed_weights(learning=True) blocks, as ABP.learn's
-    passes do, so that each layer takes the route the learning step takes."""
+    """learn_fwd, learn_dx and dW run in fixed_weights(learning=True) blocks nested in a
+    Langevin block that has run a forward pass, as ABP.alternate's learning passes do, so that
+    each layer takes the route (and finds the kept U) the learning step does."""
     from abp_np.generator import Generator
 
     blocks = []
     real = Generator.fixed_weights
 
     def spy(self, learning=False):
-        blocks.append(learning)
+        blocks.append((learning, self._fixed))
         return real(self, learning)
 
     monkeypatch.setattr(Generator, "fixed_weights", spy)
     bench.main(["--workload", "small32", "--batch", "2", "--breakdown", "--repeats", "1"])
-    # per layer: the Langevin block, one learning block per learn_fwd call, the learning block
-    assert blocks.count(False) == 12
-    assert blocks.count(True) >= 2 * 12
+    # per layer: the Langevin block; learn_fwd's warm-up and timed call, and the block of
+    # learn_dx and dW: each a Langevin block with a learning block inside
+    assert blocks.count((False, False)) == 12 * (1 + 3)
+    assert blocks.count((True, True)) == 12 * 3
+    assert len(blocks) == 12 * 7
 
 
 def test_breakdown_chart_sums_each_layers_passes(tmp_path):

@@ -537,3 +537,29 @@ def test_frozen_statistics_keeps_running_statistics_and_computes_the_same():
     moved = running_statistics(g)
     g.forward(z)
     assert not np.array_equal(running_statistics(g)[0][0], moved[0][0])
+
+
+def test_a_learning_block_inside_a_fixed_block_keeps_what_was_derived_and_marks_it():
+    """fixed_weights(learning=True) nested in fixed_weights(): the layers keep the outer
+    block's stores (and what they hold), marked as the learning step's inside the inner block
+    and as before after it; leaving the outer block drops them. An optimiser's step inside a
+    block empties them: the weights it changed in place make what was derived stale."""
+    from abp_np.optim import SGD
+
+    rng = np.random.default_rng(0)
+    g = Generator([Linear(3, 4, rng=rng), Tanh()], (3,))
+    layer = g.layers[0]
+    with g.fixed_weights():
+        store = layer._derived
+        store["derived"] = "from W"
+        assert store.learning is False
+        with g.fixed_weights(learning=True):
+            assert layer._derived is store and store["derived"] == "from W"
+            assert store.learning is True
+        assert layer._derived is store and store["derived"] == "from W"
+        assert store.learning is False
+        g.forward(rng.standard_normal((2, 3)).astype(np.float32))
+        g.backward(np.ones((2, 4), np.float32))
+        SGD(lr=0.1).step(g)
+        assert layer._derived is store and "derived" not in store
+    assert layer._derived is None

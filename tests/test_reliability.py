@@ -383,7 +383,10 @@ def test_every_array_of_the_state_is_checked_and_restored(tmp_path, key):
             else:
                 kind, name = key[len("optim/") :].split("/", 1)
                 target = abp.optimizer.state[kind][name]
-            target.reshape(-1)[-1] = np.inf
+            if key == "Z":  # every chain: the batch's own are written back after the step
+                target[...] = np.inf
+            else:
+                target.reshape(-1)[-1] = np.inf
 
     abp.optimizer.step = poisoning_step
     path = tmp_path / "run.npz"

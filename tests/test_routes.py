@@ -91,6 +91,7 @@ def test_the_older_names_are_the_same_switch():
 def test_the_table_lists_each_operation_s_routes_in_order_with_the_reference_last():
     assert routes.names("conv_transpose2d_forward") == [
         "winograd",
+        "winograd_kept",
         "winograd1d",
         "cuda",
         "phases",
@@ -241,6 +242,37 @@ def test_each_cpu_route_gives_the_reference_s_results(
     with reference_only():
         want = _run(layer, x, dy, need_param_grads)
     assert got[0] == name and want[0] == "xp"
+    scale = max(1.0, float(np.abs(want[1]).max()))
+    for a, b in zip([got[1], got[2], *got[3]], [want[1], want[2], *want[3]], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("need_param_grads", [True, False])
+def test_the_kept_u_route_gives_the_reference_s_results(need_param_grads):
+    """winograd_kept: in a learning block nested in a Langevin block whose pass kept U, a
+    layer the learning rule leaves to the columns (float64 U of 9.4 MB) runs its forward pass
+    on the Winograd route with that U, drops it, and goes back by the column blocks; y, dx, dW
+    and db are the reference's."""
+    from abp_np.generator import Generator
+
+    if not _cpu.available():
+        pytest.skip(f"compiled CPU kernels not available: {_cpu.reason()}")
+    rng = np.random.default_rng(5)
+    layer = ConvTranspose2d(128, 64, 5, 2, 2, 1, dtype=F64, rng=rng)
+    for value in layer.params.values():
+        value[...] = rng.standard_normal(value.shape)
+    g = Generator([layer], (128, 4, 4))
+    x = rng.standard_normal((16, 128, 4, 4))
+    dy = rng.standard_normal(layer.output_shape(x.shape))
+    with g.fixed_weights():
+        layer.forward(x)  # a Langevin pass: U kept
+        assert layer._cache.route == "winograd" and "winograd U, m=4" in layer._derived
+        with g.fixed_weights(learning=True):
+            got = _run(layer, x, dy, need_param_grads)
+            assert "winograd U, m=4" not in layer._derived
+    with reference_only():
+        want = _run(layer, x, dy, need_param_grads)
+    assert got[0] == "winograd_kept" and want[0] == "xp"
     scale = max(1.0, float(np.abs(want[1]).max()))
     for a, b in zip([got[1], got[2], *got[3]], [want[1], want[2], *want[3]], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * scale)

@@ -733,6 +733,73 @@ def test_learning_step_runs_with_fixed_weights(monkeypatch, x_shape, cout, takes
         np.testing.assert_allclose(grads["auto"][k], want, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "x_shape, cout, route",
+    [
+        # the learning rule takes it too (U 36 kB): the learning step's own Winograd passes
+        ((2, 4, 4, 4), 8, "winograd"),
+        # the Langevin loop's rule only (float64 U of 9.4 MB > BLOCK_BYTES): the forward pass
+        # with the loop's U, the backward by the columns
+        ((16, 128, 4, 4), 64, "winograd_kept"),
+    ],
+)
+def test_alternate_reuses_the_langevin_loops_u_in_the_learning_step(
+    monkeypatch, x_shape, cout, route
+):
+    """ABP.alternate runs the learning step's passes inside the Langevin loop's block: U is
+    computed once for the whole iteration; a layer the learning rule leaves to the columns
+    takes its forward pass on the kept U and drops it before the backward pass. Z is that of
+    ABP.langevin, bit for bit; the gradients are those of the direct path to rounding."""
+    need_compiled()
+    from abp_np.abp import ABP
+
+    N, cin = x_shape[:2]
+    rng = np.random.default_rng(8)
+    z0 = rng.standard_normal(x_shape)
+    y = rng.standard_normal((N, cout, 8, 8))
+    runs = {}
+    for kind in ("off", "separate", "alternate"):
+        layer = make_layer(cin, cout)
+        g = Generator([layer], x_shape[1:])
+        abp = ABP(g, sigma=0.3, langevin_steps=3, step_size=0.1, noise=False)
+        seen = []
+        real = g.backward
+
+        def spy(dy, need_param_grads=True, layer=layer, real=real, seen=seen):
+            if need_param_grads:  # the learning step's backward pass
+                kept = [k for k in layer._derived if str(k).startswith("winograd U")]
+                seen.append((layer._cache.route, kept))
+            return real(dy, need_param_grads)
+
+        monkeypatch.setattr(g, "backward", spy)
+        calls = count_transforms(monkeypatch)
+        with using(winograd="off" if kind == "off" else "auto"):
+            if kind == "alternate":
+                z, _ = abp.alternate(z0, y)
+            else:
+                z = abp.langevin(z0, y)
+                abp.learn(z, y)
+        assert layer._derived is None
+        if kind == "alternate":
+            assert len(calls) == 1  # the loop's U, and no other
+            kept = ["winograd U, m=4"] if route == "winograd" else []
+            assert seen == [(route, kept)]
+        elif kind == "separate":
+            assert len(calls) == (2 if route == "winograd" else 1)
+            assert seen[0][0] == ("winograd" if route == "winograd" else "phases")
+        runs[kind] = (z, {k: v.copy() for k, v in layer.grads.items()}, layer.params["weight"])
+    np.testing.assert_array_equal(runs["alternate"][0], runs["separate"][0])
+
+    def close(got, want):  # float64 rounding, against the array's scale
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+    for kind in ("separate", "alternate"):
+        close(runs[kind][0], runs["off"][0])
+        for k, want in runs["off"][1].items():
+            close(runs[kind][1][k], want)
+        close(runs[kind][2], runs["off"][2])
+
+
 def test_langevin_with_a_generator_that_has_no_fixed_weights():
     """A generator-like object without fixed_weights() still runs (nothing is kept)."""
     from abp_np.abp import ABP

@@ -9,10 +9,12 @@ overrides a method of ``Ops`` and falls back to it.
 =============================  ============================================================
 operation                      routes, in order (then ``"xp"``, the reference)
 =============================  ============================================================
-``conv_transpose2d_forward``   ``winograd`` (:mod:`~abp_np.fast.winograd`), ``winograd1d``
-                               (:mod:`~abp_np.fast.winograd1d`, 1-D layers), ``cuda``
-                               (:mod:`~abp_np.fast.cuda`), ``phases``, ``columns``
-                               (:mod:`~abp_np.fast.columns`)
+``conv_transpose2d_forward``   ``winograd`` (:mod:`~abp_np.fast.winograd`),
+                               ``winograd_kept`` (the learning step's forward pass with
+                               the U the Langevin loop kept; backward by the columns),
+                               ``winograd1d`` (:mod:`~abp_np.fast.winograd1d`, 1-D
+                               layers), ``cuda`` (:mod:`~abp_np.fast.cuda`), ``phases``,
+                               ``columns`` (:mod:`~abp_np.fast.columns`)
 ``conv_transpose2d_backward``  ``winograd``, ``winograd1d`` (for a cache of that route),
                                ``cuda``, ``taps`` (dx alone, few input channels), ``blocks``
                                (:mod:`~abp_np.fast.columns`)
@@ -135,6 +137,28 @@ def _winograd_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
 def _winograd_forward(x, weight, bias, stride, padding, out_hw, derived):
     plan = _winograd_plan(x, weight, stride, padding, out_hw, derived)
     return winograd.forward(x, weight, plan, bias, derived)
+
+
+def _kept_u_plan(x, weight, stride, padding, out_hw, derived) -> winograd.Plan | None:
+    """In the learning step's block, a layer the Winograd route leaves to the columns (its U
+    too large to form U's gradient beside it) but whose U the Langevin loop kept: that plan."""
+    if not (_on_cpu(x) and getattr(derived, "learning", False)):
+        return None
+    return winograd.kept(x, weight, stride, padding, out_hw, derived)
+
+
+def _kept_u_takes(x, weight, bias, stride, padding, out_hw, derived) -> bool:
+    return _kept_u_plan(x, weight, stride, padding, out_hw, derived) is not None
+
+
+def _kept_u_forward(x, weight, bias, stride, padding, out_hw, derived):
+    """The forward pass on the Winograd route with the kept U, and a cache of the columns' kind:
+    the backward pass with weight gradients takes the column blocks, as it would have. No
+    pass of the block needs U again, so it is dropped here, before the backward pass."""
+    plan = _kept_u_plan(x, weight, stride, padding, out_hw, derived)
+    y, _ = winograd.forward(x, weight, plan, bias, derived)
+    winograd.forget(derived, plan)
+    return y, None
 
 
 def _winograd1d_plan(x, weight, stride, padding, out_hw) -> winograd1d.Plan1d | None:
@@ -326,6 +350,7 @@ def _c_relu_takes(*arrays) -> bool:
 TABLE: dict[str, tuple[Route, ...]] = {
     "conv_transpose2d_forward": (
         Route("winograd", _winograd_takes, _winograd_forward),
+        Route("winograd_kept", _kept_u_takes, _kept_u_forward),
         Route("winograd1d", _winograd1d_takes, _winograd1d_forward),
         Route("cuda", _cuda_forward_takes, _cuda_forward),
         Route("phases", _phases_take, _phases_forward),

@@ -101,7 +101,9 @@ __all__ = [
     "WinogradCache",
     "backward",
     "choose",
+    "forget",
     "forward",
+    "kept",
     "mode",
     "plan",
     "transformed_weights",
@@ -582,13 +584,38 @@ def transformed_weights(weight, p: Plan, derived=None):
     :meth:`abp_np.generator.Generator.fixed_weights`); it is reused as long as the layer's
     weight is the same array object and the tile size is the same.
     """
-    key = f"winograd U, m={p.m}"
+    key = _u_key(p)
     if derived is not None and key in derived and derived[key][0] is weight:
         return derived[key][1]
     U = _weights_transform(weight, p)
     if derived is not None:
         derived[key] = (weight, U)
     return U
+
+
+def _u_key(p: Plan) -> str:
+    return f"winograd U, m={p.m}"
+
+
+def kept(x, weight, stride, padding, out_hw, derived) -> Plan | None:
+    """The plan of a U that ``derived`` keeps for this very ``weight``, else None.
+
+    Passes before this one with the same weights (the Langevin loop, inside the same
+    :meth:`~abp_np.generator.Generator.fixed_weights` block) formed it; the learning step's
+    forward pass may reuse it where its own rule (:func:`worth_it`) would not form one.
+    """
+    if derived is None or switches().winograd == "off" or x.dtype not in (np.float32, np.float64):
+        return None
+    p = plan(x.shape, weight.shape, stride, padding, out_hw)
+    if p is None:
+        return None
+    entry = derived.get(_u_key(p))
+    return p if entry is not None and entry[0] is weight else None
+
+
+def forget(derived, p: Plan) -> None:
+    """Drop the U that ``derived`` keeps for plan ``p`` (no pass of the block needs it again)."""
+    derived.pop(_u_key(p), None)
 
 
 def _weights_transform(weight, p: Plan):

@@ -248,14 +248,13 @@ class AbpRunner:
             noise=True,
             cuda_graph=cuda_graph and device == "gpu",
         )
-        self.source = "abp_np.abp.ABP.langevin + ABP.learn (paper SGD)" + (
+        self.source = "abp_np.abp.ABP.alternate (paper SGD)" + (
             ", the Langevin loop replayed as a CUDA graph" if self.abp.cuda_graph else ""
         )
 
     def iteration(self) -> None:
         """One ABP iteration: ``steps`` Langevin steps on z, then one learning step."""
-        self.z = self.abp.langevin(self.z, self.y, rng=self.rng)
-        self.abp.learn(self.z, self.y)
+        self.z, _ = self.abp.alternate(self.z, self.y, rng=self.rng)
 
     def timed(self) -> float:
         """Wall seconds of one iteration; its CPU seconds (all threads) go to ``cpu_seconds``."""
@@ -596,20 +595,28 @@ def measure_memory(args: argparse.Namespace, which: str) -> float | None:
 # --- per-layer breakdown --------------------------------------------------------------------------
 
 
-def _best_time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int) -> float:
-    """Best of ``repeats`` timed calls after one warm-up call.
+def _best_time(
+    fn: Callable[[], Any],
+    sync: Callable[[], None],
+    repeats: int,
+    around: Callable[[], Any] = contextlib.nullcontext,
+) -> float:
+    """Best of ``repeats`` timed calls after one warm-up call; each call inside a fresh
+    ``around()`` context when given (entered and left outside the timing).
 
     The best, not the median: a layer call takes milliseconds, and on a shared machine
     other jobs only ever add time to it.
     """
-    fn()
+    with around():
+        fn()
     ts = []
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
+        with around():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t0)
     return min(ts)
 
 
@@ -1023,10 +1030,11 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
     network, with a random upstream gradient, best of ``args.repeats`` calls. ``fwd`` and
     ``dx`` are timed twice: as in the Langevin loop (inside ``Generator.fixed_weights()``,
     where a layer reuses what it derived from the weights in the block's first pass) and as in
-    the learning step (``learn_fwd``, ``learn_dx``: in ``fixed_weights(learning=True)``, a
-    block of one forward and one backward pass, so the forward pass derives anew and the
-    routes choose as in :meth:`ABP.learn <abp_np.abp.ABP.learn>`). The weight-gradient time is the learning step's
-    full backward time minus its input-only one.
+    the learning step of :meth:`ABP.alternate <abp_np.abp.ABP.alternate>` (``learn_fwd``,
+    ``learn_dx``: in ``fixed_weights(learning=True)`` nested in the loop's block, so that the
+    forward pass finds what a Langevin pass derived and the routes choose as in the learning
+    step). The weight-gradient time is the learning step's full backward time minus its
+    input-only one.
     """
     g, batch, lat = setup(args)
     abp = AbpRunner(g, batch, lat, STEPS, args.device, args.seed)
@@ -1047,16 +1055,20 @@ def breakdown(args: argparse.Namespace, torch: Any) -> list[dict[str, Any]]:
         def bwd(full: bool, layer: L.Layer = layer, dy: Any = dy) -> Callable[[], Any]:
             return lambda: layer.backward(dy, full)
 
-        def learn_fwd(layer: L.Layer = layer, x: Any = x) -> Any:
-            with g.fixed_weights(learning=True):  # a block of its own: derived from W anew
-                return layer.forward(x)
+        @contextlib.contextmanager
+        def after_the_loop(fwd: Callable[[], Any] = fwd) -> Iterator[None]:
+            """As ABP.alternate's learning step: a Langevin pass has derived from W."""
+            with g.fixed_weights():
+                fwd()
+                with g.fixed_weights(learning=True):
+                    yield
 
         with g.fixed_weights():  # as in the Langevin loop: kept from the block's first pass
             row["fwd"] = _best_time(fwd, sync, args.repeats)
             fwd()
             row["dx"] = _best_time(bwd(False), sync, args.repeats)
-        row["learn_fwd"] = _best_time(learn_fwd, sync, args.repeats)
-        with g.fixed_weights(learning=True):  # as in the learning step (ABP.learn)
+        row["learn_fwd"] = _best_time(fwd, sync, args.repeats, after_the_loop)
+        with after_the_loop():  # as in the learning step
             fwd()
             row["learn_dx"] = _best_time(bwd(False), sync, args.repeats)
             full = _best_time(bwd(True), sync, args.repeats)
