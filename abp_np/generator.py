@@ -363,6 +363,11 @@ class Generator:
                 )
             xp = get_array_module(d[k])
             d[k][...] = xp.asarray(v, dtype=d[k].dtype)
+        self._forget_derived()
+
+    def _forget_derived(self) -> None:
+        """The weights changed in place: every layer drops what it derived from the old ones
+        (inside :meth:`fixed_weights` it keeps deriving, from the new ones)."""
         for layer in self.layers:
             layer._forget_derived()
 

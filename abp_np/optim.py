@@ -133,12 +133,11 @@ class Optimizer:
         :meth:`_apply` on ranges of elements at once, and SGD's update has a compiled form
         (:func:`abp_np.fast.cpu.sgd_update`): the same bits (``tests/test_threads.py``).
 
-        The weights change in place, so every updated layer drops what it derived from the old
-        ones (inside :meth:`Generator.fixed_weights
+        The weights change in place, so the generator's layers drop what they derived from the
+        old ones (inside :meth:`Generator.fixed_weights
         <abp_np.generator.Generator.fixed_weights>`).
         """
         self.steps += 1
-        updated = []
         for name, p, g, layer in generator.named_parameters():
             group = param_group(name, layer)
             lr = self.lr * self.lr_mult[group]
@@ -150,11 +149,9 @@ class Optimizer:
                 self._apply(p, g, state, lr, scale, decay)
             else:  # the same arithmetic on several threads (abp_np/fast/routes.py)
                 route.run(self, p, g, state, lr, scale, decay)
-            updated.append(layer)
-        for layer in updated:  # what a layer derived from its old weights is stale
-            forget = getattr(layer, "_forget_derived", None)
-            if forget is not None:
-                forget()
+        forget = getattr(generator, "_forget_derived", None)  # derived from the old weights
+        if forget is not None:
+            forget()
 
     def _apply(
         self, p: Any, g: Any, state: tuple[Any, ...], lr: float, scale: Any, decay: float

@@ -555,10 +555,9 @@ def _restore(model: ABP, snap: dict[str, Any]) -> None:
     for d, saved in zip(dicts, snap["params"], strict=True):
         for k, v in saved.items():
             d[k][...] = v
-    for layer in model.generator.layers:  # what a layer derived from the weights is stale
-        forget = getattr(layer, "_forget_derived", None)
-        if forget is not None:
-            forget()
+    forget = getattr(model.generator, "_forget_derived", None)  # derived from the weights
+    if forget is not None:
+        forget()
     model.optimizer.state = snap["optim"]
     model.optimizer.steps = snap["optim_steps"]
     model.optimizer.lr = snap["lr"]

@@ -686,6 +686,27 @@ def test_learning_rule_bounds_the_transformed_weights():
     assert not winograd.worth_it(*small32, learning=True)  # no block: no wider rule
 
 
+def one_layer_abp(monkeypatch, cin, cout, x_shape, steps, record):
+    """An ABP on a one-layer generator whose backward passes append ``record(layer, full)``
+    (when not None) to the returned list ``seen``: (layer, abp, seen)."""
+    from abp_np.abp import ABP
+
+    layer = make_layer(cin, cout)
+    g = Generator([layer], x_shape[1:])
+    abp = ABP(g, sigma=0.3, langevin_steps=steps, step_size=0.1, noise=False)
+    seen = []
+    real = g.backward
+
+    def spy(dy, need_param_grads=True):
+        entry = record(layer, need_param_grads)
+        if entry is not None:
+            seen.append(entry)
+        return real(dy, need_param_grads)
+
+    monkeypatch.setattr(g, "backward", spy)
+    return layer, abp, seen
+
+
 @pytest.mark.parametrize(
     "x_shape, cout, takes_it",
     [
@@ -699,26 +720,18 @@ def test_learning_step_runs_with_fixed_weights(monkeypatch, x_shape, cout, takes
     computed once for both passes, the block is left before the update, and the weight
     gradients are those of the direct path (winograd off) to rounding."""
     need_compiled()
-    from abp_np.abp import ABP
-
     N, cin = x_shape[:2]
     assert not winograd.worth_it(x_shape, (cin, cout, 5, 5))
     rng = np.random.default_rng(6)
     z = rng.standard_normal(x_shape)
     y = rng.standard_normal((N, cout, 8, 8))
     grads = {}
+
+    def record(layer, full):
+        return took_winograd(layer), layer._derived is not None, layer._derived.learning
+
     for mode in ("off", "auto"):
-        layer = make_layer(cin, cout)
-        g = Generator([layer], x_shape[1:])
-        abp = ABP(g, sigma=0.3, langevin_steps=1, step_size=0.1, noise=False)
-        seen = []
-        real = g.backward
-
-        def spy(dy, need_param_grads=True, layer=layer, real=real, seen=seen):
-            seen.append((took_winograd(layer), layer._derived is not None, layer._derived.learning))
-            return real(dy, need_param_grads)
-
-        monkeypatch.setattr(g, "backward", spy)
+        layer, abp, seen = one_layer_abp(monkeypatch, cin, cout, x_shape, 1, record)
         calls = count_transforms(monkeypatch)
         w0 = layer.params["weight"].copy()
         with using(winograd=mode):
@@ -751,27 +764,21 @@ def test_alternate_reuses_the_langevin_loops_u_in_the_learning_step(
     takes its forward pass on the kept U and drops it before the backward pass. Z is that of
     ABP.langevin, bit for bit; the gradients are those of the direct path to rounding."""
     need_compiled()
-    from abp_np.abp import ABP
-
     N, cin = x_shape[:2]
     rng = np.random.default_rng(8)
     z0 = rng.standard_normal(x_shape)
     y = rng.standard_normal((N, cout, 8, 8))
     runs = {}
+
+    def record(layer, full):  # the learning step's backward pass: its route, the U kept
+        if full:
+            return layer._cache.route, [
+                k for k in layer._derived if str(k).startswith("winograd U")
+            ]
+        return None
+
     for kind in ("off", "separate", "alternate"):
-        layer = make_layer(cin, cout)
-        g = Generator([layer], x_shape[1:])
-        abp = ABP(g, sigma=0.3, langevin_steps=3, step_size=0.1, noise=False)
-        seen = []
-        real = g.backward
-
-        def spy(dy, need_param_grads=True, layer=layer, real=real, seen=seen):
-            if need_param_grads:  # the learning step's backward pass
-                kept = [k for k in layer._derived if str(k).startswith("winograd U")]
-                seen.append((layer._cache.route, kept))
-            return real(dy, need_param_grads)
-
-        monkeypatch.setattr(g, "backward", spy)
+        layer, abp, seen = one_layer_abp(monkeypatch, cin, cout, x_shape, 3, record)
         calls = count_transforms(monkeypatch)
         with using(winograd="off" if kind == "off" else "auto"):
             if kind == "alternate":

@@ -75,8 +75,9 @@ LEARNING_BLOCK_BYTES = 16 * 2**20
 #: Fewest columns (positions) a block of :func:`conv_transpose2d_backward` gives its GEMMs where
 #: the layer has that many: a block of fewer leaves OpenBLAS too narrow a GEMM. texture224's
 #: 512 -> 256 layer (batch 1, 14 x 14 inputs, 358 KB of columns per row) was cut by
-#: :data:`BLOCK_BYTES` into blocks of 11 and 3 rows (154 and 42 columns): 9.2 ms a pass
-#: against 8.0 whole (``BENCHMARKS.md``, "texture224's narrow layer").
+#: :data:`BLOCK_BYTES` into blocks of 11 and 3 rows (154 and 42 columns): 7.35 ms a pass
+#: against 5.88 whole (``BENCHMARKS.md``, "The learning step inside the Langevin loop's block,
+#: and texture224's narrow layer").
 MIN_COLUMNS = 256
 
 
